@@ -1,0 +1,155 @@
+"""Build-once cache of projectors: in memory (LRU) and on disk, keyed by geometry.
+
+Disk layout: ``$RESAMPLE_MED_CACHE`` (default ``~/.cache/resample_med/operators``) holds one
+``<kind>-<geometry.cache_key()>-v<FORMAT_VERSION>.pt`` per geometry with ``A`` and ``A^T`` as CSR
+component tensors (int32 indices, float32 values); files are written to a temporary name and renamed,
+so readers never see a partial file, and loaded memory-mapped. A geometry whose angles are a subset of
+a full-view operator already in memory is served by that operator's rows instead of a new build.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resample_med.geometry import Geometry, geometry_from_dict
+from resample_med.operators.joseph import build_system_matrix
+from resample_med.operators.projector import Projector
+from resample_med.operators.sparse import SparsePair
+
+CACHE_ENV_VAR = "RESAMPLE_MED_CACHE"
+"""Environment variable naming the on-disk cache folder."""
+
+DEFAULT_CACHE_DIR = Path("~/.cache/resample_med/operators")
+"""Cache folder when ``RESAMPLE_MED_CACHE`` is unset."""
+
+FORMAT_VERSION = 1
+"""Bump when the system-matrix definition or the file layout changes (old files are then ignored)."""
+
+MEMORY_CACHE_ENTRIES = 8
+"""Projectors kept in memory (least recently used dropped first)."""
+
+ANGLE_MATCH_TOL_RAD = 1e-9
+"""Angles closer than this count as the same view when serving a subset from a cached operator."""
+
+_BASE: "OrderedDict[Geometry, SparsePair]" = OrderedDict()  # CPU float32 matrices
+_PROJECTORS: "OrderedDict[tuple[Geometry, str, torch.dtype], Projector]" = OrderedDict()
+
+
+def cache_dir() -> Path:
+    """The on-disk cache folder (created on first write)."""
+    return Path(os.environ.get(CACHE_ENV_VAR, str(DEFAULT_CACHE_DIR))).expanduser()
+
+
+def cache_path(geometry: Geometry) -> Path:
+    """File holding ``geometry``'s system matrix."""
+    return cache_dir() / f"{geometry.kind}-{geometry.cache_key()}-v{FORMAT_VERSION}.pt"
+
+
+def clear_memory_cache() -> None:
+    """Forget every projector held in memory (disk files stay)."""
+    _BASE.clear()
+    _PROJECTORS.clear()
+
+
+def _remember(cache: OrderedDict, key: object, value: object) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > MEMORY_CACHE_ENTRIES:
+        cache.popitem(last=False)
+
+
+def _save(geometry: Geometry, system: SparsePair, path: Path) -> None:
+    """Atomically write ``system`` to ``path`` (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"geometry": geometry.to_dict()}
+    for name, matrix in (("a", system.matrix), ("at", system.matrix_t)):
+        payload[f"{name}_crow"] = matrix.crow_indices()
+        payload[f"{name}_col"] = matrix.col_indices()
+        payload[f"{name}_val"] = matrix.values()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(geometry: Geometry, path: Path) -> SparsePair | None:
+    """The cached pair at ``path``, or None when the file is missing, unreadable or for another geometry."""
+    try:
+        payload = torch.load(path, mmap=True, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+    if geometry_from_dict(payload["geometry"]) != geometry:
+        return None
+    n_rays, n_pixels = geometry.n_views * geometry.det_count, geometry.image_size**2
+    matrices = [
+        torch.sparse_csr_tensor(
+            payload[f"{name}_crow"], payload[f"{name}_col"], payload[f"{name}_val"], size=size, check_invariants=False
+        )
+        for name, size in (("a", (n_rays, n_pixels)), ("at", (n_pixels, n_rays)))
+    ]
+    return SparsePair(*matrices)
+
+
+def _subset_of_cached(geometry: Geometry) -> Projector | None:
+    """A projector for ``geometry`` made of rows of a cached operator whose angles contain its angles."""
+    wanted = np.asarray(geometry.angles)
+    for full, system in _BASE.items():
+        if full == geometry or not full.same_except_angles(geometry):
+            continue
+        have = np.asarray(full.angles)
+        distance = np.abs(wanted[:, None] - have[None, :])
+        nearest = distance.argmin(axis=1)
+        if np.all(distance[np.arange(wanted.size), nearest] <= ANGLE_MATCH_TOL_RAD):
+            return Projector(full, system).subset(nearest.tolist())
+    return None
+
+
+def _base_system(geometry: Geometry) -> SparsePair:
+    """CPU float32 ``(A, A^T)`` for ``geometry``: from memory, a cached superset, disk, or a fresh build."""
+    if geometry in _BASE:
+        _BASE.move_to_end(geometry)
+        return _BASE[geometry]
+    from_superset = _subset_of_cached(geometry)
+    if from_superset is not None:
+        system = from_superset._system
+    else:
+        path = cache_path(geometry)
+        loaded = _load(geometry, path) if path.is_file() else None
+        if loaded is None:
+            system = SparsePair.from_scipy(build_system_matrix(geometry), torch.float32)
+            _save(geometry, system, path)
+        else:
+            system = loaded
+    _remember(_BASE, geometry, system)
+    return system
+
+
+def make_projector(
+    geometry: Geometry, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Projector:
+    """The (cached) :class:`Projector` for ``geometry`` on ``device`` (default CPU) with ``dtype`` values.
+
+    The matrix is built once per geometry (Joseph's method, a few seconds for 512^2 x 180 fan views),
+    stored on disk under :func:`cache_dir` and reused across processes.
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (geometry, str(device), dtype)
+    if key in _PROJECTORS:
+        _PROJECTORS.move_to_end(key)
+        return _PROJECTORS[key]
+    system = _base_system(geometry)
+    if device.type != "cpu" or dtype != system.dtype:
+        system = system.to(device, dtype)
+    projector = Projector(geometry, system)
+    _remember(_PROJECTORS, key, projector)
+    return projector
