@@ -1,0 +1,201 @@
+"""Loading one DICOM CT series through MONAI: a MONAI ``ImageReader`` that orders slices by position.
+
+MONAI's own ``PydicomReader`` orders slices by InstanceNumber (wrong when numbers are scrambled,
+failing when they are missing) and its ``ITKReader`` needs the 1.5 GB ``itk`` package, so
+:class:`PositionSortedDicomReader` implements MONAI's reader interface (``verify_suffix``,
+``read`` -> image object, ``get_data`` -> (array, meta)) on top of :mod:`.discovery`,
+:mod:`.slice_order` and :mod:`.pixel_decoding`. :func:`load_series` runs it through
+``monai.transforms.LoadImage``; it plugs into any MONAI ``Compose`` the same way::
+
+    LoadImage(reader=PositionSortedDicomReader(series="B40f"), image_only=True)(folder)
+
+The array is (Z, Y, X) float32 HU with slices ascending along the normal; the meta ``affine``
+maps (z, y, x) indices to LPS millimetres (``space`` = "LPS").
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader
+
+from resample_med.io.dicom_headers import copied_header, read_dataset
+from resample_med.io.discovery import SeriesInfo, discover_series, select_series
+from resample_med.io.errors import DicomInputError, DicomInputWarning
+from resample_med.io.pixel_decoding import decode_hu
+from resample_med.io.slice_order import SortedSeries, sort_slices
+from resample_med.io.volume import CTVolume
+
+DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
+"""File suffixes :meth:`PositionSortedDicomReader.verify_suffix` accepts (folders always)."""
+
+
+def open_series(path: str | os.PathLike[str], series: str | int | None = None) -> tuple[SeriesInfo, SortedSeries]:
+    """Discover, select and sort one series under ``path`` (headers only, no pixels decoded)."""
+    info = select_series(discover_series(path), series)
+    if series is None:
+        info = select_series([info], info.uid)  # the same checks as an explicit choice
+    return info, sort_slices(info.folder, list(info.records))
+
+
+def _slice_hu(sorted_series: SortedSeries, k: int) -> np.ndarray:
+    """(Y, X) HU of slice ``k`` with the series' in-plane flips applied."""
+    record = sorted_series.records[k]
+    slope, intercept = sorted_series.rescale[k]
+    hu = decode_hu(record.path, record.transfer_syntax, (record.rows, record.columns), float(slope), float(intercept))
+    if sorted_series.flip_y:
+        hu = hu[::-1]
+    if sorted_series.flip_x:
+        hu = hu[:, ::-1]
+    return np.ascontiguousarray(hu)
+
+
+def iter_series_slices(sorted_series: SortedSeries) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (k, (Y, X) float32 HU) slice by slice; memory stays one slice whatever Z is.
+
+    Raises:
+        DicomInputError: a slice cannot be decoded (slices are not skipped here, since the
+            indices already yielded must stay valid).
+    """
+    for k in range(len(sorted_series.records)):
+        yield k, _slice_hu(sorted_series, k)
+
+
+def _subset(sorted_series: SortedSeries, keep: Sequence[int]) -> SortedSeries:
+    idx = np.asarray(keep, dtype=int)
+    return replace(
+        sorted_series,
+        records=tuple(sorted_series.records[i] for i in idx),
+        positions=sorted_series.positions[idx],
+        rescale=sorted_series.rescale[idx],
+    )
+
+
+def source_metadata(info: SeriesInfo, sorted_series: SortedSeries) -> dict[str, Any]:
+    """The :attr:`CTVolume.source` dict of a DICOM series (UIDs, per-slice positions, header to copy)."""
+    first = sorted_series.records[0]
+    ds = read_dataset(first.path, pixels=False)
+    header = copied_header(ds) if ds is not None else {}
+    return {
+        "format": "dicom",
+        "path": str(info.folder),
+        "files": [str(r.path) for r in sorted_series.records],
+        "StudyInstanceUID": first.study_uid,
+        "SeriesInstanceUID": first.series_uid,
+        "FrameOfReferenceUID": first.frame_of_reference_uid,
+        "SOPClassUID": first.sop_class_uid,
+        "SOPInstanceUIDs": [r.sop_instance_uid for r in sorted_series.records],
+        "ImagePositionPatient": sorted_series.positions.tolist(),
+        "ImageOrientationPatient": list(sorted_series.orientation),
+        "PatientID": header.get("PatientID", ""),
+        "SeriesDescription": info.description,
+        "SeriesNumber": info.number,
+        "Modality": info.modality,
+        "TransferSyntax": info.transfer_syntax,
+        "SliceThickness": first.slice_thickness,
+        "flipped_axes": [a for a, f in (("x", sorted_series.flip_x), ("y", sorted_series.flip_y)) if f],
+        "header": header,
+    }
+
+
+class PositionSortedDicomReader(ImageReader):
+    """MONAI ``ImageReader`` for one CT series, slices ordered by ImagePositionPatient.
+
+    Args:
+        series: which series of a folder to read (see :func:`select_series`); None for the
+            largest axial CT series.
+    """
+
+    def __init__(self, series: str | int | None = None) -> None:
+        super().__init__()
+        self.series = series
+
+    def verify_suffix(self, filename: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str) -> bool:
+        """True for folders and for files with a DICOM-like suffix (none, .dcm, .dicom, .ima)."""
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return all(Path(n).is_dir() or Path(n).suffix.lower() in DICOM_SUFFIXES for n in names)
+
+    def read(self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any) -> tuple[SeriesInfo, SortedSeries]:
+        """Discover, select and sort the series under ``data`` (one folder or file); headers only."""
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        if len(paths) != 1:
+            raise DicomInputError(str(paths[0]) if paths else ".", "give one DICOM folder or file, not a list")
+        return open_series(paths[0], self.series)
+
+    def get_data(self, img: tuple[SeriesInfo, SortedSeries]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Decode every slice: ((Z, Y, X) float32 HU, MONAI meta dict with LPS ``affine``).
+
+        Corrupted slices are skipped with one :class:`DicomInputWarning` listing them; a missing
+        decoder or a series with no decodable slice raises :class:`DicomInputError`.
+        """
+        info, sorted_series = img
+        z, y, x = sorted_series.shape
+        hu = np.empty((z, y, x), dtype=np.float32)
+        good: list[int] = []
+        failed: list[DicomInputError] = []
+        for k in range(z):
+            try:
+                hu[len(good)] = _slice_hu(sorted_series, k)
+            except DicomInputError as exc:
+                if "no decoder is installed" in exc.problem:
+                    raise
+                failed.append(exc)
+                continue
+            good.append(k)
+        if not good:
+            raise DicomInputError(info.folder, f"no slice of the series could be decoded; first problem: {failed[0]}")
+        if failed:
+            at = ", ".join(f"{Path(e.path).name} ({e.problem})" for e in failed)
+            warnings.warn(f"{info.folder}: skipped {len(failed)} corrupted slice(s): {at}", DicomInputWarning, stacklevel=2)
+            sorted_series = _subset(sorted_series, good)
+            hu = hu[: len(good)]
+        source = source_metadata(info, sorted_series)
+        affine = np.eye(4)
+        sz, sy, sx = sorted_series.spacing_mm
+        affine[:3, 0] = sorted_series.direction[2] * sz
+        affine[:3, 1] = sorted_series.direction[1] * sy
+        affine[:3, 2] = sorted_series.direction[0] * sx
+        affine[:3, 3] = sorted_series.positions[0]
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(hu.shape),
+            "original_channel_dim": float("nan"),
+            "space": "LPS",
+            "spacing_mm": sorted_series.spacing_mm,
+            "direction": sorted_series.direction,
+            "origin_mm": sorted_series.positions[0],
+            "source": source,
+        }
+        return hu, meta
+
+
+def load_series(path: str | os.PathLike[str], series: str | int | None = None) -> CTVolume:
+    """Load one DICOM CT series through ``monai.transforms.LoadImage`` into a :class:`CTVolume`.
+
+    Args:
+        path: a folder (scanned recursively) or one DICOM file.
+        series: SeriesInstanceUID, SeriesNumber or description substring; None for the largest
+            axial CT series.
+
+    Returns:
+        CTVolume with (Z, Y, X) float32 HU, slices ascending along the slice normal.
+    """
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(reader=PositionSortedDicomReader(series), image_only=True, dtype=np.float32)
+    image = loader(str(path))
+    meta = image.meta
+    return CTVolume(
+        hu=np.ascontiguousarray(image.numpy(), dtype=np.float32),
+        spacing_mm=tuple(float(s) for s in meta["spacing_mm"]),  # type: ignore[arg-type]
+        origin_mm=np.asarray(meta["origin_mm"], dtype=np.float64),
+        direction=np.asarray(meta["direction"], dtype=np.float64),
+        source=meta["source"],
+    )

@@ -1,0 +1,33 @@
+"""Error and warning types of :mod:`resample_med.io`.
+
+Every problem with an input path is raised as :class:`DicomInputError` (a ``ValueError``) whose
+message names the file or folder and the problem, never as an exception from deep inside pydicom,
+SimpleITK or numpy. Problems the reader can work around (corrupted files skipped, gaps between
+slices, duplicate positions) are reported as :class:`DicomInputWarning`.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class DicomInputError(ValueError):
+    """An input file or folder cannot be used; the message names the path and the problem."""
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class OutputPathError(ValueError):
+    """An output path is unsafe (inside an input folder) or already exists without ``overwrite``."""
+
+    def __init__(self, path: str | PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DicomInputWarning(UserWarning):
+    """An input problem that was worked around; the message says what was skipped or assumed."""
