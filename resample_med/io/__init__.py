@@ -10,12 +10,14 @@ normal, and every input problem is a :class:`DicomInputError` naming the file an
 ...     back = s.to_source(recon_256)                     # (Y, X) on the source grid
 """
 
+from resample_med.io.dicom_writer import rescale_for_int16, write_derived_series
 from resample_med.io.dicom_reader import PositionSortedDicomReader, iter_series_slices, load_series, open_series
 from resample_med.io.discovery import SeriesInfo, discover_series, select_series
 from resample_med.io.errors import DicomInputError, DicomInputWarning, OutputPathError
 from resample_med.io.load import load_volume
 from resample_med.io.model_grid import MODEL_GRID_PRESETS, ModelGrid, ModelGridConfig, ModelSlice, iter_model_slices
 from resample_med.io.nifti import load_nifti, write_nifti
+from resample_med.io.preview import HU_WINDOWS, HUWindow, to_display, write_png_preview
 from resample_med.io.sample import SAMPLE_CTS, load_sample_ct, sample_ct_path
 from resample_med.io.volume import CTVolume
 
@@ -23,6 +25,8 @@ __all__ = [
     "CTVolume",
     "DicomInputError",
     "DicomInputWarning",
+    "HUWindow",
+    "HU_WINDOWS",
     "MODEL_GRID_PRESETS",
     "ModelGrid",
     "ModelGridConfig",
@@ -39,7 +43,11 @@ __all__ = [
     "load_series",
     "load_volume",
     "open_series",
+    "rescale_for_int16",
     "sample_ct_path",
     "select_series",
+    "to_display",
+    "write_derived_series",
     "write_nifti",
+    "write_png_preview",
 ]

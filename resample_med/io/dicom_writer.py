@@ -1,0 +1,202 @@
+"""Writing a reconstruction as a derived DICOM CT series that viewers and PACS accept.
+
+The series is a new CT series in the source's study and frame of reference: new
+SeriesInstanceUID and SOPInstanceUIDs (``pydicom.uid.generate_uid``), ImageType
+DERIVED\\SECONDARY\\AXIAL, a SeriesDescription naming the method, per-slice
+ImagePositionPatient / ImageOrientationPatient / PixelSpacing / SliceThickness of the source
+geometry, int16 pixels with RescaleSlope/Intercept chosen to hold the HU range, the patient and
+study modules copied, and a ReferencedSeriesSequence plus per-slice SourceImageSequence pointing
+at the source images. The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+import resample_med
+from resample_med.io.errors import DicomInputWarning
+from resample_med.io.output_paths import atomic_directory, check_output_path, input_folders
+from resample_med.io.preview import HU_WINDOWS
+from resample_med.io.volume import CTVolume
+
+INT16_MIN, INT16_MAX = -32768, 32767
+"""Range of the stored pixel values."""
+
+DERIVED_SERIES_NUMBER_OFFSET = 1000
+"""Default SeriesNumber of a derived series: the source's plus this."""
+
+DEFAULT_DISPLAY_WINDOW = "soft_tissue"
+"""WindowCenter/WindowWidth written into the derived series."""
+
+MAX_DESCRIPTION = 64
+"""Length limit of a LO value such as SeriesDescription."""
+
+
+def rescale_for_int16(hu: np.ndarray) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) so that ``round((hu - b) / m)`` fits int16.
+
+    Slope 1 and intercept 0 (0.5 HU quantisation) whenever the HU range fits int16, as for any
+    real CT; otherwise the range is spread over the full int16 span.
+    """
+    lo, hi = float(np.min(hu)), float(np.max(hu))
+    if INT16_MIN <= lo and hi <= INT16_MAX:
+        return 1.0, 0.0
+    slope = (hi - lo) / (INT16_MAX - INT16_MIN)
+    return slope, lo - INT16_MIN * slope
+
+
+def _uid_or_new(source: dict, key: str, what: str, out: Path) -> str:
+    uid = str(source.get(key) or "")
+    if uid:
+        return uid
+    warnings.warn(f"{out}: the source has no {key}; the derived series gets a new {what}", DicomInputWarning, stacklevel=3)
+    return generate_uid()
+
+
+def _referenced_series(source: dict) -> Sequence | None:
+    series_uid = source.get("SeriesInstanceUID")
+    if not series_uid:
+        return None
+    item = pydicom.Dataset()
+    item.SeriesInstanceUID = series_uid
+    instances = Sequence()
+    for sop_uid in source.get("SOPInstanceUIDs", []):
+        if sop_uid:
+            ref = pydicom.Dataset()
+            ref.ReferencedSOPClassUID = source.get("SOPClassUID") or CTImageStorage
+            ref.ReferencedSOPInstanceUID = sop_uid
+            instances.append(ref)
+    item.ReferencedInstanceSequence = instances
+    return Sequence([item])
+
+
+def write_derived_series(
+    volume: CTVolume,
+    hu: np.ndarray,
+    out_dir: str | os.PathLike[str],
+    method: str,
+    description: str,
+    *,
+    series_number: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``hu`` (Z, Y, X) on ``volume``'s grid as a derived DICOM CT series in ``out_dir``.
+
+    Args:
+        volume: the source volume (geometry, UIDs, patient/study attributes).
+        hu: (Z, Y, X) HU, same shape as ``volume.hu`` (map model-grid results back with
+            :meth:`ModelSlice.to_source` first).
+        out_dir: folder to create (one file per slice, ``IM00001.dcm`` ...); never inside an
+            input folder.
+        method: reconstruction method, e.g. "resample".
+        description: what else to say, e.g. "30 views, 1e5 photons".
+        series_number: SeriesNumber; default source SeriesNumber + 1000.
+        overwrite: replace an existing ``out_dir``.
+
+    Returns:
+        The written folder.
+
+    Raises:
+        OutputPathError: unsafe or existing ``out_dir``.
+        ValueError: wrong shape or non-finite HU.
+    """
+    target = check_output_path(Path(out_dir), input_folders(volume), overwrite=overwrite)
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.shape != volume.hu.shape:
+        raise ValueError(f"HU array {hu.shape} does not match the source volume {volume.hu.shape}")
+    if not np.isfinite(hu).all():
+        raise ValueError("HU array holds NaN or infinite values")
+    source = volume.source
+    header = dict(source.get("header", {}))
+    study_uid = _uid_or_new(source, "StudyInstanceUID", "StudyInstanceUID (a new study)", target)
+    frame_uid = _uid_or_new(source, "FrameOfReferenceUID", "FrameOfReferenceUID", target)
+    referenced = _referenced_series(source)
+    if referenced is None:
+        warnings.warn(f"{target}: the source has no SeriesInstanceUID; no ReferencedSeriesSequence written", DicomInputWarning, stacklevel=2)
+    series_uid = generate_uid()
+    slope, intercept = rescale_for_int16(hu)
+    positions = volume.slice_positions()
+    normal = np.asarray(volume.direction[2])
+    orientation = [float(v) for v in np.concatenate([volume.direction[0], volume.direction[1]])]
+    sz, sy, sx = volume.spacing_mm
+    thickness = source.get("SliceThickness") or sz
+    source_number = source.get("SeriesNumber")
+    number = series_number if series_number is not None else (int(source_number or 0) + DERIVED_SERIES_NUMBER_OFFSET)
+    now = dt.datetime.now()
+    window = HU_WINDOWS[DEFAULT_DISPLAY_WINDOW]
+    sop_uids = list(source.get("SOPInstanceUIDs", []))
+
+    with atomic_directory(target) as folder:
+        for k in range(volume.n_slices):
+            sop_uid = generate_uid()
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = CTImageStorage
+            meta.MediaStorageSOPInstanceUID = sop_uid
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = pydicom.Dataset()
+            ds.file_meta = meta
+            for keyword, value in header.items():
+                setattr(ds, keyword, value)
+            ds.StudyInstanceUID = study_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.SOPClassUID = CTImageStorage
+            ds.SOPInstanceUID = sop_uid
+            ds.Modality = "CT"
+            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesNumber = number
+            ds.SeriesDescription = f"{method} {description}".strip()[:MAX_DESCRIPTION]
+            ds.DerivationDescription = (
+                f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
+                f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}"
+            )
+            ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
+            ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+            ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+            for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                            "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+                if keyword not in ds:
+                    setattr(ds, keyword, "")
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [float(v) for v in positions[k]]
+            ds.ImageOrientationPatient = orientation
+            ds.PixelSpacing = [float(sy), float(sx)]
+            ds.SliceThickness = float(thickness)
+            ds.SliceLocation = float(positions[k] @ normal)
+            if "PositionReferenceIndicator" not in ds:
+                ds.PositionReferenceIndicator = ""
+            if referenced is not None:
+                ds.ReferencedSeriesSequence = referenced
+                if k < len(sop_uids) and sop_uids[k]:
+                    src = pydicom.Dataset()
+                    src.ReferencedSOPClassUID = source.get("SOPClassUID") or CTImageStorage
+                    src.ReferencedSOPInstanceUID = sop_uids[k]
+                    ds.SourceImageSequence = Sequence([src])
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 1
+            ds.RescaleSlope = f"{slope:.10g}"
+            ds.RescaleIntercept = f"{intercept:.10g}"
+            ds.RescaleType = "HU"
+            ds.WindowCenter = window.center
+            ds.WindowWidth = window.width
+            if "KVP" not in ds:
+                ds.KVP = ""
+            ds.AcquisitionNumber = ""
+            stored = np.clip(np.round((hu[k] - intercept) / slope), INT16_MIN, INT16_MAX).astype("<i2")
+            ds.PixelData = stored.tobytes()
+            ds.save_as(folder / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
+    return target
