@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from resample_med.io.errors import DicomInputError
 
@@ -144,6 +145,10 @@ def slice_record(path: Path, ds: pydicom.Dataset) -> SliceRecord | None:
     """
     try:
         if "Rows" not in ds or "Columns" not in ds:
+            file_meta = getattr(ds, "file_meta", None)
+            sop_class = str(file_meta.get("MediaStorageSOPClassUID", "")) if file_meta is not None else ""
+            if "Image Storage" in (UID(sop_class).name if sop_class else ""):
+                raise ValueError(f"an image file ({UID(sop_class).name}) without Rows/Columns: truncated header")
             return None
         rows, columns = int(ds.Rows), int(ds.Columns)
         if not (0 < rows <= MAX_MATRIX and 0 < columns <= MAX_MATRIX):

@@ -5,9 +5,12 @@ failing when they are missing) and its ``ITKReader`` needs the 1.5 GB ``itk`` pa
 :class:`PositionSortedDicomReader` implements MONAI's reader interface (``verify_suffix``,
 ``read`` -> image object, ``get_data`` -> (array, meta)) on top of :mod:`.discovery`,
 :mod:`.slice_order` and :mod:`.pixel_decoding`. :func:`load_series` runs it through
-``monai.transforms.LoadImage``; it plugs into any MONAI ``Compose`` the same way::
+``monai.transforms.LoadImage`` as the call-time reader::
 
-    LoadImage(reader=PositionSortedDicomReader(series="B40f"), image_only=True)(folder)
+    LoadImage(image_only=True)(folder, reader=PositionSortedDicomReader(series="B40f"))
+
+(Given to the ``LoadImage`` constructor instead, MONAI would swallow our
+:class:`DicomInputError` and silently retry with its InstanceNumber-sorting ``PydicomReader``.)
 
 The array is (Z, Y, X) float32 HU with slices ascending along the normal; the meta ``affine``
 maps (z, y, x) indices to LPS millimetres (``space`` = "LPS").
@@ -189,8 +192,8 @@ def load_series(path: str | os.PathLike[str], series: str | int | None = None) -
     """
     from monai.transforms import LoadImage
 
-    loader = LoadImage(reader=PositionSortedDicomReader(series), image_only=True, dtype=np.float32)
-    image = loader(str(path))
+    loader = LoadImage(image_only=True, dtype=np.float32)
+    image = loader(str(path), reader=PositionSortedDicomReader(series))
     meta = image.meta
     return CTVolume(
         hu=np.ascontiguousarray(image.numpy(), dtype=np.float32),

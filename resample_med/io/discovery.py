@@ -132,7 +132,7 @@ def discover_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
         raise DicomInputError(root, "does not exist")
     files = [root] if root.is_file() else _iter_files(root)
     if not files:
-        raise DicomInputError(root, "the folder is empty")
+        raise DicomInputError(root, "the folder is empty (no files in it or its subfolders)")
     groups: dict[str, list[SliceRecord]] = defaultdict(list)
     corrupted: list[str] = []
     n_dicom = 0
