@@ -18,6 +18,7 @@ maps (z, y, x) indices to LPS millimetres (``space`` = "LPS").
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -179,6 +180,14 @@ class PositionSortedDicomReader(ImageReader):
         return hu, meta
 
 
+@functools.lru_cache(maxsize=1)
+def _monai_loader() -> Any:
+    """One ``LoadImage`` per process: constructing it instantiates all of MONAI's default readers."""
+    from monai.transforms import LoadImage
+
+    return LoadImage(image_only=True, dtype=np.float32)
+
+
 def load_series(path: str | os.PathLike[str], series: str | int | None = None) -> CTVolume:
     """Load one DICOM CT series through ``monai.transforms.LoadImage`` into a :class:`CTVolume`.
 
@@ -190,10 +199,7 @@ def load_series(path: str | os.PathLike[str], series: str | int | None = None) -
     Returns:
         CTVolume with (Z, Y, X) float32 HU, slices ascending along the slice normal.
     """
-    from monai.transforms import LoadImage
-
-    loader = LoadImage(image_only=True, dtype=np.float32)
-    image = loader(str(path), reader=PositionSortedDicomReader(series))
+    image = _monai_loader()(str(path), reader=PositionSortedDicomReader(series))
     meta = image.meta
     return CTVolume(
         hu=np.ascontiguousarray(image.numpy(), dtype=np.float32),

@@ -1,0 +1,56 @@
+"""The shipped real sample CT: loadable offline, identical to its pydicom source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from resample_med.io import SAMPLE_CTS, iter_model_slices, load_sample_ct, load_volume, sample_ct_path
+from resample_med.io import sample
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_CTS))
+def test_committed_sample_matches_its_derivation(tmp_path: Path, name: str) -> None:
+    shipped = sample.SAMPLE_DATA_DIR / SAMPLE_CTS[name].filename
+    assert shipped.is_file(), f"{shipped} is missing from sample_data/"
+    derived = sample.derive_sample_file(name, tmp_path / "d.dcm")
+    a, b = pydicom.dcmread(shipped), pydicom.dcmread(derived)
+    np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept"):
+        assert a[keyword].value == b[keyword].value
+    assert str(a.PatientName) == sample.ANONYMOUS_NAME
+    assert not any(elem.tag.is_private for elem in a)
+
+
+def test_head_sample_is_a_plausible_ct() -> None:
+    vol = load_sample_ct()
+    assert vol.shape == (1, 512, 512) and vol.hu.dtype == np.float32
+    assert vol.spacing_mm[1:] == pytest.approx((0.431, 0.431))
+    assert vol.source["Modality"] == "CT"
+    hu = vol.hu[0]
+    centre = hu[200:320, 200:320]
+    assert -20 < np.median(centre) < 80  # brain tissue
+    assert np.percentile(hu, 95) > 300  # skull
+    assert np.median(hu[:20, 200:320]) < -900  # air in front of the head
+    (model,) = list(iter_model_slices(vol))
+    assert model.hu.shape == (256, 256) and model.hu.min() >= -1024
+    assert model.pixel_spacing_mm == pytest.approx(512 * 0.431 / 256)
+
+
+def test_small_sample() -> None:
+    vol = load_sample_ct("small")
+    assert vol.shape == (1, 128, 128)
+    assert -1000 < vol.hu.min() < vol.hu.max() < 3000
+
+
+def test_falls_back_to_pydicom_copy_without_sample_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = load_sample_ct().hu
+    monkeypatch.setattr(sample, "SAMPLE_DATA_DIR", tmp_path / "absent")
+    path = sample_ct_path()
+    assert "pydicom" in str(path)
+    np.testing.assert_array_equal(load_volume(path).hu, reference)
+    with pytest.raises(KeyError, match="unknown sample CT"):
+        sample_ct_path("liver")
