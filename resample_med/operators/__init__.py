@@ -7,7 +7,7 @@
 >>> x = P.fbp(y)               # filtered backprojection, (..., 256, 256)
 """
 
-from resample_med.operators import noise
+from resample_med.operators import noise, torch_radon
 from resample_med.operators.cache import cache_dir, clear_memory_cache, make_projector
 from resample_med.operators.filters import FILTER_NAMES
 from resample_med.operators.projector import Projector
@@ -19,4 +19,5 @@ __all__ = [
     "clear_memory_cache",
     "make_projector",
     "noise",
+    "torch_radon",
 ]

@@ -20,7 +20,7 @@ import torch
 from resample_med.geometry import Geometry, geometry_from_dict
 from resample_med.operators.joseph import build_system_matrix
 from resample_med.operators.projector import Projector
-from resample_med.operators.sparse import SparsePair
+from resample_med.operators.sparse import SparsePair, make_csr
 
 CACHE_ENV_VAR = "RESAMPLE_MED_CACHE"
 """Environment variable naming the on-disk cache folder."""
@@ -92,9 +92,7 @@ def _load(geometry: Geometry, path: Path) -> SparsePair | None:
         return None
     n_rays, n_pixels = geometry.n_views * geometry.det_count, geometry.image_size**2
     matrices = [
-        torch.sparse_csr_tensor(
-            payload[f"{name}_crow"], payload[f"{name}_col"], payload[f"{name}_val"], size=size, check_invariants=False
-        )
+        make_csr(payload[f"{name}_crow"], payload[f"{name}_col"], payload[f"{name}_val"], size)
         for name, size in (("a", (n_rays, n_pixels)), ("at", (n_pixels, n_rays)))
     ]
     return SparsePair(*matrices)

@@ -11,19 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import scipy.sparse
 import torch
 
 
+def make_csr(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """torch sparse CSR tensor from its components, without torch's 'CSR support is in beta' warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
 def csr_from_scipy(matrix: scipy.sparse.csr_matrix, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """scipy CSR -> torch sparse CSR (int32 indices, ``dtype`` values) on the CPU, sharing memory when possible."""
-    return torch.sparse_csr_tensor(
+    return make_csr(
         torch.from_numpy(np.ascontiguousarray(matrix.indptr, dtype=np.int32)),
         torch.from_numpy(np.ascontiguousarray(matrix.indices, dtype=np.int32)),
         torch.from_numpy(np.ascontiguousarray(matrix.data)).to(dtype),
-        size=matrix.shape,
-        check_invariants=False,
+        tuple(matrix.shape),
     )
 
 
@@ -44,8 +54,14 @@ class SparsePair:
 
     @classmethod
     def from_scipy(cls, matrix: scipy.sparse.csr_matrix, dtype: torch.dtype = torch.float32) -> "SparsePair":
-        """Store ``matrix`` and its transpose (computed by an O(nnz) CSR->CSC pass)."""
-        return cls(csr_from_scipy(matrix, dtype), csr_from_scipy(matrix.T.tocsr(), dtype))
+        """Store ``matrix`` and its transpose, both with sorted column indices.
+
+        Two O(nnz) CSR->CSC passes (no comparison sort): the first gives ``M^T`` with sorted columns,
+        the second ``M`` with sorted columns, which makes the products about twice as fast (memory
+        locality) as the unsorted rows Joseph's x-major rays produce.
+        """
+        transposed = matrix.T.tocsr()
+        return cls(csr_from_scipy(transposed.T.tocsr(), dtype), csr_from_scipy(transposed, dtype))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,13 +93,7 @@ class SparsePair:
 
 def _csr_to(matrix: torch.Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> torch.Tensor:
     values = matrix.values().to(device=device, dtype=dtype)
-    return torch.sparse_csr_tensor(
-        matrix.crow_indices().to(device),
-        matrix.col_indices().to(device),
-        values,
-        size=matrix.shape,
-        check_invariants=False,
-    )
+    return make_csr(matrix.crow_indices().to(device), matrix.col_indices().to(device), values, tuple(matrix.shape))
 
 
 class _ApplySparse(torch.autograd.Function):
