@@ -1,0 +1,1 @@
+"""Reference methods with the same call signature as ReSample: FBP, CGLS, TV (PDHG), Latent-DPS."""

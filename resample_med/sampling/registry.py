@@ -1,0 +1,101 @@
+"""One entry point for every method: ``reconstruct(method, y, operator, ...)``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from resample_med.sampling.baselines import cgls, fbp, latent_dps, tv
+from resample_med.sampling.config import resolve_config
+from resample_med.sampling.prior import LatentPrior, LinearOperator
+from resample_med.sampling.resample import resample
+from resample_med.sampling.result import ProgressCallback, Reconstruction
+
+RESAMPLE_VARIANTS: dict[str, str] = {
+    "resample": "stochastic",
+    "resample_no_resampling": "ddim",
+    "resample_stochastic_encoding": "encode",
+}
+"""ReSample and its ablations, by the ``resampling`` setting each forces."""
+
+METHODS: tuple[str, ...] = ("fbp", "cgls", "tv", "latent_dps", *RESAMPLE_VARIANTS)
+"""Every method name :func:`reconstruct` accepts."""
+
+_BASELINE_PRESETS: dict[str, dict[str, Any]] = {
+    "fbp": fbp.PRESETS,
+    "cgls": cgls.PRESETS,
+    "tv": tv.PRESETS,
+    "latent_dps": latent_dps.PRESETS,
+}
+
+
+def resolve_method_config(method: str, config: Any) -> Any:
+    """The frozen config a method runs with, from an instance, a preset name or ``None``
+    (``"default"``). Every method has the presets ``paper``, ``default`` and ``fast``."""
+    if method not in METHODS:
+        raise ValueError(f"resample_med/sampling/registry.py: unknown method {method!r}; choose from {METHODS}")
+    if method in RESAMPLE_VARIANTS:
+        return replace(resolve_config(config), resampling=RESAMPLE_VARIANTS[method])
+    presets = _BASELINE_PRESETS[method]
+    if config is None:
+        return presets["default"]
+    if isinstance(config, str):
+        if config not in presets:
+            raise ValueError(f"resample_med/sampling/registry.py: unknown {method} preset {config!r}; "
+                             f"choose from {sorted(presets)}")
+        return presets[config]
+    return config
+
+
+def _require_prior(method: str, prior: LatentPrior | None) -> LatentPrior:
+    if prior is None:
+        raise ValueError(f"resample_med/sampling/registry.py: method {method!r} needs a prior (a LatentPrior)")
+    return prior
+
+
+def reconstruct(
+    method: str,
+    y: Tensor,
+    operator: LinearOperator,
+    *,
+    prior: LatentPrior | None = None,
+    config: Any = None,
+    noise_std: float | Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: ProgressCallback | None = None,
+    n_samples: int = 1,
+) -> Reconstruction:
+    """Reconstruct ``B`` slices from ``y = A x + n``.
+
+    Args:
+        method: one of :data:`METHODS`.
+        y: ``(B, 1, V, D)`` measurements (linear problem, image in model units).
+        operator: ``A`` with exact adjoint (and ``fbp`` for ``"fbp"``).
+        prior: the latent diffusion prior (``latent_dps`` and the ``resample*`` methods).
+        config: the method's frozen config or a preset name (``paper | default | fast``).
+        noise_std: measurement noise std (scalar or broadcastable to ``y``); enables
+            discrepancy-principle stopping.
+        generator: the only randomness source.
+        callback: progress / preview / cancellation hook.
+        n_samples: posterior samples per slice (samplers only; deterministic methods ignore it).
+
+    Returns:
+        :class:`Reconstruction`: ``image (B, 1, H, W)`` in model units, ``std`` or ``None``, ``info``.
+    """
+    cfg = resolve_method_config(method, config)
+    if method == "fbp":
+        return fbp.fbp(y, operator, cfg, callback=callback)
+    if method == "cgls":
+        return cgls.cgls(y, operator, cfg, noise_std=noise_std, callback=callback)
+    if method == "tv":
+        return tv.tv_pdhg(y, operator, cfg, generator=generator, callback=callback)
+    if method == "latent_dps":
+        return latent_dps.latent_dps(y, operator, _require_prior(method, prior), cfg, generator=generator,
+                                     callback=callback, n_samples=n_samples)
+    rec = resample(y, operator, _require_prior(method, prior), cfg, noise_std=noise_std, generator=generator,
+                   callback=callback, n_samples=n_samples)
+    rec.info["method"] = method
+    return rec
