@@ -41,7 +41,9 @@ def main() -> None:
     series = discover_series(args.folder)
     volume = load_volume(args.folder)
     n_files = sum(s.n_slices for s in series)
-    print(f"{args.folder}: {len(series)} series, {n_files} files; default series {volume.shape} {volume.source['TransferSyntax']}")
+    print(
+        f"{args.folder}: {len(series)} series, {n_files} files; default series {volume.shape} {volume.source['TransferSyntax']}"
+    )
     rows = {
         "discover (all headers)": _median_seconds(lambda: discover_series(args.folder), args.repeats),
         "load default series": _median_seconds(lambda: load_volume(args.folder), args.repeats),

@@ -109,9 +109,15 @@ def write_series(
         number = (k + 1) if instance_numbers is None else instance_numbers[k]
         paths.append(
             write_slice(
-                folder / f"{prefix}{k:03d}.dcm", hu, position=(z0 + k * dz) * normal + np.array([-8.0, -9.0, 0.0]),
-                orientation=orientation, series_uid=series_uid, study_uid=study_uid, frame_uid=frame_uid,
-                instance_number=number, **slice_kwargs,  # type: ignore[arg-type]
+                folder / f"{prefix}{k:03d}.dcm",
+                hu,
+                position=(z0 + k * dz) * normal + np.array([-8.0, -9.0, 0.0]),
+                orientation=orientation,
+                series_uid=series_uid,
+                study_uid=study_uid,
+                frame_uid=frame_uid,
+                instance_number=number,
+                **slice_kwargs,  # type: ignore[arg-type]
             )
         )
         expected.append(hu)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from io_synthetic import slice_hu, write_slice
@@ -22,21 +21,58 @@ from pydicom.datadict import tag_for_keyword
 from resample_med.io import DicomInputError, iter_model_slices, load_volume, sample_ct_path
 
 FIELDS = (
-    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
-    "PhotometricInterpretation", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
-    "RescaleSlope", "RescaleIntercept", "Modality", "SOPClassUID", "SeriesInstanceUID", "SliceThickness",
-    "InstanceNumber", "SeriesNumber", "PixelData",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "Modality",
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "SliceThickness",
+    "InstanceNumber",
+    "SeriesNumber",
+    "PixelData",
 )
-INTERESTING = [b"", b"0", b"-1", b"1e400", b"nan", b"abc", b"1\\2", b"1\\2\\3\\4\\5\\6\\7", b"\x00\x00", b"\xff\xff\xff\xff", b"65535", b"0.5"]
-SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+INTERESTING = [
+    b"",
+    b"0",
+    b"-1",
+    b"1e400",
+    b"nan",
+    b"abc",
+    b"1\\2",
+    b"1\\2\\3\\4\\5\\6\\7",
+    b"\x00\x00",
+    b"\xff\xff\xff\xff",
+    b"65535",
+    b"0.5",
+]
+SETTINGS = settings(
+    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @functools.cache
 def _valid_bytes() -> bytes:
     """One valid 16x12 CT slice, made once so that every example mutates the same bytes."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_slice(Path(tmp) / "valid.dcm", slice_hu(2, 16, 12), position=(0.0, 0.0, 0.0),
-                           series_uid="1.2.3.4", study_uid="1.2.3", frame_uid="1.2.5")
+        path = write_slice(
+            Path(tmp) / "valid.dcm",
+            slice_hu(2, 16, 12),
+            position=(0.0, 0.0, 0.0),
+            series_uid="1.2.3.4",
+            study_uid="1.2.3",
+            frame_uid="1.2.5",
+        )
         return path.read_bytes()
 
 

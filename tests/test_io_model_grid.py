@@ -9,8 +9,7 @@ import pytest
 from io_synthetic import write_series
 from scipy.ndimage import gaussian_filter
 
-from resample_med.io import ModelGrid, ModelGridConfig, iter_model_slices, load_volume
-from resample_med.io import dicom_reader
+from resample_med.io import ModelGrid, ModelGridConfig, dicom_reader, iter_model_slices, load_volume
 
 
 def _smooth_image(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -67,7 +66,7 @@ def test_iter_model_slices_from_volume_and_path_agree(tmp_path: Path) -> None:
     from_volume = list(iter_model_slices(volume, size=64))
     from_path = list(iter_model_slices(tmp_path, size=64))
     assert [s.index for s in from_path] == [0, 1, 2, 3]
-    for a, b in zip(from_volume, from_path):
+    for a, b in zip(from_volume, from_path, strict=True):
         np.testing.assert_array_equal(a.hu, b.hu)
         np.testing.assert_allclose(a.position_mm, b.position_mm)
         assert a.hu.shape == (64, 64) and a.pixel_spacing_mm == pytest.approx(40 * 0.8 / 64)

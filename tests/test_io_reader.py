@@ -15,12 +15,13 @@ from resample_med.io import (
     CTVolume,
     DicomInputError,
     DicomInputWarning,
+    MissingDecoderError,
     PositionSortedDicomReader,
     discover_series,
     load_volume,
+    pixel_decoding,
     select_series,
 )
-from resample_med.io import pixel_decoding
 
 
 def _load_quiet(path: Path, **kwargs: object) -> CTVolume:
@@ -56,8 +57,14 @@ def test_missing_rescale_is_assumed_identity_with_a_warning(tmp_path: Path) -> N
 
 def test_missing_position_refuses_to_guess_from_instance_number(tmp_path: Path) -> None:
     write_series(tmp_path, 3)
-    write_slice(tmp_path / "nopos.dcm", slice_hu(9, 24, 20), position=None, series_uid=discover_series(tmp_path)[0].uid,
-                study_uid="1.2.3", frame_uid="1.2.4")
+    write_slice(
+        tmp_path / "nopos.dcm",
+        slice_hu(9, 24, 20),
+        position=None,
+        series_uid=discover_series(tmp_path)[0].uid,
+        study_uid="1.2.3",
+        frame_uid="1.2.4",
+    )
     with pytest.raises(DicomInputError, match="nopos.dcm.*never by InstanceNumber"):
         load_volume(tmp_path)
 
@@ -97,7 +104,10 @@ def test_two_series_in_one_folder(tmp_path: Path) -> None:
     _, big, big_uid = write_series(tmp_path, 6, prefix="a", series_number=2, description="Thorax B70f")
     _, small, small_uid = write_series(tmp_path, 3, prefix="b", series_number=3, description="Thorax B40f", z0=50.0)
     infos = discover_series(tmp_path)
-    assert [(s.number, s.n_slices, s.modality, s.orientation) for s in infos] == [(2, 6, "CT", "axial"), (3, 3, "CT", "axial")]
+    assert [(s.number, s.n_slices, s.modality, s.orientation) for s in infos] == [
+        (2, 6, "CT", "axial"),
+        (3, 3, "CT", "axial"),
+    ]
     assert select_series(infos).uid == big_uid
     assert select_series(infos, small_uid).uid == small_uid
     assert select_series(infos, 3).uid == small_uid
@@ -140,7 +150,9 @@ def test_flipped_in_plane_axes_become_display_convention(tmp_path: Path) -> None
     np.testing.assert_allclose(vol.hu, expected[:, ::-1, ::-1])
     # the pixel stored first (row 0, column 0) keeps its patient position
     first = np.array([-8.0, -9.0, -10.0])
-    last_voxel = vol.origin_mm + (vol.shape[2] - 1) * 0.7 * vol.direction[0] + (vol.shape[1] - 1) * 0.8 * vol.direction[1]
+    last_voxel = (
+        vol.origin_mm + (vol.shape[2] - 1) * 0.7 * vol.direction[0] + (vol.shape[1] - 1) * 0.8 * vol.direction[1]
+    )
     np.testing.assert_allclose(last_voxel, first)
     assert vol.source["flipped_axes"] == ["x", "y"]
 
@@ -209,7 +221,7 @@ def test_missing_decoder_falls_back_to_simpleitk_then_names_the_package(monkeypa
     monkeypatch.setattr(pixel_decoding, "pydicom_can_decode", lambda ts: False)
     np.testing.assert_array_equal(load_sample_ct("head").hu, reference)
     monkeypatch.setattr(pixel_decoding, "simpleitk_decode_hu", lambda path: None)
-    with pytest.raises(DicomInputError, match="JPEG 2000.*pip install pylibjpeg-openjpeg"):
+    with pytest.raises(MissingDecoderError, match="JPEG 2000.*pip install pylibjpeg-openjpeg"):
         load_sample_ct("head")
 
 

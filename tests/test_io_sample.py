@@ -8,8 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from resample_med.io import SAMPLE_CTS, iter_model_slices, load_sample_ct, load_volume, sample_ct_path
-from resample_med.io import sample
+from resample_med.io import SAMPLE_CTS, iter_model_slices, load_sample_ct, load_volume, sample, sample_ct_path
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_CTS))
@@ -19,7 +18,13 @@ def test_committed_sample_matches_its_derivation(tmp_path: Path, name: str) -> N
     derived = sample.derive_sample_file(name, tmp_path / "d.dcm")
     a, b = pydicom.dcmread(shipped), pydicom.dcmread(derived)
     np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
-    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept"):
+    for keyword in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "RescaleSlope",
+        "RescaleIntercept",
+    ):
         assert a[keyword].value == b[keyword].value
     assert str(a.PatientName) == sample.ANONYMOUS_NAME
     assert not any(elem.tag.is_private for elem in a)

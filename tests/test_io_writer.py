@@ -14,6 +14,7 @@ from resample_med.io import (
     HU_WINDOWS,
     DicomInputWarning,
     OutputPathError,
+    dicom_writer,
     load_nifti,
     load_volume,
     rescale_for_int16,
@@ -22,7 +23,6 @@ from resample_med.io import (
     write_nifti,
     write_png_preview,
 )
-from resample_med.io import dicom_writer
 
 
 @pytest.fixture()
@@ -54,7 +54,9 @@ def test_round_trip_with_pydicom_and_simpleitk(tmp_path: Path, source) -> None: 
         assert ds.FrameOfReferenceUID == source.source["FrameOfReferenceUID"]
         assert ds.PatientID == "SYN001" and ds.Modality == "CT"
         np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], source.slice_positions()[k], atol=1e-6)
-        np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient], source.source["ImageOrientationPatient"], atol=1e-9)
+        np.testing.assert_allclose(
+            [float(v) for v in ds.ImageOrientationPatient], source.source["ImageOrientationPatient"], atol=1e-9
+        )
         assert [float(v) for v in ds.PixelSpacing] == [0.8, 0.7]
         ref = ds.ReferencedSeriesSequence[0]
         assert ref.SeriesInstanceUID == source.source["SeriesInstanceUID"]
@@ -143,6 +145,8 @@ def test_nifti_round_trip_keeps_the_affine(tmp_path: Path, source) -> None:  # t
     np.testing.assert_allclose(nib.load(path).affine, ras, atol=1e-4)
     with pytest.raises(OutputPathError, match="already exists"):
         write_nifti(source, path)
+    with pytest.raises(OutputPathError, match="name ending in .nii"):
+        write_nifti(source, tmp_path / "vol.nrrd")
     assert load_volume(path).shape == source.shape
 
 

@@ -10,10 +10,10 @@ normal, and every input problem is a :class:`DicomInputError` naming the file an
 ...     back = s.to_source(recon_256)                     # (Y, X) on the source grid
 """
 
-from resample_med.io.dicom_writer import rescale_for_int16, write_derived_series
 from resample_med.io.dicom_reader import PositionSortedDicomReader, iter_series_slices, load_series, open_series
+from resample_med.io.dicom_writer import rescale_for_int16, write_derived_series
 from resample_med.io.discovery import SeriesInfo, discover_series, select_series
-from resample_med.io.errors import DicomInputError, DicomInputWarning, OutputPathError
+from resample_med.io.errors import DicomInputError, DicomInputWarning, MissingDecoderError, OutputPathError
 from resample_med.io.load import load_volume
 from resample_med.io.model_grid import MODEL_GRID_PRESETS, ModelGrid, ModelGridConfig, ModelSlice, iter_model_slices
 from resample_med.io.nifti import load_nifti, write_nifti
@@ -28,6 +28,7 @@ __all__ = [
     "HUWindow",
     "HU_WINDOWS",
     "MODEL_GRID_PRESETS",
+    "MissingDecoderError",
     "ModelGrid",
     "ModelGridConfig",
     "ModelSlice",

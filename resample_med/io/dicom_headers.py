@@ -30,11 +30,29 @@ AXIAL_MAX_TILT_DEG = 45.0
 """A slice whose normal is within this angle of the patient z axis is axial (gantry tilt allowed)."""
 
 PATIENT_STUDY_KEYWORDS = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "PatientWeight", "PatientSize", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
-    "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "SpecificCharacterSet",
-    "Manufacturer", "InstitutionName", "KVP", "PatientPosition", "BodyPartExamined",
-    "FrameOfReferenceUID", "PositionReferenceIndicator",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SpecificCharacterSet",
+    "Manufacturer",
+    "InstitutionName",
+    "KVP",
+    "PatientPosition",
+    "BodyPartExamined",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
 )
 """Attributes copied from the source into derived series (patient, study, frame of reference)."""
 
@@ -84,7 +102,7 @@ class SliceRecord:
 
 
 def plane_name(orientation: tuple[float, ...] | None) -> str:
-    """"axial", "coronal", "sagittal" or "unknown" from ImageOrientationPatient (largest normal component)."""
+    """ "axial", "coronal", "sagittal" or "unknown" from ImageOrientationPatient (largest normal component)."""
     if orientation is None:
         return "unknown"
     n = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
@@ -119,7 +137,9 @@ def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset | None:
 
 
 def _floats(value: object, n: int, keyword: str) -> tuple[float, ...]:
-    values = tuple(float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]))
+    values = tuple(
+        float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])
+    )
     if len(values) != n or not all(np.isfinite(values)):
         raise ValueError(f"{keyword} must hold {n} finite numbers, got {value!r}")
     return values
@@ -159,9 +179,13 @@ def slice_record(path: Path, ds: pydicom.Dataset) -> SliceRecord | None:
         samples = _optional_int(ds.get("SamplesPerPixel")) or 1
         if samples != 1:
             raise ValueError(f"SamplesPerPixel = {samples}: colour images are not CT")
-        position = _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient") if ds.get("ImagePositionPatient") else None
+        position = (
+            _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient") if ds.get("ImagePositionPatient") else None
+        )
         orientation = (
-            _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient") if ds.get("ImageOrientationPatient") else None
+            _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient")
+            if ds.get("ImageOrientationPatient")
+            else None
         )
         if orientation is not None and plane_name(orientation) == "unknown":
             raise ValueError(f"ImageOrientationPatient {orientation} has parallel or zero direction cosines")
@@ -224,5 +248,7 @@ def copied_header(ds: pydicom.Dataset) -> dict[str, str]:
             continue
         if value is None:
             continue
-        header[keyword] = "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+        header[keyword] = (
+            "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
+        )
     return header

@@ -31,7 +31,7 @@ from monai.data import ImageReader
 
 from resample_med.io.dicom_headers import copied_header, read_dataset
 from resample_med.io.discovery import SeriesInfo, discover_series, select_series
-from resample_med.io.errors import DicomInputError, DicomInputWarning
+from resample_med.io.errors import DicomInputError, DicomInputWarning, MissingDecoderError
 from resample_med.io.pixel_decoding import decode_hu
 from resample_med.io.slice_order import SortedSeries, sort_slices
 from resample_med.io.volume import CTVolume
@@ -43,8 +43,6 @@ DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
 def open_series(path: str | os.PathLike[str], series: str | int | None = None) -> tuple[SeriesInfo, SortedSeries]:
     """Discover, select and sort one series under ``path`` (headers only, no pixels decoded)."""
     info = select_series(discover_series(path), series)
-    if series is None:
-        info = select_series([info], info.uid)  # the same checks as an explicit choice
     return info, sort_slices(info.folder, list(info.records))
 
 
@@ -125,7 +123,9 @@ class PositionSortedDicomReader(ImageReader):
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(Path(n).is_dir() or Path(n).suffix.lower() in DICOM_SUFFIXES for n in names)
 
-    def read(self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any) -> tuple[SeriesInfo, SortedSeries]:
+    def read(
+        self, data: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str, **kwargs: Any
+    ) -> tuple[SeriesInfo, SortedSeries]:
         """Discover, select and sort the series under ``data`` (one folder or file); headers only."""
         paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(paths) != 1:
@@ -146,9 +146,9 @@ class PositionSortedDicomReader(ImageReader):
         for k in range(z):
             try:
                 hu[len(good)] = _slice_hu(sorted_series, k)
+            except MissingDecoderError:
+                raise
             except DicomInputError as exc:
-                if "no decoder is installed" in exc.problem:
-                    raise
                 failed.append(exc)
                 continue
             good.append(k)
@@ -156,7 +156,9 @@ class PositionSortedDicomReader(ImageReader):
             raise DicomInputError(info.folder, f"no slice of the series could be decoded; first problem: {failed[0]}")
         if failed:
             at = ", ".join(f"{Path(e.path).name} ({e.problem})" for e in failed)
-            warnings.warn(f"{info.folder}: skipped {len(failed)} corrupted slice(s): {at}", DicomInputWarning, stacklevel=2)
+            warnings.warn(
+                f"{info.folder}: skipped {len(failed)} corrupted slice(s): {at}", DicomInputWarning, stacklevel=2
+            )
             sorted_series = _subset(sorted_series, good)
             hu = hu[: len(good)]
         source = source_metadata(info, sorted_series)

@@ -58,7 +58,9 @@ def _uid_or_new(source: dict, key: str, what: str, out: Path) -> str:
     uid = str(source.get(key) or "")
     if uid:
         return uid
-    warnings.warn(f"{out}: the source has no {key}; the derived series gets a new {what}", DicomInputWarning, stacklevel=3)
+    warnings.warn(
+        f"{out}: the source has no {key}; the derived series gets a new {what}", DicomInputWarning, stacklevel=3
+    )
     return generate_uid()
 
 
@@ -121,7 +123,11 @@ def write_derived_series(
     frame_uid = _uid_or_new(source, "FrameOfReferenceUID", "FrameOfReferenceUID", target)
     referenced = _referenced_series(source)
     if referenced is None:
-        warnings.warn(f"{target}: the source has no SeriesInstanceUID; no ReferencedSeriesSequence written", DicomInputWarning, stacklevel=2)
+        warnings.warn(
+            f"{target}: the source has no SeriesInstanceUID; no ReferencedSeriesSequence written",
+            DicomInputWarning,
+            stacklevel=2,
+        )
     series_uid = generate_uid()
     slope, intercept = rescale_for_int16(hu)
     positions = volume.slice_positions()
@@ -162,8 +168,17 @@ def write_derived_series(
             ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
             ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
             ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
-            for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                            "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+            for keyword in (
+                "PatientName",
+                "PatientID",
+                "PatientBirthDate",
+                "PatientSex",
+                "StudyDate",
+                "StudyTime",
+                "StudyID",
+                "AccessionNumber",
+                "ReferringPhysicianName",
+            ):
                 if keyword not in ds:
                     setattr(ds, keyword, "")
             ds.InstanceNumber = k + 1

@@ -65,7 +65,9 @@ class SeriesInfo:
 
     def summary(self) -> str:
         """One line for logs and the GUI: number, description, modality, size, spacing, syntax."""
-        spacing = "?" if self.pixel_spacing_mm is None else f"{self.pixel_spacing_mm[1]:.3g}x{self.pixel_spacing_mm[0]:.3g}"
+        spacing = (
+            "?" if self.pixel_spacing_mm is None else f"{self.pixel_spacing_mm[1]:.3g}x{self.pixel_spacing_mm[0]:.3g}"
+        )
         gap = "" if self.slice_spacing_mm is None else f"x{self.slice_spacing_mm:.3g}"
         return (
             f"#{self.number if self.number is not None else '-'} '{self.description}' {self.modality or '?'} "

@@ -20,6 +20,10 @@ class DicomInputError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class MissingDecoderError(DicomInputError):
+    """Compressed pixel data that no installed decoder can read; the message names the package."""
+
+
 class OutputPathError(ValueError):
     """An output path is unsafe (inside an input folder) or already exists without ``overwrite``."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -75,7 +75,12 @@ class ModelGrid:
     config: ModelGridConfig = field(default_factory=ModelGridConfig)
 
     @classmethod
-    def for_slices(cls, source_shape: tuple[int, int], source_spacing_mm: tuple[float, float], config: ModelGridConfig | None = None) -> ModelGrid:
+    def for_slices(
+        cls,
+        source_shape: tuple[int, int],
+        source_spacing_mm: tuple[float, float],
+        config: ModelGridConfig | None = None,
+    ) -> ModelGrid:
         """The grid for source slices of ``source_shape`` at ``source_spacing_mm`` (y, x)."""
         config = config or ModelGridConfig()
         y, x = source_shape
@@ -107,8 +112,12 @@ class ModelGrid:
         if self.config.anti_alias and max(sy, sx) > 1:
             hu = ndimage.gaussian_filter(hu, sigma=(max(0.0, (sy - 1) / 2), max(0.0, (sx - 1) / 2)), mode="nearest")
         out = ndimage.affine_transform(
-            hu, (sy, sx), offset=(oy, ox), output_shape=(self.size, self.size),
-            order=self.config.interpolation_order, mode="nearest",
+            hu,
+            (sy, sx),
+            offset=(oy, ox),
+            output_shape=(self.size, self.size),
+            order=self.config.interpolation_order,
+            mode="nearest",
         )
         a = np.arange(self.size)
         inside_y = np.abs(sy * a + oy - (self.source_shape[0] - 1) / 2) <= self.source_shape[0] / 2
@@ -151,7 +160,10 @@ class ModelGrid:
     def to_source_volume(self, hu_model: np.ndarray, background: CTVolume | None = None) -> np.ndarray:
         """(Z, size, size) -> (Z, Y, X), slice by slice (see :meth:`to_source`)."""
         return np.stack(
-            [self.to_source(s, None if background is None else background.hu[k]) for k, s in enumerate(np.asarray(hu_model))]
+            [
+                self.to_source(s, None if background is None else background.hu[k])
+                for k, s in enumerate(np.asarray(hu_model))
+            ]
         )
 
 
@@ -197,8 +209,6 @@ def iter_model_slices(
     Yields:
         :class:`ModelSlice` with ``hu`` (size, size) float32.
     """
-    from dataclasses import replace
-
     cfg = MODEL_GRID_PRESETS[config] if isinstance(config, str) else (config or ModelGridConfig())
     if size is not None:
         cfg = replace(cfg, size=int(size))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from resample_med.io.dicom_headers import AXIAL_MAX_TILT_DEG
-from resample_med.io.errors import DicomInputError, DicomInputWarning
+from resample_med.io.errors import DicomInputError, DicomInputWarning, OutputPathError
 from resample_med.io.output_paths import atomic_file, check_output_path, input_folders
 from resample_med.io.volume import CTVolume
 
@@ -51,13 +51,22 @@ def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
     except RuntimeError as exc:
         raise DicomInputError(path, f"unreadable NIfTI ({str(exc).strip().splitlines()[-1]})") from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DicomInputError(path, f"expected a 3D scalar volume, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+        raise DicomInputError(
+            path,
+            f"expected a 3D scalar volume, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)",
+        )
     hu = sitk.GetArrayFromImage(image).astype(np.float32)  # (Z, Y, X)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3).T  # rows = axis directions
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)  # (x, y, z)
     origin = np.asarray(image.GetOrigin(), dtype=np.float64)
-    if int(np.argmax(np.abs(direction[2]))) != 2 or np.degrees(np.arccos(min(1.0, abs(direction[2, 2])))) > AXIAL_MAX_TILT_DEG:
-        raise DicomInputError(path, "the third array axis is not the patient z axis: only axial volumes are supported; reorient to axial first")
+    if (
+        int(np.argmax(np.abs(direction[2]))) != 2
+        or np.degrees(np.arccos(min(1.0, abs(direction[2, 2])))) > AXIAL_MAX_TILT_DEG
+    ):
+        raise DicomInputError(
+            path,
+            "the third array axis is not the patient z axis: only axial volumes are supported; reorient to axial first",
+        )
     for axis in (0, 1):  # flip x / y so they run to patient left / posterior
         if direction[axis, int(np.argmax(np.abs(direction[axis])))] < 0:
             origin = origin + (hu.shape[2 - axis] - 1) * spacing[axis] * direction[axis]
@@ -68,7 +77,9 @@ def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
         direction[2] = -direction[2]
         hu = hu[::-1]
     if np.cross(direction[0], direction[1]) @ direction[2] < 0:
-        warnings.warn(f"{path}: left-handed axes; slice normal differs from row x column", DicomInputWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: left-handed axes; slice normal differs from row x column", DicomInputWarning, stacklevel=2
+        )
     return CTVolume(
         hu=np.ascontiguousarray(hu),
         spacing_mm=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
@@ -78,7 +89,9 @@ def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
     )
 
 
-def write_nifti(volume: CTVolume, path: str | os.PathLike[str], hu: np.ndarray | None = None, *, overwrite: bool = False) -> Path:
+def write_nifti(
+    volume: CTVolume, path: str | os.PathLike[str], hu: np.ndarray | None = None, *, overwrite: bool = False
+) -> Path:
     """Write ``hu`` (default ``volume.hu``), (Z, Y, X) HU, as float32 NIfTI with the volume's affine.
 
     Per-slice positions of an unevenly spaced or gantry-tilted DICOM series cannot be stored in
@@ -100,7 +113,11 @@ def write_nifti(volume: CTVolume, path: str | os.PathLike[str], hu: np.ndarray |
     uniform = volume.origin_mm[None, :] + k * volume.spacing_mm[0] * volume.direction[2][None, :]
     deviation = float(np.abs(volume.slice_positions() - uniform).max())
     if deviation > POSITION_TOLERANCE_MM:
-        warnings.warn(f"{target}: slice positions deviate up to {deviation:.3g} mm from a uniform grid; NIfTI stores the uniform grid", DicomInputWarning, stacklevel=2)
+        warnings.warn(
+            f"{target}: slice positions deviate up to {deviation:.3g} mm from a uniform grid; NIfTI stores the uniform grid",
+            DicomInputWarning,
+            stacklevel=2,
+        )
     image = sitk.GetImageFromArray(np.ascontiguousarray(data, dtype=np.float32))
     image.SetSpacing((volume.spacing_mm[2], volume.spacing_mm[1], volume.spacing_mm[0]))
     image.SetOrigin(tuple(float(v) for v in volume.origin_mm))

@@ -36,7 +36,9 @@ def check_output_path(out: Path, inputs: Iterable[Path], *, overwrite: bool) -> 
     target = Path(out).expanduser().resolve()
     for folder in inputs:
         if target == folder or folder in target.parents or target in folder.parents:
-            raise OutputPathError(target, f"refusing to write into or over the input folder {folder}; choose another output path")
+            raise OutputPathError(
+                target, f"refusing to write into or over the input folder {folder}; choose another output path"
+            )
     if target.exists() and not overwrite:
         raise OutputPathError(target, "already exists; pass overwrite=True to replace it")
     return target

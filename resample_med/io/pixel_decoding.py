@@ -16,7 +16,7 @@ import numpy as np
 from pydicom.uid import UID
 
 from resample_med.io.dicom_headers import read_dataset
-from resample_med.io.errors import DicomInputError
+from resample_med.io.errors import DicomInputError, MissingDecoderError
 
 DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG baseline
@@ -60,12 +60,13 @@ def simpleitk_decode_hu(path: Path) -> np.ndarray | None:
     return array.reshape(array.shape[-2:]).astype(np.float32) if array.size else None
 
 
-def missing_decoder_error(path: Path, transfer_syntax: str) -> DicomInputError:
+def missing_decoder_error(path: Path, transfer_syntax: str) -> MissingDecoderError:
     """The error for compressed pixel data nobody here can decode, naming the package to install."""
     package = DECODER_PACKAGES.get(transfer_syntax, FALLBACK_DECODER_PACKAGE)
     name = UID(transfer_syntax).name or transfer_syntax
-    return DicomInputError(
-        path, f"pixel data is compressed as '{name}' and no decoder is installed: pip install {package} (or {FALLBACK_DECODER_PACKAGE})"
+    return MissingDecoderError(
+        path,
+        f"pixel data is compressed as '{name}' and no decoder is installed: pip install {package} (or {FALLBACK_DECODER_PACKAGE})",
     )
 
 
@@ -79,7 +80,8 @@ def decode_hu(path: Path, transfer_syntax: str, shape: tuple[int, int], slope: f
         slope, intercept: RescaleSlope and RescaleIntercept.
 
     Raises:
-        DicomInputError: unreadable or truncated pixel data, wrong size, or no decoder.
+        MissingDecoderError: compressed data and no decoder installed.
+        DicomInputError: unreadable or truncated pixel data, or wrong size.
     """
     if transfer_syntax and UID(transfer_syntax).is_compressed and not pydicom_can_decode(transfer_syntax):
         hu = simpleitk_decode_hu(path)

@@ -85,7 +85,10 @@ def _majority(folder: Path, records: list[SliceRecord]) -> list[SliceRecord]:
         return records
     keep = counts.most_common(1)[0][0]
     dropped = [r.path.name for r in records if signature(r) != keep]
-    _warn(folder, f"ignored {len(dropped)} slice(s) whose matrix or orientation differs from the series: {', '.join(dropped)}")
+    _warn(
+        folder,
+        f"ignored {len(dropped)} slice(s) whose matrix or orientation differs from the series: {', '.join(dropped)}",
+    )
     return [r for r in records if signature(r) == keep]
 
 
@@ -113,7 +116,10 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
         )
     first = records[0]
     if unplaced:
-        _warn(folder, f"{first.path.name} has no ImagePositionPatient/ImageOrientationPatient; assuming a plain axial slice at the origin")
+        _warn(
+            folder,
+            f"{first.path.name} has no ImagePositionPatient/ImageOrientationPatient; assuming a plain axial slice at the origin",
+        )
         orientation = np.asarray(STANDARD_ORIENTATION)
         positions = np.zeros((1, 3))
     else:
@@ -142,8 +148,13 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
 
     duplicate = np.flatnonzero(np.diff(along) < DUPLICATE_TOLERANCE_MM) + 1
     if duplicate.size:
-        names = ", ".join(f"{records[i].path.name} (at {along[i]:.2f} mm, same as {records[i - 1].path.name})" for i in duplicate)
-        _warn(folder, f"dropped {duplicate.size} slice(s) at duplicate positions along the normal, kept the first: {names}")
+        names = ", ".join(
+            f"{records[i].path.name} (at {along[i]:.2f} mm, same as {records[i - 1].path.name})" for i in duplicate
+        )
+        _warn(
+            folder,
+            f"dropped {duplicate.size} slice(s) at duplicate positions along the normal, kept the first: {names}",
+        )
         keep = np.setdiff1d(np.arange(len(records)), duplicate)
         records = [records[i] for i in keep]
         positions, along = positions[keep], along[keep]
@@ -156,7 +167,10 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
         uneven = np.setdiff1d(uneven, missing)
         if missing.size:
             spans = ", ".join(f"{along[i]:.2f}..{along[i + 1]:.2f} mm" for i in missing)
-            _warn(folder, f"missing slices (gap > {MISSING_SLICE_FACTOR:g} x median {dz:.3g} mm) between positions {spans}")
+            _warn(
+                folder,
+                f"missing slices (gap > {MISSING_SLICE_FACTOR:g} x median {dz:.3g} mm) between positions {spans}",
+            )
         if uneven.size:
             spans = ", ".join(f"{along[i]:.2f}..{along[i + 1]:.2f} mm ({gaps[i]:.3g})" for i in uneven)
             _warn(folder, f"uneven slice spacing (median {dz:.3g} mm) between positions {spans}")
@@ -165,10 +179,16 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
 
     no_rescale = [r.path.name for r in records if r.rescale_slope is None or r.rescale_intercept is None]
     if no_rescale:
-        _warn(folder, f"RescaleSlope/RescaleIntercept missing in {len(no_rescale)} slice(s) ({no_rescale[0]}, ...); assuming 1 and 0")
+        _warn(
+            folder,
+            f"RescaleSlope/RescaleIntercept missing in {len(no_rescale)} slice(s) ({no_rescale[0]}, ...); assuming 1 and 0",
+        )
     rescale = np.asarray(
         [
-            (1.0 if r.rescale_slope is None else r.rescale_slope, 0.0 if r.rescale_intercept is None else r.rescale_intercept)
+            (
+                1.0 if r.rescale_slope is None else r.rescale_slope,
+                0.0 if r.rescale_intercept is None else r.rescale_intercept,
+            )
             for r in records
         ]
     )

@@ -9,8 +9,9 @@ where ``(sz, sy, sx) = spacing_mm``, ``direction[0]`` is the column direction (D
 ImageOrientationPatient[0:3], along increasing ``i``), ``direction[1]`` the row direction
 (ImageOrientationPatient[3:6], along increasing ``j``) and ``direction[2]`` the slice normal
 (along increasing ``k``). When the slices of a DICOM series are unevenly spaced, ``sz`` is the
-median gap and the exact per-slice positions are kept in ``source["ImagePositionPatient"]``
-(see :meth:`CTVolume.slice_positions`).
+median gap; with gantry tilt, successive slices step along the table axis rather than the normal.
+In both cases the exact per-slice positions are kept in ``source["ImagePositionPatient"]``
+(see :meth:`CTVolume.slice_positions`), and derived DICOM uses them.
 """
 
 from __future__ import annotations
