@@ -1,0 +1,61 @@
+"""The ``resample-med`` command line: ``demo | reconstruct | simulate | evaluate | train``.
+
+Every subcommand calls the same engine as the napari plugin and the Python API
+(:mod:`resample_med.pipeline`). Exit codes: 0 success; 1 some series of a folder of studies
+failed (the others were reconstructed); 2 unusable input or configuration (the message names the
+file and the problem); 130 interrupted by Ctrl-C (finished slices are kept; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from resample_med import __version__
+from resample_med.cli import common, demo, evaluate, reconstruct, simulate
+from resample_med.config import ConfigError
+from resample_med.io import DicomInputError
+from resample_med.io.errors import OutputPathError
+from resample_med.pipeline import CheckpointMismatchError, SinogramFileError
+
+INPUT_ERRORS = (DicomInputError, OutputPathError, SinogramFileError, ConfigError, CheckpointMismatchError,
+                FileNotFoundError)
+"""Errors reported as one line and exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand."""
+    from resample_med.training.cli import add_train_parser
+
+    parser = argparse.ArgumentParser(
+        prog="resample-med", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"resample-med {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(subparsers)
+    reconstruct.add_parser(subparsers)
+    simulate.add_parser(subparsers)
+    evaluate.add_parser(subparsers)
+    add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
+    args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None) or args.func
+    try:
+        result = handler(args)
+    except INPUT_ERRORS as err:
+        print(f"resample-med {args.command}: error: {err}", file=sys.stderr)
+        return common.EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"\nresample-med {args.command}: interrupted; finished slices are kept, run the same command "
+              "again to resume (--overwrite starts over)", file=sys.stderr)
+        return common.EXIT_INTERRUPTED
+    return result if isinstance(result, int) else common.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

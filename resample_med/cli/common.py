@@ -1,0 +1,141 @@
+"""Helpers the ``resample-med`` subcommands share: device, preset, model, sampler config, versions."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resample_med.config import AUTO, CPU_PRESET, CUDA_PRESET, ConfigError
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+"""Some series of a folder of studies failed, the others were reconstructed."""
+EXIT_BAD_INPUT = 2
+"""Unusable input or configuration (also argparse's usage-error code)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT); finished slices are kept for resuming."""
+
+CLI_SAMPLER_ALIASES: dict[str, tuple[str, ...]] = {"steps": ("num_steps", "max_iter"), "sigma2": ("gamma",)}
+"""Command-line names of sampler config fields, first match wins: ``--steps`` (diffusion steps or
+solver iterations) and ``--sigma2`` (ReSample's resampling variance scale gamma)."""
+
+PRIOR_FREE_METHODS = ("fbp", "cgls", "tv")
+"""Methods of :data:`resample_med.sampling.METHODS` that need no diffusion prior."""
+
+REPORTED_PACKAGES = ("torch", "diffusers", "numpy", "pydicom", "SimpleITK", "monai")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if device == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device {device!r}: {err}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
+    return resolved
+
+
+def resolve_preset(preset: str, device: torch.device) -> str:
+    """``"auto"`` -> ``fast`` on CPU, ``default`` on CUDA; a named preset unchanged."""
+    if preset != AUTO:
+        return preset
+    return CUDA_PRESET if device.type == "cuda" else CPU_PRESET
+
+
+def needs_prior(method: str) -> bool:
+    """Whether ``method`` samples with the latent diffusion prior (all but the classical baselines)."""
+    return method not in PRIOR_FREE_METHODS
+
+
+def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
+    """The method's config dataclass from its ``preset`` with ``overrides`` applied.
+
+    ``overrides`` may use the command-line aliases (``steps``, ``sigma2``) and nested mappings for
+    nested dataclasses (``{"latent": {"max_iter": 20}}``).
+    """
+    from resample_med.sampling import resolve_method_config
+
+    try:
+        base = resolve_method_config(method, preset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    fields = {f.name for f in dataclasses.fields(base)}
+    named = {}
+    for key, value in overrides.items():
+        candidates = [name for name in CLI_SAMPLER_ALIASES.get(key, (key,)) if name in fields]
+        if not candidates:
+            raise ConfigError(f"--{key.replace('_', '-')} / sampler.{key} does not apply to method {method!r}")
+        named[candidates[0]] = value
+    return _replace_nested(base, named, method)
+
+
+def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
+    """``dataclasses.replace`` that descends into nested dataclass fields given as mappings."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ConfigError(f"sampler setting(s) {unknown} are not fields of {where}'s config; known: {sorted(fields)}")
+    resolved = {}
+    for key, value in changes.items():
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            resolved[key] = _replace_nested(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            resolved[key] = tuple(value)
+        else:
+            resolved[key] = value
+    try:
+        return dataclasses.replace(config, **resolved)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid sampler setting for {where}: {err}") from err
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A sampler config dataclass as a plain dict."""
+    return dataclasses.asdict(config)
+
+
+def load_prior(model: str | None, device: torch.device) -> Any:
+    """The model bundle in folder ``model``, or the shipped default model when ``None``."""
+    from resample_med.models import LatentDiffusionBundle, load_default_model
+
+    if model is None:
+        return load_default_model(device=device)
+    path = Path(model)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: model folder not found")
+    return LatentDiffusionBundle.load(path, device=device)
+
+
+def model_summary(prior: Any, model: str | None) -> dict[str, Any] | None:
+    """What the report records about the prior: where it came from and its configuration."""
+    if prior is None:
+        return None
+    summary: dict[str, Any] = {"path": model or "shipped default model (resample_med/default_model)"}
+    config = getattr(prior, "config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        summary["config"] = dataclasses.asdict(config)
+    summary["latent_shape"] = list(getattr(prior, "latent_shape", ()))
+    summary["image_size"] = getattr(prior, "image_size", None)
+    return summary
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, resample-med and the packages that shape the numbers."""
+    import resample_med
+
+    found = {"python": platform.python_version(), "resample_med": resample_med.__version__}
+    for name in REPORTED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found

@@ -1,0 +1,340 @@
+"""``resample-med reconstruct INPUT OUTPUT``: batch reconstruction of DICOM, NIfTI or sinogram inputs.
+
+For each series found under INPUT (:mod:`resample_med.cli.inputs`) the output folder
+(``OUTPUT`` for a single series, ``OUTPUT/<study>[_<series>]`` otherwise) receives
+
+* ``dicom/``: the derived DICOM series (same frame of reference and geometry as the source);
+* ``report.json``: parameters, resolved configuration, model, versions, timings, per-slice
+  residual and, the input being the ground truth of the simulation, PSNR / SSIM / HU-RMSE;
+* ``config.yaml``: the resolved configuration (``--config`` it to repeat the run);
+* optionally ``reconstruction.nii.gz`` (+ ``std.nii.gz``) and ``preview.png``.
+
+While running, finished slices are kept in ``.partial/``; after Ctrl-C the same command resumes
+(``--overwrite`` starts over). Input folders are never written to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from resample_med.cli import common
+from resample_med.cli.inputs import Job, find_jobs
+from resample_med.config import RunConfig, load_config_file, resolve_config
+from resample_med.io import (
+    CTVolume,
+    DicomInputError,
+    load_nifti,
+    load_series,
+    write_derived_series,
+    write_nifti,
+    write_png_preview,
+)
+from resample_med.io.output_paths import check_output_path
+from resample_med.pipeline import (
+    ACQUISITION_PRESETS,
+    GEOMETRY_KINDS,
+    SliceCheckpoint,
+    load_measurements,
+    reconstruct_slices,
+    reconstruct_volume,
+)
+from resample_med.sampling import METHODS, ProgressEvent
+
+PARTIAL_DIR = ".partial"
+REPORT_FILE = "report.json"
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+DICOM_DIR = "dicom"
+NIFTI_FILE = "reconstruction.nii.gz"
+STD_NIFTI_FILE = "std.nii.gz"
+PNG_FILE = "preview.png"
+OWNED_OUTPUTS = (DICOM_DIR, REPORT_FILE, CONFIG_FILE, NIFTI_FILE, STD_NIFTI_FILE, PNG_FILE, PARTIAL_DIR)
+"""What a run writes in a series' output folder (and ``--overwrite`` removes)."""
+
+
+def add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the simulated acquisition (shared by ``reconstruct`` and ``simulate``)."""
+    group = parser.add_argument_group("acquisition (simulated sparse-view scan)")
+    group.add_argument("--acquisition", metavar="PRESET", choices=sorted(ACQUISITION_PRESETS),
+                       help=f"named acquisition: {', '.join(sorted(ACQUISITION_PRESETS))} (default sparse-30)")
+    group.add_argument("--geometry", choices=GEOMETRY_KINDS, help="beam geometry")
+    group.add_argument("--views", type=int, dest="n_views", metavar="N", help="number of projection views")
+    group.add_argument("--photons", type=_photons, metavar="I0",
+                       help="incident photons per ray for Poisson noise; 'none' for noiseless data")
+    group.add_argument("--gaussian-sigma", type=float, metavar="S", help="additive Gaussian noise std (post-log)")
+    group.add_argument("--arc", type=float, dest="arc_deg", metavar="DEG", help="limited-angle arc in degrees")
+    group.add_argument("--det-count", type=int, metavar="N", help="detector bins (default: cover the image)")
+    group.add_argument("--det-spacing", type=float, dest="det_spacing_mm", metavar="MM", help="detector bin width")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``reconstruct``."""
+    parser = subparsers.add_parser(
+        "reconstruct", help="reconstruct DICOM / NIfTI / sinogram inputs in batch",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT",
+                        help="DICOM folder, folder of studies, DICOM file, NIfTI file, or sinogram file")
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="output folder (created)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file (options override it)")
+    parser.add_argument("--series", metavar="SEL", help="series to use: SeriesInstanceUID, SeriesNumber or description")
+    parser.add_argument("--all-series", action="store_true", help="reconstruct every axial CT series of each study")
+    add_acquisition_arguments(parser)
+    group = parser.add_argument_group("reconstruction")
+    group.add_argument("--method", choices=sorted(METHODS), help="reconstruction method (default resample)")
+    group.add_argument("--preset", help="method preset, e.g. fast | default | paper (default: fast on CPU, default on CUDA)")
+    group.add_argument("--steps", type=int, metavar="S", help="sampling steps (overrides the preset)")
+    group.add_argument("--sigma2", type=float, metavar="GAMMA", help="ReSample resampling variance scale gamma")
+    group.add_argument("--n-samples", type=int, metavar="K", help="posterior samples per slice (>1 adds a std map)")
+    group.add_argument("--batch-size", type=int, metavar="B", help="slices reconstructed together (default 4)")
+    group.add_argument("--seed", type=int, help="seed of noise and sampling (default 0)")
+    group.add_argument("--device", help="cpu | cuda | cuda:N | auto (default auto)")
+    group.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--nifti", action="store_true", default=None, help="also write reconstruction.nii.gz")
+    group.add_argument("--png", action="store_true", default=None, help="also write preview.png")
+    group.add_argument("--overwrite", action="store_true", help="redo finished or partial outputs")
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve defaults < acquisition preset < ``--config`` file < options."""
+    file_data = load_config_file(args.config) if args.config else None
+    given = lambda **values: {k: v for k, v in values.items() if v is not None}  # noqa: E731
+    acquisition = given(geometry=args.geometry, n_views=args.n_views, photons=args.photons,
+                        gaussian_sigma=args.gaussian_sigma, arc_deg=args.arc_deg, det_count=args.det_count,
+                        det_spacing_mm=args.det_spacing_mm)
+    if acquisition.get("photons") == NOISELESS:
+        acquisition["photons"] = None
+    overrides = {
+        "acquisition_preset": given(name=args.acquisition),
+        "acquisition": acquisition,
+        "reconstruction": given(method=getattr(args, "method", None), preset=getattr(args, "preset", None),
+                                n_samples=getattr(args, "n_samples", None), batch_size=getattr(args, "batch_size", None),
+                                seed=args.seed, device=getattr(args, "device", None), model=getattr(args, "model", None)),
+        "sampler": given(steps=getattr(args, "steps", None), sigma2=getattr(args, "sigma2", None)),
+        "output": given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
+    }
+    return resolve_config(file_data, overrides, source=str(args.config or "command line"))
+
+
+NOISELESS = "none"
+
+
+def _photons(text: str) -> float | str:
+    """``--photons`` value: a positive number or ``none``."""
+    if text.lower() == NOISELESS:
+        return NOISELESS
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("photons must be > 0 (or 'none' for noiseless data)")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reconstruct every series under ``args.input``; returns the exit code."""
+    config = config_from_args(args)
+    device = common.resolve_device(config.reconstruction.device)
+    method = config.reconstruction.method
+    if method not in METHODS:
+        raise common.ConfigError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    preset = common.resolve_preset(config.reconstruction.preset, device)
+    sampler = common.sampler_config(method, preset, config.sampler)
+    jobs = find_jobs(args.input, args.series, args.all_series)
+    source = args.input.resolve()
+    check_output_path(args.output, [source if source.is_dir() else source.parent], overwrite=True)
+    prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
+    runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite)
+    statuses: list[dict[str, Any]] = []
+    with tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2) as series_bar:
+        for job in series_bar:
+            statuses.append(runner.run_job(job, args.output / job.label))
+    failed = [s for s in statuses if s["status"] == "failed"]
+    if len(jobs) > 1:
+        (args.output / SUMMARY_FILE).write_text(json.dumps(statuses, indent=2))
+        tqdm.write(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; summary in {args.output / SUMMARY_FILE}")
+    if not failed:
+        return common.EXIT_OK
+    return common.EXIT_BAD_INPUT if len(failed) == len(jobs) else common.EXIT_PARTIAL
+
+
+class SeriesRunner:
+    """Runs one job at a time with the shared configuration, prior and sampler config."""
+
+    def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: Any, prior: Any,
+                 overwrite: bool) -> None:
+        self.config = config
+        self.device = device
+        self.preset = preset
+        self.sampler = sampler
+        self.prior = prior
+        self.overwrite = overwrite
+
+    def resolved_config(self) -> RunConfig:
+        """The configuration as run: preset resolved, every sampler setting spelled out."""
+        reconstruction = dataclasses.replace(self.config.reconstruction, preset=self.preset)
+        return dataclasses.replace(self.config, reconstruction=reconstruction, sampler=common.config_dict(self.sampler))
+
+    def run_job(self, job: Job, out_dir: Path) -> dict[str, Any]:
+        """Reconstruct ``job`` into ``out_dir``; a bad input is reported and returned as failed."""
+        status: dict[str, Any] = {"series": job.name, "input": str(job.path), "output": str(out_dir)}
+        if job.error is not None:
+            tqdm.write(f"error: {job.error}", file=sys.stderr)
+            return {**status, "status": "failed", "error": str(job.error)}
+        if (out_dir / REPORT_FILE).is_file() and not self.overwrite:
+            tqdm.write(f"{job.name or out_dir}: already reconstructed in {out_dir} (--overwrite redoes it)")
+            return {**status, "status": "skipped"}
+        if self.overwrite:
+            _remove_outputs(out_dir)
+        try:
+            written = self._reconstruct(job, out_dir)
+        except DicomInputError as err:
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            return {**status, "status": "failed", "error": str(err)}
+        tqdm.write(f"{job.name or job.path}: wrote {', '.join(str(p) for p in written)}")
+        return {**status, "status": "done"}
+
+    def _reconstruct(self, job: Job, out_dir: Path) -> list[Path]:
+        """Load, reconstruct (resumably) and write one job's outputs."""
+        started = time.perf_counter()
+        recon = self.config.reconstruction
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as stack:
+            bar = stack.enter_context(tqdm(desc=job.name or "slices", unit="slice", leave=False))
+            callback = _step_callback(bar)
+
+            def on_slices(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            common_args = dict(
+                method=recon.method, prior=self.prior, config=self.sampler, batch_size=recon.batch_size,
+                n_samples=recon.n_samples, seed=recon.seed, callback=callback, on_slices=on_slices,
+            )
+            if job.kind == "sinogram":
+                measurements = load_measurements(job.path, device=self.device)
+                checkpoint = self._checkpoint(out_dir, job, measurements.sinogram.shape, measurements.acquisition)
+                rec = reconstruct_slices(measurements, checkpoint=checkpoint, **common_args)
+                volume = _volume_from_slices(job.path, rec.hu, measurements.pixel_spacing_mm)
+                std, per_slice, acquisition = rec.std_hu, rec.per_slice, measurements.acquisition
+            else:
+                source = load_nifti(job.path) if job.kind == "nifti" else load_series(job.path, job.series.uid)
+                checkpoint = self._checkpoint(out_dir, job, source.hu.shape, self.config.acquisition)
+                result = reconstruct_volume(source, self.config.acquisition, device=self.device,
+                                            checkpoint=checkpoint, **common_args)
+                volume, std, per_slice = result.volume, result.std_hu, result.per_slice
+                acquisition = self.config.acquisition
+        written = self._write_outputs(job, out_dir, volume, std)
+        report = self._report(job, volume, acquisition, per_slice, time.perf_counter() - started, written)
+        (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        self.resolved_config().save(out_dir / CONFIG_FILE)
+        checkpoint.clear()
+        return [out_dir / REPORT_FILE, *written]
+
+    def _checkpoint(self, out_dir: Path, job: Job, shape: tuple[int, ...], acquisition: Any) -> SliceCheckpoint:
+        """The resumable state of ``job``; its fingerprint is everything the slices depend on."""
+        recon = self.config.reconstruction
+        fingerprint = {
+            "input": str(job.path.resolve()),
+            "series": job.series.uid if job.series is not None else None,
+            "shape": list(shape),
+            "acquisition": acquisition.to_dict(),
+            "method": recon.method,
+            "sampler": common.config_dict(self.sampler),
+            "model": recon.model,
+            "seed": recon.seed,
+            "n_samples": recon.n_samples,
+            "batch_size": recon.batch_size,
+        }
+        checkpoint = SliceCheckpoint.open(out_dir / PARTIAL_DIR, fingerprint, restart=self.overwrite)
+        resumed = len(checkpoint.done())
+        if resumed:
+            tqdm.write(f"{job.name or job.path}: resuming, {resumed} slice(s) already reconstructed in {checkpoint.folder}")
+        return checkpoint
+
+    def _write_outputs(self, job: Job, out_dir: Path, volume: CTVolume, std: np.ndarray | None) -> list[Path]:
+        """Derived DICOM series and, as asked, NIfTI and PNG."""
+        recon = self.config.reconstruction
+        description = f"resample-med {recon.method} {self.config.acquisition.n_views} views"
+        # out_dir is ours and holds no report.json yet: anything there is from an unfinished run
+        written = [write_derived_series(volume, volume.hu, out_dir / DICOM_DIR, method=recon.method,
+                                        description=description, overwrite=True)]
+        if self.config.output.nifti or job.kind == "sinogram":
+            written.append(write_nifti(volume, out_dir / NIFTI_FILE, overwrite=True))
+            if std is not None:
+                written.append(write_nifti(volume, out_dir / STD_NIFTI_FILE, hu=std, overwrite=True))
+        if self.config.output.png:
+            written.append(write_png_preview(volume, out_dir / PNG_FILE, overwrite=True))
+        return written
+
+    def _report(self, job: Job, volume: CTVolume, acquisition: Any, per_slice: list[dict[str, Any]], seconds: float,
+                written: list[Path]) -> dict[str, Any]:
+        """The ``report.json`` content."""
+        computed = [r for r in per_slice if not r.get("resumed")]
+        numeric = [k for k, v in (per_slice[0] if per_slice else {}).items() if isinstance(v, float)]
+        return {
+            "input": {"path": str(job.path), "kind": job.kind,
+                      "series": None if job.series is None else job.series.summary(),
+                      "shape_zyx": list(volume.shape), "spacing_mm_zyx": list(volume.spacing_mm),
+                      "files": [str(f) for f in volume.source.get("files", [])]},
+            "outputs": [str(p) for p in written],
+            "method": self.config.reconstruction.method,
+            "preset": self.preset,
+            "acquisition": acquisition.to_dict(),
+            "config": self.resolved_config().to_dict(),
+            "sampler_config": common.config_dict(self.sampler),
+            "model": common.model_summary(self.prior, self.config.reconstruction.model),
+            "device": str(self.device),
+            "versions": common.versions(),
+            "timings": {
+                "seconds_total": seconds,
+                "slices": len(per_slice),
+                "slices_computed_this_run": len(computed),
+                "seconds_per_slice": float(np.mean([r["seconds"] for r in computed])) if computed else None,
+            },
+            "mean": {k: float(np.mean([r[k] for r in per_slice if k in r])) for k in numeric},
+            "per_slice": per_slice,
+        }
+
+
+def _step_callback(bar: tqdm) -> Any:
+    """A sampler callback that shows the current stage and step on the slice bar."""
+
+    def callback(event: ProgressEvent) -> None:
+        bar.set_postfix_str(f"{event.stage} {event.step}/{event.total}", refresh=True)
+
+    return callback
+
+
+def _volume_from_slices(path: Path, hu: np.ndarray, pixel_spacing_mm: float) -> CTVolume:
+    """A CTVolume for slices reconstructed from a sinogram file (no source geometry: identity, origin 0)."""
+    return CTVolume(
+        hu=np.asarray(hu, dtype=np.float32),
+        spacing_mm=(1.0, float(pixel_spacing_mm), float(pixel_spacing_mm)),
+        origin_mm=np.zeros(3),
+        direction=np.eye(3),
+        source={"format": "sinogram", "path": str(path)},
+    )
+
+
+def _remove_outputs(out_dir: Path) -> None:
+    """Delete what an earlier run wrote in ``out_dir`` (only the files this command owns)."""
+    for name in OWNED_OUTPUTS:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
