@@ -24,12 +24,16 @@ import torch
 
 from resample_med.geometry import FanBeamGeometry, Geometry, ParallelBeamGeometry
 
-RAYS_PER_CHUNK = 8192
+RAYS_PER_CHUNK = 4096
 """Rays processed per vectorised block; bounds the build's temporary memory to ~100 MB at 512^2."""
+
+BUILD_DTYPE = torch.float32
+"""Arithmetic of the build. Origins are the rays' points closest to the isocentre, so every coordinate is
+within the image's scale and float32 places samples to ~1e-5 pixel; weights are stored in float32 anyway."""
 
 
 def ray_origins_and_directions(geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every ray of ``geometry`` as a point on it and a unit direction, in mm.
+    """Every ray of ``geometry`` as its point closest to the isocentre and its unit direction, in mm.
 
     Returns:
         origins ``(V * D, 2)`` and directions ``(V * D, 2)``, float64, ``(x, y)`` columns, view-major.
@@ -49,7 +53,8 @@ def ray_origins_and_directions(geometry: Geometry) -> tuple[torch.Tensor, torch.
         bins = torch.stack([along * -sin + u * cos, along * cos + u * sin], dim=-1)  # (V, D, 2)
         directions = bins - source
         directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
-        return source.expand(-1, geometry.det_count, -1).reshape(n_rays, 2), directions.reshape(n_rays, 2)
+        closest = source - (source * directions).sum(dim=-1, keepdim=True) * directions
+        return closest.reshape(n_rays, 2), directions.reshape(n_rays, 2)
     raise TypeError(f"resample_med/operators/joseph.py: unsupported geometry type {type(geometry).__name__}")
 
 
@@ -59,9 +64,9 @@ def _joseph_block(
     """Joseph weights for a block of R rays.
 
     Args:
-        origins, directions: ``(R, 2)`` float64 in mm.
+        origins, directions: ``(R, 2)`` in mm, dtype ``BUILD_DTYPE``.
     Returns:
-        counts ``(R,)`` non-zeros per ray, pixel columns ``(nnz,)`` int64 and weights ``(nnz,)`` float64,
+        counts ``(R,)`` non-zeros per ray, pixel columns ``(nnz,)`` int32 and weights ``(nnz,)`` float32,
         ray-major (all entries of ray 0, then ray 1, ...).
     """
     n = image_size
@@ -69,7 +74,7 @@ def _joseph_block(
     dx, dy = directions[:, 0:1], directions[:, 1:2]
     x_major = dx.abs() >= dy.abs()  # (R, 1)
     # Sample positions along the primary axis: column centres x_j (x-major) or row centres y_i (y-major).
-    steps = torch.arange(n, dtype=torch.float64)
+    steps = torch.arange(n, dtype=origins.dtype)
     primary = torch.where(x_major, (steps - centre) * spacing, (centre - steps) * spacing)  # (R, n)
     d_primary = torch.where(x_major, dx, dy)
     d_secondary = torch.where(x_major, dy, dx)
@@ -80,17 +85,17 @@ def _joseph_block(
     frac_index = torch.where(x_major, centre - secondary / spacing, secondary / spacing + centre)
     lower = torch.floor(frac_index)
     frac = frac_index - lower
-    lower = lower.to(torch.int64)
+    lower = lower.to(torch.int32)
     step_weight = spacing / d_primary.abs()  # (R, 1)
     weights = torch.stack([step_weight * (1.0 - frac), step_weight * frac], dim=-1)  # (R, n, 2)
     second_index = torch.stack([lower, lower + 1], dim=-1)
-    first_index = steps.to(torch.int64)[None, :, None].expand_as(second_index)
+    first_index = steps.to(torch.int32)[None, :, None].expand_as(second_index)
     row = torch.where(x_major[..., None], second_index, first_index)
     col = torch.where(x_major[..., None], first_index, second_index)
     valid = (second_index >= 0) & (second_index < n) & (weights > 0)
     valid = valid.reshape(valid.shape[0], -1)
     pixels = (row * n + col).reshape(valid.shape)
-    return valid.sum(dim=1), pixels[valid], weights.reshape(valid.shape)[valid]
+    return valid.sum(dim=1), pixels[valid], weights.reshape(valid.shape)[valid].to(torch.float32)
 
 
 def build_system_matrix(geometry: Geometry) -> scipy.sparse.csr_matrix:
@@ -99,15 +104,15 @@ def build_system_matrix(geometry: Geometry) -> scipy.sparse.csr_matrix:
     Returns:
         ``A`` as a scipy CSR matrix of shape ``(V * D, H * W)``, float32 values, int32 indices.
     """
-    origins, directions = ray_origins_and_directions(geometry)
+    origins, directions = (t.to(BUILD_DTYPE) for t in ray_origins_and_directions(geometry))
     n_rays = origins.shape[0]
     counts, cols, vals = [], [], []
     for start in range(0, n_rays, RAYS_PER_CHUNK):
         block = slice(start, start + RAYS_PER_CHUNK)
         c, p, w = _joseph_block(origins[block], directions[block], geometry.image_size, geometry.pixel_spacing_mm)
         counts.append(c)
-        cols.append(p.to(torch.int32))
-        vals.append(w.to(torch.float32))
+        cols.append(p)
+        vals.append(w)
     indptr = np.zeros(n_rays + 1, dtype=np.int64)
     np.cumsum(torch.cat(counts).numpy(), out=indptr[1:])
     if indptr[-1] >= np.iinfo(np.int32).max:
