@@ -10,6 +10,7 @@ import torch
 
 from resample_med.geometry import FanBeamGeometry, ParallelBeamGeometry
 from resample_med.operators import Projector, cache, clear_memory_cache, make_projector
+from resample_med.operators.fbp import angular_step
 
 TINY = 12
 """Side of the images used by the exhaustive (dense / gradcheck) tests."""
@@ -202,6 +203,15 @@ def test_forward_of_constant_image_is_chord_length() -> None:
     assert sinogram[0, centre].item() == pytest.approx(side)
     assert sinogram[1, centre].item() == pytest.approx(side)
     assert sinogram[2, centre].item() == pytest.approx(side * math.sqrt(2), rel=0.05)
+
+
+def test_fbp_angular_weight_is_coverage_per_view() -> None:
+    """pi / V for 180-degree parallel, also over 360 degrees (lines seen twice); arc / V for arcs."""
+    parallel_360 = ParallelBeamGeometry(TINY, 1.0, 17, 1.0, tuple(2 * math.pi * k / 40 for k in range(40)))
+    assert angular_step(parallel_360) == pytest.approx(math.pi / 40)
+    assert angular_step(ParallelBeamGeometry.sparse_view(30, TINY)) == pytest.approx(math.pi / 30)
+    assert angular_step(ParallelBeamGeometry.limited_angle(30, 90, TINY)) == pytest.approx(math.radians(90) / 30)
+    assert angular_step(FanBeamGeometry.sparse_view(30, TINY)) == pytest.approx(2 * math.pi / 30)
 
 
 @pytest.mark.gpu

@@ -119,7 +119,7 @@ def _base_system(geometry: Geometry) -> SparsePair:
         return _BASE[geometry]
     from_superset = _subset_of_cached(geometry)
     if from_superset is not None:
-        system = from_superset._system
+        system = from_superset.system
     else:
         path = cache_path(geometry)
         loaded = _load(geometry, path) if path.is_file() else None

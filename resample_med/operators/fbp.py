@@ -16,9 +16,9 @@ Backprojection is pixel-driven with linear interpolation on the detector (as in 
 the Joseph adjoint: a ray-driven adjoint sampled at bins wider than ``pixel / sqrt(2)`` gives
 Moire artefacts in FBP. It is precomputed as a sparse ``(H * W, V * D)`` matrix.
 
-``dtheta`` / ``dbeta`` is the median gap between neighbouring view angles (modulo the scan range),
-which is ``pi / V`` (parallel) or ``2 pi / V`` (fan) for evenly spaced full scans and the arc step
-for limited-angle arcs. Short fan scans get no Parker weights: their FBP is approximate.
+``dtheta`` / ``dbeta`` is the angular coverage per view (:func:`angular_step`): ``pi / V`` (parallel)
+or ``2 pi / V`` (fan) for evenly spaced full scans and the arc step for limited-angle arcs. Short fan
+scans get no Parker weights: their FBP is approximate.
 """
 
 from __future__ import annotations
@@ -33,15 +33,26 @@ from resample_med.operators.filters import filter_projections
 VIEWS_PER_CHUNK = 16
 """Views processed per vectorised block when building the backprojection matrix."""
 
+SAME_ANGLE_TOL_RAD = 1e-9
+"""Folded view angles closer than this measure the same lines."""
+
 
 def angular_step(geometry: Geometry) -> float:
-    """Quadrature weight per view in radians: the median gap between sorted angles (mod scan range)."""
+    """Quadrature weight per view in radians: angular coverage divided by the number of views.
+
+    Angles are folded into the scan range (180 degrees parallel, 360 fan). The coverage is the range
+    minus the excess of the largest gap over the typical (median non-zero) gap, so an even full scan
+    gives ``range / V``, an arc of ``a`` degrees ``a / V`` (the missing wedge is not filled), and a
+    parallel scan over 360 degrees ``pi / V`` (each line measured twice).
+    """
     period = geometry.scan_range_rad
-    if geometry.n_views == 1:
-        return period
     angles = np.sort(np.mod(np.asarray(geometry.angles, dtype=np.float64), period))
     gaps = np.diff(np.concatenate([angles, angles[:1] + period]))
-    return float(np.median(gaps))
+    distinct = gaps[gaps > SAME_ANGLE_TOL_RAD]
+    if distinct.size <= 1:
+        return period / geometry.n_views
+    missing = max(float(gaps.max() - np.median(distinct)), 0.0)
+    return (period - missing) / geometry.n_views
 
 
 def filter_sinogram(sinogram: torch.Tensor, geometry: Geometry, filter_name: str = "ramp") -> torch.Tensor:

@@ -54,6 +54,11 @@ class Projector:
         self._fbp_matrix: torch.Tensor | None = None
 
     @property
+    def system(self) -> SparsePair:
+        """The stored ``(A, A^T)`` pair: CSR ``(V*D, H*W)`` and ``(H*W, V*D)``, int32 indices."""
+        return self._system
+
+    @property
     def device(self) -> torch.device:
         return self._system.device
 
