@@ -1,0 +1,207 @@
+"""Stage 1: train the 1-channel ``AutoencoderKL`` on CT slices (Rombach et al. 2022, Sec. 3.1).
+
+Loss per batch of (augmented, cropped) slices x in model units, with posterior q(z|x) = N(mu, s^2):
+
+    L = |D(z) - x|_1 + kl_weight * KL(q(z|x) || N(0, I)),   z ~ q(z|x)
+
+The network is fully convolutional (no mid-block attention), so it trains on random crops and is
+evaluated on whole 256x256 slices. The run folder holds ``checkpoint.pt`` (resumable),
+``loss_log.jsonl``, ``train_config.json`` and ``autoencoder/`` (diffusers ``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from resample_med.models.bundle import load_pretrained_strict
+from resample_med.models.config import get_architecture
+from resample_med.models.networks import build_autoencoder, count_parameters
+from resample_med.training.augment import AugmentConfig
+from resample_med.training.augment import augment as augment_batch
+from resample_med.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
+from resample_med.training.loss_log import LossLog
+from resample_med.training.runtime import autocast, resolve_device, write_json
+from resample_med.training.schedule import Budget, LRSchedule
+from resample_med.training.validation import autoencoder_metrics
+
+AUTOENCODER_DIR = "autoencoder"
+
+
+@dataclass(frozen=True)
+class AutoencoderTrainConfig:
+    """Every knob of autoencoder training; see ``AUTOENCODER_PRESETS``."""
+
+    data: tuple[str, ...] = ()
+    out_dir: str = "runs/autoencoder"
+    architecture: str = "cpu"
+    selection: SliceSelection = SliceSelection()
+    val_selection: SliceSelection = SliceSelection(splits=("val",), license_classes=None)
+    augment: AugmentConfig = AugmentConfig(crop_size=64)
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    kl_weight: float = 1e-6
+    grad_clip: float = 1.0
+    max_steps: int = 100_000
+    max_minutes: float | None = None
+    log_every: int = 10
+    val_every: int = 1000
+    checkpoint_every: int = 250
+    val_batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    resume: bool = False
+    init_from: str | None = None
+    progress_bar: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
+    "tiny": AutoencoderTrainConfig(
+        architecture="tiny",
+        augment=AugmentConfig(crop_size=16),
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        max_steps=20,
+        log_every=1,
+        val_every=10,
+        checkpoint_every=10,
+        progress_bar=False,
+    ),
+    "cpu": AutoencoderTrainConfig(architecture="cpu", augment=AugmentConfig(crop_size=64), batch_size=16, lr=1e-3),
+    "gpu": AutoencoderTrainConfig(
+        architecture="full", augment=AugmentConfig(crop_size=128), batch_size=32, lr=5e-4, val_every=500
+    ),
+}
+
+
+def load_autoencoder(folder: str | Path) -> AutoencoderKL:
+    """A strict, offline ``AutoencoderKL`` from ``folder/autoencoder`` (a bundle or run folder) or ``folder``."""
+    folder = Path(folder)
+    return load_pretrained_strict(AutoencoderKL, folder / AUTOENCODER_DIR if (folder / AUTOENCODER_DIR).is_dir() else folder)
+
+
+def _reconstruct(model: AutoencoderKL, device: torch.device):
+    """Deterministic reconstruction x -> D(mean of q(z|x)) for validation."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            z = model.encode(x.to(device)).latent_dist.mean
+            return model.decode(z).sample
+
+    return run
+
+
+def validate_autoencoder(model: AutoencoderKL, val: SliceSet, device: torch.device, batch_size: int) -> dict[str, float]:
+    """PSNR / HU-RMSE of the posterior-mean reconstruction of every validation slice."""
+    was_training = model.training
+    model.eval()
+    metrics = autoencoder_metrics(_reconstruct(model, device), val.model_units(), batch_size)
+    model.train(was_training)
+    return metrics
+
+
+def _validation_set(cfg: AutoencoderTrainConfig) -> SliceSet | None:
+    """Held-out slices of the same npz (split 'val'), or None when there are none."""
+    if len(cfg.data) != 1 or not cfg.data[0].endswith(".npz"):
+        return None
+    try:
+        return load_npz_slices(cfg.data[0], cfg.val_selection)
+    except ValueError:
+        return None
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
+    """Train (or resume / continue) an autoencoder; returns a summary with the final val metrics."""
+    device = resolve_device(cfg.device)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    run_dir = Path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "train_config.json", dataclasses.asdict(cfg))
+
+    data = load_slices(cfg.data, cfg.selection)
+    val = _validation_set(cfg)
+    if cfg.init_from is not None:
+        model = load_autoencoder(cfg.init_from)
+    else:
+        model = build_autoencoder(get_architecture(cfg.architecture), seed=cfg.seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, train_seconds = 0, 0.0
+    if cfg.resume:
+        state = load_checkpoint(run_dir)
+        model.load_state_dict(state.models["autoencoder"])
+        optimizer.load_state_dict(state.optimizer)
+        generator.set_state(state.generator)
+        step, train_seconds = state.step, state.train_seconds
+
+    log = LossLog(run_dir)
+    budget = Budget(step, cfg.max_steps, cfg.max_minutes)
+    schedule = LRSchedule(cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+    start_step = step
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            run_dir,
+            TrainState(step, train_seconds + budget.elapsed, {"autoencoder": model.state_dict()},
+                       optimizer.state_dict(), generator.get_state()),
+        )
+        model.save_pretrained(run_dir / AUTOENCODER_DIR)
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="autoencoder", disable=not cfg.progress_bar)
+    while not budget.done(step):
+        lr = schedule(step - start_step, budget.progress(step))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(0, len(data), (cfg.batch_size,), generator=generator)
+        x = augment_batch(data.model_units(index).to(device), cfg.augment, generator)
+        with autocast(device):
+            posterior = model.encode(x).latent_dist
+            rec = model.decode(posterior.sample(generator=generator)).sample
+        l1 = (rec.float() - x).abs().mean()
+        kl = posterior.kl().float().mean() / x[0].numel()
+        loss = l1 + cfg.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            log.write(step, "train", loss=loss.item(), l1=l1.item(), kl=kl.item(), lr=lr,
+                      seconds=train_seconds + budget.elapsed)
+            bar.set_postfix(l1=f"{l1.item():.4f}")
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+        if val is not None and step % cfg.val_every == 0:
+            log.write(step, "val", **validate_autoencoder(model, val, device, cfg.val_batch_size))
+    bar.close()
+    checkpoint()
+    summary: dict[str, Any] = {
+        "steps": step,
+        "steps_this_run": step - start_step,
+        "train_seconds": train_seconds + budget.elapsed,
+        "parameters": count_parameters(model),
+        "device": str(device),
+        "data": data.summary,
+    }
+    if val is not None:
+        summary["val"] = validate_autoencoder(model, val, device, cfg.val_batch_size)
+        if step % cfg.val_every != 0:
+            log.write(step, "val", **summary["val"])
+    write_json(run_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,125 @@
+"""``resample-med train autoencoder|diffusion``: argparse front end of the two training stages.
+
+``add_train_parser(subparsers)`` registers the ``train`` command on the main CLI's subparsers; each
+stage sets ``func`` to a callable taking the parsed namespace. Options left unset keep the chosen
+preset's value, so ``--preset cpu --max-minutes 40`` changes only the time budget.
+
+Examples::
+
+    resample-med train autoencoder --data ../shared/data/ct_hu256.npz --preset cpu --out runs/ae \
+        --max-minutes 40
+    resample-med train diffusion --data ../shared/data/ct_hu256.npz --autoencoder runs/ae \
+        --preset cpu --out runs/ldm --max-minutes 40
+    resample-med train diffusion --data ../shared/data/ct_hu256.npz \
+        --init-from resample_med/default_model --preset gpu --out runs/ldm_gpu --max-minutes 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+# CLI option name -> config field name, for options both stages share.
+_COMMON_OVERRIDES = {
+    "data": "data",
+    "out": "out_dir",
+    "max_steps": "max_steps",
+    "max_minutes": "max_minutes",
+    "resume": "resume",
+    "init_from": "init_from",
+    "device": "device",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "num_threads": "num_threads",
+    "architecture": "architecture",
+}
+
+
+def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
+    """Options every stage takes."""
+    p.add_argument("--data", nargs="+", required=True,
+                   help="one npz (keys images_hu, split, license_class) or DICOM folders / NIfTI files")
+    p.add_argument("--preset", choices=presets, default="cpu", help="named training configuration")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, loss log, weights)")
+    p.add_argument("--architecture", choices=["tiny", "cpu", "full"], help="network size preset")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (total)")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly (and save) after this wall time")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init-from", help="start from the weights of a model folder (e.g. resample_med/default_model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-threads", type=int, help="torch CPU threads")
+    p.add_argument("--all-licences", action="store_true",
+                   help="train on every licence class of the npz, not only 'open'")
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train`` with the sub-stages ``autoencoder`` and ``diffusion``."""
+    from resample_med.training.autoencoder import AUTOENCODER_PRESETS
+    from resample_med.training.diffusion import DIFFUSION_PRESETS
+
+    train = subparsers.add_parser("train", help="train the latent diffusion prior on CT slices")
+    stages = train.add_subparsers(dest="stage", required=True)
+
+    ae = stages.add_parser("autoencoder", help="stage 1: the image <-> latent autoencoder")
+    _add_common(ae, sorted(AUTOENCODER_PRESETS))
+    ae.add_argument("--crop-size", type=int, help="random crop side in pixels (the autoencoder is convolutional)")
+    ae.set_defaults(func=lambda args: run_training("autoencoder", args))
+
+    dm = stages.add_parser("diffusion", help="stage 2: the latent UNet on precomputed latents")
+    _add_common(dm, sorted(DIFFUSION_PRESETS))
+    dm.add_argument("--autoencoder", help="folder holding autoencoder/ (a stage-1 run or a model folder)")
+    dm.set_defaults(func=lambda args: run_training("diffusion", args))
+
+
+def _overrides(args: dict[str, Any]) -> dict[str, Any]:
+    """Config field -> value for every option the user set."""
+    out = {field: args[opt] for opt, field in _COMMON_OVERRIDES.items() if args.get(opt) is not None}
+    if "data" in out:
+        out["data"] = tuple(str(p) for p in out["data"])
+    return out
+
+
+def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+    """Build the stage's config from its preset plus the given options, train, print the summary."""
+    from resample_med.training.data import SliceSelection
+
+    opts = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    changes = _overrides(opts)
+    if opts.get("all_licences"):
+        changes["selection"] = SliceSelection(license_classes=None)
+    if stage == "autoencoder":
+        from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder
+
+        cfg = AUTOENCODER_PRESETS[opts.get("preset") or "cpu"]
+        if opts.get("crop_size") is not None:
+            changes["augment"] = dataclasses.replace(cfg.augment, crop_size=opts["crop_size"])
+        summary = train_autoencoder(dataclasses.replace(cfg, **changes))
+    elif stage == "diffusion":
+        from resample_med.training.diffusion import DIFFUSION_PRESETS, train_diffusion
+
+        cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
+        if opts.get("autoencoder") is not None:
+            changes["autoencoder"] = str(opts["autoencoder"])
+        summary = train_diffusion(dataclasses.replace(cfg, **changes))
+    else:
+        raise ValueError(f"resample_med/training/cli.py: unknown training stage {stage!r} (autoencoder|diffusion)")
+    print(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Stand-alone entry: ``python -m resample_med.training.cli train autoencoder ...``."""
+    parser = argparse.ArgumentParser(prog="resample-med-train")
+    add_train_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Stage 2: train the latent UNet on precomputed autoencoder latents (Rombach et al. 2022, Eq. 2).
+
+With z_0 = s * mu(x) (scaled posterior mean), t ~ U{0..T-1}, eps ~ N(0, I) and
+z_t = sqrt(ab_t) z_0 + sqrt(1 - ab_t) eps, the UNet output f(z_t, t) is regressed on the target of
+the schedule's ``prediction_type`` (eps, or v = sqrt(ab_t) eps - sqrt(1 - ab_t) z_0) with the
+min-SNR-gamma weighting of Hang et al. 2023 (SNR_t = ab_t / (1 - ab_t)):
+
+    L = E_t [ w_t |f(z_t, t) - target|^2 ],  w_t = min(SNR_t, gamma) / SNR_t        (epsilon)
+                                              w_t = min(SNR_t, gamma) / (SNR_t + 1)  (v)
+
+Latents are computed once per run (and cached in ``latents.pt`` keyed by the autoencoder's
+weights); horizontal / vertical flips of the latents augment them. The scale s = 1 / std(mu) is
+measured on the training latents unless the UNet continues from a bundle whose autoencoder is
+unchanged (then the bundle's s is kept, since the UNet was trained on it). An EMA of the UNet is
+what ships. The run folder holds ``checkpoint.pt``, ``loss_log.jsonl``, sample grids and
+``model/`` (the full bundle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DModel
+from tqdm.auto import tqdm
+
+from resample_med.models.bundle import LatentDiffusionBundle, load_pretrained_strict
+from resample_med.models.config import ArchitectureConfig, AutoencoderArchitecture, PriorConfig, get_architecture
+from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
+from resample_med.models.sample import sample_images
+from resample_med.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
+from resample_med.training.ema import EMA
+from resample_med.training.loss_log import LossLog
+from resample_med.training.runtime import autocast, resolve_device, write_json
+from resample_med.training.schedule import Budget, LRSchedule
+from resample_med.training.validation import save_grid_png
+from resample_med.units import model_to_hu
+
+MODEL_DIR = "model"
+LATENT_CACHE = "latents.pt"
+
+
+@dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """Every knob of latent UNet training; see ``DIFFUSION_PRESETS``.
+
+    ``autoencoder``: a folder holding ``autoencoder/`` (stage-1 run or bundle); ``init_from``: a
+    bundle to continue (its UNet, and its autoencoder unless ``autoencoder`` is also given).
+    """
+
+    data: tuple[str, ...] = ()
+    out_dir: str = "runs/diffusion"
+    autoencoder: str | None = None
+    init_from: str | None = None
+    architecture: str = "cpu"
+    selection: SliceSelection = SliceSelection()
+    val_selection: SliceSelection = SliceSelection(splits=("val",), license_classes=None)
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    flip_prob: float = 0.5
+    max_steps: int = 200_000
+    max_minutes: float | None = None
+    log_every: int = 10
+    val_every: int = 500
+    sample_every: int = 5000
+    n_samples: int = 16
+    sample_steps: int = 50
+    checkpoint_every: int = 250
+    encode_batch_size: int = 16
+    half_weights: bool = False
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    resume: bool = False
+    progress_bar: bool = True
+
+
+DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
+    "tiny": DiffusionTrainConfig(
+        architecture="tiny",
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=2,
+        max_steps=20,
+        log_every=1,
+        val_every=10,
+        sample_every=20,
+        n_samples=4,
+        sample_steps=3,
+        checkpoint_every=10,
+        progress_bar=False,
+    ),
+    "cpu": DiffusionTrainConfig(architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995),
+    "gpu": DiffusionTrainConfig(architecture="full", batch_size=128, lr=4e-4, sample_every=2000, half_weights=True),
+}
+
+
+def _state_hash(model: torch.nn.Module) -> str:
+    """SHA-1 of a model's weights: tells whether two autoencoders are the same."""
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _autoencoder_architecture(model: AutoencoderKL) -> AutoencoderArchitecture:
+    """The architecture dataclass of a loaded autoencoder (its config is the truth)."""
+    c = model.config
+    return AutoencoderArchitecture(
+        block_out_channels=tuple(c.block_out_channels),
+        layers_per_block=int(c.layers_per_block),
+        latent_channels=int(c.latent_channels),
+        norm_num_groups=int(c.norm_num_groups),
+        mid_block_attention=bool(c.mid_block_add_attention),
+    )
+
+
+@torch.no_grad()
+def encode_latents(
+    autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """Unscaled posterior means mu(x) of every slice: (N, C, h, w) float32 on the CPU."""
+    autoencoder.eval()
+    out = []
+    for i in range(0, len(slices), batch_size):
+        x = slices.model_units(slice(i, i + batch_size)).to(device)
+        with autocast(device):
+            out.append(autoencoder.encode(x).latent_dist.mean.float().cpu())
+    return torch.cat(out)
+
+
+def _cached_latents(
+    run_dir: Path, autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """``encode_latents`` cached in ``run_dir/latents.pt`` for this autoencoder and these slices."""
+    key = f"{_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}"
+    path = run_dir / LATENT_CACHE
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("key") == key:
+            return cached["latents"]
+    latents = encode_latents(autoencoder, slices, device, batch_size)
+    torch.save({"key": key, "latents": latents}, path)
+    return latents
+
+
+def diffusion_loss(
+    unet: UNet2DModel,
+    scheduler,
+    z0: torch.Tensor,
+    generator: torch.Generator,
+    min_snr_gamma: float,
+    patch_size: int = 1,
+) -> torch.Tensor:
+    """Min-SNR-weighted denoising loss (module docstring) of a batch of scaled latents z0 (B, C, h, w)."""
+    b = z0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(z0.device)
+    eps = torch.randn(z0.shape, generator=generator).to(z0.device)
+    ab = scheduler.alphas_cumprod.to(z0.device)[t]
+    zt = scheduler.add_noise(z0, eps, t)
+    snr = ab / (1.0 - ab)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(z0, eps, t)
+        weight = snr.clamp(max=min_snr_gamma) / (snr + 1.0)
+    else:
+        target = eps
+        weight = snr.clamp(max=min_snr_gamma) / snr
+    with autocast(z0.device):
+        pred = apply_unet(unet, zt, t, patch_size)
+    per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
+    return (weight * per_sample).mean()
+
+
+def _flip(z: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal and vertical flips of latents (B, C, h, w)."""
+    b = z.shape[0]
+    for dim in (-1, -2):
+        flip = (torch.rand(b, generator=generator) < prob).to(z.device)[:, None, None, None]
+        z = torch.where(flip, z.flip(dim), z)
+    return z
+
+
+@torch.no_grad()
+def validation_loss(
+    unet: UNet2DModel,
+    scheduler,
+    z0: torch.Tensor,
+    seed: int,
+    min_snr_gamma: float,
+    batch_size: int,
+    patch_size: int = 1,
+) -> float:
+    """The training loss on held-out latents with fixed noise and timesteps (comparable across steps)."""
+    generator = torch.Generator().manual_seed(seed)
+    losses = [
+        diffusion_loss(unet, scheduler, z0[i : i + batch_size], generator, min_snr_gamma, patch_size)
+        * min(batch_size, len(z0) - i)
+        for i in range(0, len(z0), batch_size)
+    ]
+    return float(torch.stack(losses).sum() / len(z0))
+
+
+def _prepare_models(cfg: DiffusionTrainConfig, device: torch.device) -> tuple[LatentDiffusionBundle, bool]:
+    """The bundle to train (UNet random or from ``init_from``) and whether its scale must be measured."""
+    if cfg.init_from is not None:
+        bundle = LatentDiffusionBundle.load(cfg.init_from)
+        if cfg.autoencoder is None:
+            return bundle, False
+        new_ae = load_pretrained_strict(AutoencoderKL, _autoencoder_folder(cfg.autoencoder))
+        if _state_hash(new_ae) == _state_hash(bundle.autoencoder):
+            return bundle, False
+        arch = dataclasses.replace(bundle.config.architecture, autoencoder=_autoencoder_architecture(new_ae))
+        return LatentDiffusionBundle(new_ae, bundle.unet, bundle.scheduler, PriorConfig(architecture=arch)), True
+    if cfg.autoencoder is None:
+        raise ValueError(
+            "resample_med/training/diffusion.py: give an autoencoder (a stage-1 run folder) or init_from (a model folder)"
+        )
+    autoencoder = load_pretrained_strict(AutoencoderKL, _autoencoder_folder(cfg.autoencoder))
+    preset = get_architecture(cfg.architecture)
+    arch = ArchitectureConfig(
+        name=preset.name,
+        image_size=preset.image_size,
+        autoencoder=_autoencoder_architecture(autoencoder),
+        unet=preset.unet,
+        schedule=preset.schedule,
+    )
+    unet = build_unet(arch, seed=cfg.seed)
+    return LatentDiffusionBundle(autoencoder, unet, build_scheduler(arch.schedule), PriorConfig(architecture=arch)), True
+
+
+def _autoencoder_folder(path: str) -> Path:
+    """``path/autoencoder`` when it exists, else ``path``."""
+    p = Path(path)
+    return p / "autoencoder" if (p / "autoencoder").is_dir() else p
+
+
+def _autoencoder_history(cfg: DiffusionTrainConfig, bundle: LatentDiffusionBundle) -> dict[str, Any]:
+    """The autoencoder's training summary: its stage-1 run's summary.json, else the bundle's record."""
+    if cfg.autoencoder is not None:
+        summary = Path(cfg.autoencoder) / "summary.json"
+        return json.loads(summary.read_text()) if summary.is_file() else {}
+    return dict(bundle.config.training.get("autoencoder", {}))
+
+
+def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
+    """Train (or resume / continue) the latent UNet; saves the bundle to ``out_dir/model``."""
+    device = resolve_device(cfg.device)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    run_dir = Path(cfg.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "train_config.json", dataclasses.asdict(cfg))
+
+    bundle, measure_scale = _prepare_models(cfg, device)
+    bundle.to(device)
+    data = load_slices(cfg.data, cfg.selection)
+    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size)
+    scale = 1.0 / float(latents.std()) if measure_scale else bundle.latent_scale_factor
+    bundle.set_latent_scale_factor(scale)
+    z_train = latents * scale
+    val_z = None
+    if len(cfg.data) == 1 and cfg.data[0].endswith(".npz"):
+        try:
+            val = load_npz_slices(cfg.data[0], cfg.val_selection)
+            val_z = encode_latents(bundle.autoencoder, val, device, cfg.encode_batch_size) * scale
+        except ValueError:
+            val_z = None
+
+    unet = bundle.unet.train().requires_grad_(True)
+    patch = bundle.config.architecture.unet.patch_size
+    scheduler = bundle.scheduler
+    ema = EMA(unet, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, train_seconds = 0, 0.0
+    if cfg.resume:
+        state = load_checkpoint(run_dir)
+        unet.load_state_dict(state.models["unet"])
+        ema.load_state_dict(state.models["ema"])
+        optimizer.load_state_dict(state.optimizer)
+        generator.set_state(state.generator)
+        step, train_seconds = state.step, state.train_seconds
+
+    log = LossLog(run_dir)
+    budget = Budget(step, cfg.max_steps, cfg.max_minutes)
+    schedule = LRSchedule(cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+    start_step = step
+
+    def total_seconds() -> float:
+        return train_seconds + budget.elapsed
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            run_dir,
+            TrainState(step, total_seconds(), {"unet": unet.state_dict(), "ema": ema.state_dict()},
+                       optimizer.state_dict(), generator.get_state(), {"latent_scale_factor": scale}),
+        )
+
+    def sample_grid() -> Path:
+        shipped = LatentDiffusionBundle(bundle.autoencoder, ema.model, scheduler, bundle.config)
+        images = sample_images(shipped, cfg.n_samples, cfg.sample_steps, torch.Generator().manual_seed(cfg.seed))
+        return save_grid_png(model_to_hu(images.cpu()), run_dir / f"samples_step{step:07d}.png")
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", disable=not cfg.progress_bar)
+    while not budget.done(step):
+        lr = schedule(step - start_step, budget.progress(step))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(0, len(z_train), (cfg.batch_size,), generator=generator)
+        z0 = _flip(z_train[index], cfg.flip_prob, generator).to(device)
+        loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+        optimizer.step()
+        ema.update(unet)
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            log.write(step, "train", loss=loss.item(), lr=lr, seconds=total_seconds())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+        if val_z is not None and step % cfg.val_every == 0:
+            log.write(step, "val", loss=validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed,
+                                                        cfg.min_snr_gamma, cfg.batch_size, patch), ema=True)
+        if step % cfg.sample_every == 0:
+            sample_grid()
+    bar.close()
+    checkpoint()
+
+    bundle.unet = ema.model
+    summary: dict[str, Any] = {
+        "steps": step,
+        "steps_this_run": step - start_step,
+        "train_seconds": total_seconds(),
+        "batch_size": cfg.batch_size,
+        "unet_parameters": count_parameters(ema.model),
+        "autoencoder_parameters": count_parameters(bundle.autoencoder),
+        "latent_scale_factor": scale,
+        "device": str(device),
+        "data": data.summary,
+    }
+    if val_z is not None:
+        summary["val_loss_ema"] = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed,
+                                                  cfg.min_snr_gamma, cfg.batch_size, patch)
+    training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
+    if cfg.init_from is not None:
+        training["continued_from"] = bundle.config.training
+    bundle.config = dataclasses.replace(bundle.config, data=data.summary, training=training)
+    bundle.save(run_dir / MODEL_DIR, half=cfg.half_weights)
+    summary["samples_png"] = str(sample_grid())
+    write_json(run_dir / "summary.json", summary)
+    return summary

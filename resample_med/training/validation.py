@@ -1,0 +1,79 @@
+"""Validation hooks: autoencoder reconstruction quality on held-out slices, sample grid images.
+
+PSNR is computed in the HU window ``[lo, hi]`` mapped to [0, 1] (both images clipped to it):
+``PSNR = 10 log10(1 / MSE)``, averaged over slices. HU-RMSE is over all pixels, unclipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resample_med.models.config import DISPLAY_WINDOW_HU
+from resample_med.units import model_to_hu
+
+
+def window01(hu: torch.Tensor, window: tuple[float, float] = DISPLAY_WINDOW_HU) -> torch.Tensor:
+    """HU -> [0, 1] in ``window`` (clipped); any shape."""
+    lo, hi = window
+    return ((hu - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def windowed_psnr(
+    hu_pred: torch.Tensor, hu_true: torch.Tensor, window: tuple[float, float] = DISPLAY_WINDOW_HU
+) -> torch.Tensor:
+    """Per-slice PSNR in dB of (B, ..., H, W) HU images in ``window`` -> (B,)."""
+    err = (window01(hu_pred, window) - window01(hu_true, window)).flatten(1).pow(2).mean(1)
+    return 10.0 * torch.log10(1.0 / err.clamp_min(1e-12))
+
+
+def hu_rmse(hu_pred: torch.Tensor, hu_true: torch.Tensor) -> torch.Tensor:
+    """Per-slice RMSE in HU of (B, ..., H, W) images -> (B,)."""
+    return (hu_pred - hu_true).flatten(1).pow(2).mean(1).sqrt()
+
+
+@torch.no_grad()
+def autoencoder_metrics(
+    reconstruct: "callable[[torch.Tensor], torch.Tensor]", x: torch.Tensor, batch_size: int = 8
+) -> dict[str, float]:
+    """Mean PSNR (window [-1000, 1000] HU) and HU-RMSE of ``reconstruct`` over slices ``x`` (N,1,H,W).
+
+    ``reconstruct`` maps model units to model units on the device of its own choosing; ``x`` is
+    moved in batches.
+    """
+    psnr, rmse = [], []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size]
+        rec = reconstruct(xb).float().cpu()
+        psnr.append(windowed_psnr(model_to_hu(rec), model_to_hu(xb)))
+        rmse.append(hu_rmse(model_to_hu(rec), model_to_hu(xb)))
+    return {
+        "psnr_db": float(torch.cat(psnr).mean()),
+        "hu_rmse": float(torch.cat(rmse).mean()),
+        "n_slices": int(x.shape[0]),
+    }
+
+
+def save_grid_png(
+    hu: torch.Tensor | np.ndarray,
+    path: str | Path,
+    ncols: int = 4,
+    window: tuple[float, float] = DISPLAY_WINDOW_HU,
+) -> Path:
+    """Tile (N, H, W) or (N, 1, H, W) HU images into one 8-bit PNG in ``window``."""
+    from PIL import Image  # lazy: only for figures
+
+    t = torch.as_tensor(hu).float()
+    if t.ndim == 4:
+        t = t[:, 0]
+    n, h, w = t.shape
+    nrows = -(-n // ncols)
+    canvas = torch.zeros(nrows * h, ncols * w)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = window01(t[k], window)
+    path = Path(path)
+    Image.fromarray((canvas.numpy() * 255.0 + 0.5).astype(np.uint8)).save(path)
+    return path
