@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from io_synthetic import slice_hu, write_slice
@@ -162,7 +163,8 @@ def test_mutated_bytes(data: st.DataObject) -> None:
         _check(path)
 
 
-@settings(max_examples=25, deadline=None, database=None)
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, database=None)
 @given(data=st.data())
 def test_mutated_jpeg2000_bytes(data: st.DataObject) -> None:
     raw = bytearray(sample_ct_path("head").read_bytes())

@@ -180,6 +180,7 @@ def test_corrupted_and_non_dicom_files(tmp_path: Path) -> None:
         (lambda p: None, "the folder is empty"),
         (lambda p: (p / "a.txt").write_text("hello"), "no DICOM files"),
         (lambda p: (p / "x").mkdir(), "the folder is empty"),
+        (lambda p: (p / "ct.nii.gz").write_bytes(b"\x1f\x8b"), "for NIfTI give the file itself, e.g. ct.nii.gz"),
     ],
 )
 def test_empty_or_dicom_free_folders(tmp_path: Path, make, match: str) -> None:

@@ -160,7 +160,9 @@ def discover_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
         )
     if not groups:
         what = "no DICOM files" if n_dicom == 0 else f"{n_dicom} DICOM file(s) but no readable image"
-        raise DicomInputError(root, f"holds {what} (scanned {len(files)} file(s))")
+        nifti = [f.name for f in files if f.name.lower().endswith((".nii", ".nii.gz"))]
+        hint = f"; for NIfTI give the file itself, e.g. {nifti[0]}" if nifti else ""
+        raise DicomInputError(root, f"holds {what} (scanned {len(files)} file(s)){hint}")
     folder = root if root.is_dir() else root.parent
     series = [_series_info(folder, records) for records in groups.values()]
     return sorted(series, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid))
