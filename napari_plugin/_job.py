@@ -1,0 +1,392 @@
+"""One reconstruction run of the widget, as a generator for a napari ``thread_worker``.
+
+The run itself is :mod:`resample_med.pipeline`: :func:`~resample_med.pipeline.reconstruct_volume`
+for HU slices of an image layer (simulate the acquisition on the model grid of
+:func:`resample_med.io.iter_model_slices`, reconstruct, map back to the layer's grid so results
+overlay it), or :func:`~resample_med.pipeline.reconstruct_slices` for a sinogram layer (measured
+data). Because the pipeline reports progress through a callback,
+it runs on a helper thread and :func:`run_reconstruction` relays its :class:`RunUpdate` s: the
+generator is what napari's ``GeneratorWorker`` iterates, so every update (progress, decoded
+ReSample preview) reaches the GUI thread through the worker's ``yielded`` signal. Setting the
+cancel event makes the next pipeline callback raise
+:class:`resample_med.sampling.ReconstructionCancelled`, i.e. a run stops within one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from resample_med.pipeline.acquisition import AcquisitionConfig
+
+PRIOR_METHOD_PREFIXES: tuple[str, ...] = ("resample", "latent")
+"""Methods whose name starts with one of these sample from the latent diffusion prior."""
+
+RELAY_POLL_S = 0.05
+"""How often the relaying generator wakes up to check whether the helper thread has finished."""
+
+PROGRESS_UNITS = 1000
+"""Resolution of the run's progress bar (``done`` counts up to this)."""
+
+PriorLoader = Callable[[str], Any]
+"""``device -> prior``: loads the latent diffusion prior (the shipped model by default)."""
+
+
+def uses_prior(method: str) -> bool:
+    """Whether ``method`` needs the latent diffusion prior (ReSample and latent DPS variants)."""
+    return method.startswith(PRIOR_METHOD_PREFIXES)
+
+
+def tuned_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
+    """``method``'s frozen config of ``preset`` with those ``overrides`` whose names it has."""
+    from resample_med.sampling import resolve_method_config
+
+    config = resolve_method_config(method, preset)
+    names = {f.name for f in dataclasses.fields(config)}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in names})
+
+
+def config_fields(method: str, preset: str) -> dict[str, Any]:
+    """The top-level settings of ``method``'s ``preset`` config, by name."""
+    config = tuned_config(method, preset, {})
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+@dataclass(frozen=True)
+class ReconstructionRequest:
+    """What the widget asks for: acquisition, method and sampler settings.
+
+    Attributes:
+        acquisition: simulated scanner (geometry, views, photons).
+        method: a name in :data:`resample_med.sampling.METHODS`.
+        preset: the method's preset name (every method has ``paper``, ``default`` and ``fast``).
+        steps: DDIM steps of the diffusion methods (their ``num_steps``).
+        gamma: ReSample's resampling variance scale (the GUI's sigma^2).
+        n_samples: posterior samples per slice (> 1 gives an uncertainty map).
+        seed: seeds measurement noise and sampling.
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_size: slices per sampler call.
+    """
+
+    acquisition: AcquisitionConfig
+    method: str
+    preset: str
+    steps: int
+    gamma: float
+    n_samples: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 4
+
+    def method_config(self) -> Any:
+        """The method's config for :func:`resample_med.pipeline.reconstruct_volume`: the named
+        preset with ``num_steps`` and ``gamma`` replaced where the method has them."""
+        return tuned_config(self.method, self.preset, {"num_steps": self.steps, "gamma": self.gamma})
+
+    def describe(self) -> tuple[str, ...]:
+        """Short labels of the settings, for layer names."""
+        acquisition = self.acquisition
+        noise = "noiseless" if acquisition.photons is None else f"{acquisition.photons:.0e} photons"
+        parts = [f"{acquisition.geometry} {acquisition.n_views} views", noise]
+        if uses_prior(self.method):
+            parts += [self.preset, f"{self.steps} steps", f"s2={self.gamma:g}"]
+            if self.n_samples > 1:
+                parts.append(f"{self.n_samples} samples")
+            parts.append(f"seed {self.seed}")
+        return tuple(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class SourceSlices:
+    """HU slices cut from an image layer.
+
+    Attributes:
+        hu: ``(N, Y, X)`` float32 HU.
+        spacing_mm: ``(z, y, x)`` voxel spacing (the layer's scale).
+        first_index: index along the layer's axis 0 of slice 0 (0 for a 2D layer).
+        reference_hu: ``(N, Y, X)`` reference (ground truth) for metrics, or ``None``.
+    """
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    first_index: int = 0
+    reference_hu: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class SinogramSlices:
+    """Post-log sinograms taken from a sinogram layer, with the geometry they were measured in.
+
+    Attributes:
+        sinogram: ``(N, V, D)`` post-log line integrals.
+        measurement: :class:`MeasurementRecord` of the sinogram.
+        reference_hu: ``(N, Y, X)`` reference for metrics on the output grid, or ``None``.
+    """
+
+    sinogram: np.ndarray
+    measurement: MeasurementRecord
+    reference_hu: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class MeasurementRecord:
+    """How a sinogram was measured and where its image lies; kept in a sinogram layer's metadata.
+
+    Attributes:
+        geometry: :meth:`resample_med.geometry.Geometry.to_dict` of the projection geometry.
+        acquisition: the :class:`AcquisitionConfig` (its photons set the noise model).
+        pixel_spacing_mm: reconstruction-grid pixel spacing.
+        to_source: maps a model-grid slice ``(S, S)`` onto the source image's grid ``(Y, X)``, or
+            ``None`` when results stay on the model grid (sinograms measured elsewhere).
+    """
+
+    geometry: dict[str, Any]
+    acquisition: AcquisitionConfig
+    pixel_spacing_mm: float
+    to_source: Callable[[np.ndarray], np.ndarray] | None = None
+
+    @classmethod
+    def assumed(cls, acquisition: AcquisitionConfig, n_views: int, det_count: int, image_size: int,
+                pixel_spacing_mm: float) -> MeasurementRecord:
+        """The record of a sinogram measured elsewhere: ``acquisition``'s geometry kind with the
+        sinogram's ``n_views`` x ``det_count`` on an ``image_size`` grid of ``pixel_spacing_mm``."""
+        acquisition = acquisition.replace(n_views=n_views, det_count=det_count)
+        geometry = acquisition.make_geometry(image_size, pixel_spacing_mm)
+        return cls(geometry.to_dict(), acquisition, float(pixel_spacing_mm))
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-like part of the record (for reports)."""
+        return {"geometry": self.geometry, "acquisition": self.acquisition.to_dict(),
+                "pixel_spacing_mm": self.pixel_spacing_mm}
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """Progress of a run as the GUI sees it.
+
+    Attributes:
+        message: what is running, e.g. ``"sampling 12/20 (slices 1-4 of 8)"``.
+        done: progress in units of :data:`PROGRESS_UNITS`.
+        preview_hu: ``(Y, X)`` current estimate on the source grid in HU, or ``None``.
+        preview_index: slice (relative to ``SourceSlices.first_index``) the preview belongs to.
+    """
+
+    message: str
+    done: int
+    preview_hu: np.ndarray | None = None
+    preview_index: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """A finished run, on the source grid.
+
+    Attributes:
+        hu: ``(N, Y, X)`` reconstruction in HU.
+        std_hu: ``(N, Y, X)`` posterior std in HU or ``None``.
+        sinogram: ``(N, V, D)`` post-log sinogram that was inverted.
+        measurement: how it was measured (to reconstruct it again from its layer).
+        abs_difference_hu: ``|hu - reference|`` ``(N, Y, X)`` or ``None`` without a reference.
+        metrics: mean ``psnr`` (dB) and ``ssim`` over slices against the reference, in
+            :mod:`resample_med.metrics`' HU window and reconstruction circle (empty without one).
+        seconds: wall time of the pipeline call.
+        info: what the pipeline reported (method, config, per-slice residuals).
+    """
+
+    hu: np.ndarray
+    std_hu: np.ndarray | None
+    sinogram: np.ndarray
+    measurement: MeasurementRecord
+    abs_difference_hu: np.ndarray | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_reconstruction(
+    request: ReconstructionRequest,
+    source: SourceSlices | SinogramSlices,
+    prior_loader: PriorLoader,
+    cancel: threading.Event,
+) -> Generator[RunUpdate, None, RunResult | None]:
+    """Run ``request`` on ``source`` on a helper thread and yield its progress.
+
+    Returns the :class:`RunResult`, or ``None`` when ``cancel`` was set (or the generator was
+    closed by napari's own cancel) before the run finished. Errors of the run propagate.
+    """
+    updates: queue.Queue[RunUpdate] = queue.Queue()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resample-med-run") as executor:
+        future: Future[RunResult] = executor.submit(_execute, request, source, prior_loader, cancel, updates.put)
+        try:
+            while not (future.done() and updates.empty()):
+                try:
+                    yield updates.get(timeout=RELAY_POLL_S)
+                except queue.Empty:
+                    continue
+        finally:
+            # napari's task-manager cancel closes the generator: stop the helper thread too.
+            if not future.done():
+                cancel.set()
+        from resample_med.sampling import ReconstructionCancelled
+
+        try:
+            return future.result()
+        except ReconstructionCancelled:
+            return None
+
+
+class _ProgressRelay:
+    """The pipeline's callbacks: ``ProgressEvent`` s and finished slices -> :class:`RunUpdate` s.
+
+    Raises :class:`resample_med.sampling.ReconstructionCancelled` from inside the pipeline once the
+    cancel event is set. ``to_source`` maps a model-grid slice ``(S, S)`` onto the source grid.
+    """
+
+    def __init__(self, n_slices: int, batch_size: int, to_source: Callable[[np.ndarray], np.ndarray],
+                 cancel: threading.Event, emit: Callable[[RunUpdate], None]) -> None:
+        self.n_slices = n_slices
+        self.batch_size = batch_size
+        self.to_source = to_source
+        self.cancel = cancel
+        self.emit = emit
+        self.finished = 0
+
+    def check_cancel(self) -> None:
+        """Raise ``ReconstructionCancelled`` if the user cancelled."""
+        from resample_med.sampling import ReconstructionCancelled
+
+        if self.cancel.is_set():
+            raise ReconstructionCancelled("cancelled from the napari widget")
+
+    def on_slices(self, finished: int, _total: int) -> None:
+        """``on_slices`` of :func:`resample_med.pipeline.reconstruct_volume` / ``reconstruct_slices``."""
+        self.finished = finished
+        self.emit(RunUpdate(f"{finished}/{self.n_slices} slices done", PROGRESS_UNITS * finished // self.n_slices))
+        self.check_cancel()
+
+    def __call__(self, event: Any) -> None:
+        """``callback`` of the samplers: progress within the running batch, decoded previews."""
+        self.check_cancel()
+        batch = min(self.batch_size, self.n_slices - self.finished)
+        within = event.step / event.total if event.total else 0.0
+        done = int(PROGRESS_UNITS * (self.finished + batch * within) / self.n_slices)
+        message = (f"{event.stage} {event.step}/{event.total} "
+                   f"(slices {self.finished + 1}-{self.finished + batch} of {self.n_slices})")
+        preview = None
+        if event.preview is not None:
+            from resample_med.units import model_to_hu
+
+            preview = self.to_source(model_to_hu(event.preview[0, 0].detach().float().cpu().numpy()))
+        self.emit(RunUpdate(message, done, preview, self.finished))
+
+
+def _execute(
+    request: ReconstructionRequest,
+    source: SourceSlices | SinogramSlices,
+    prior_loader: PriorLoader,
+    cancel: threading.Event,
+    emit: Callable[[RunUpdate], None],
+) -> RunResult:
+    """The run (helper thread): load the prior if the method needs one, reconstruct, score."""
+    import time
+
+    prior = None
+    if uses_prior(request.method):
+        emit(RunUpdate("loading the prior", 0))
+        prior = prior_loader(request.device)
+    started = time.perf_counter()
+    if isinstance(source, SinogramSlices):
+        hu, std_hu, sinogram, measurement, info = _from_sinogram(request, source, prior, cancel, emit)
+    else:
+        hu, std_hu, sinogram, measurement, info = _from_image(request, source, prior, cancel, emit)
+    seconds = time.perf_counter() - started
+    abs_difference, scores = None, {}
+    if source.reference_hu is not None:
+        from resample_med import metrics
+
+        reference = np.asarray(source.reference_hu, dtype=np.float32)
+        abs_difference = np.abs(hu - reference)
+        scores = {
+            "psnr": float(np.mean(metrics.psnr(hu, reference))),
+            "ssim": float(np.mean(metrics.ssim(hu, reference))),
+        }
+    return RunResult(
+        hu=hu, std_hu=std_hu, sinogram=sinogram, measurement=measurement,
+        abs_difference_hu=abs_difference, metrics=scores, seconds=seconds, info=info,
+    )
+
+
+_Reconstructed = tuple[np.ndarray, "np.ndarray | None", np.ndarray, MeasurementRecord, dict[str, Any]]
+
+
+def _from_image(request: ReconstructionRequest, source: SourceSlices, prior: Any, cancel: threading.Event,
+                emit: Callable[[RunUpdate], None]) -> _Reconstructed:
+    """:func:`resample_med.pipeline.reconstruct_volume` on HU slices; also returns the sinogram it
+    simulated (re-simulated with the same per-slice noise streams, for display)."""
+    from resample_med.io import CTVolume, iter_model_slices
+    from resample_med.pipeline import reconstruct_volume, simulate_measurements
+    from resample_med.pipeline.seeding import make_generator
+    from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE
+
+    image_size = int(getattr(prior, "image_size", DEFAULT_IMAGE_SIZE))
+    volume = CTVolume(hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3), direction=np.eye(3))
+    emit(RunUpdate("simulating measurements", 0))
+    model_slices = list(iter_model_slices(volume, size=image_size))
+    measured = [
+        simulate_measurements(
+            np.asarray(s.hu)[None], s.pixel_spacing_mm, request.acquisition,
+            generator=make_generator(request.seed, "noise", int(s.index), device=request.device),
+            device=request.device,
+        )
+        for s in model_slices
+    ]
+    sinogram = np.concatenate([m.sinogram.cpu().numpy() for m in measured]).astype(np.float32)
+    measurement = MeasurementRecord(
+        geometry=measured[0].projector.geometry.to_dict(), acquisition=request.acquisition,
+        pixel_spacing_mm=float(model_slices[0].pixel_spacing_mm), to_source=model_slices[0].to_source,
+    )
+    relay = _ProgressRelay(len(model_slices), request.batch_size, model_slices[0].to_source, cancel, emit)
+    relay.check_cancel()
+    out = reconstruct_volume(
+        volume, request.acquisition, request.method, prior, request.method_config(),
+        batch_size=request.batch_size, n_samples=request.n_samples, seed=request.seed,
+        device=request.device, callback=relay, on_slices=relay.on_slices,
+    )
+    return out.volume.hu, out.std_hu, sinogram, measurement, out.info
+
+
+def _from_sinogram(request: ReconstructionRequest, source: SinogramSlices, prior: Any, cancel: threading.Event,
+                   emit: Callable[[RunUpdate], None]) -> _Reconstructed:
+    """:func:`resample_med.pipeline.reconstruct_slices` on measured sinograms; results on the
+    source grid when the record knows it, else on the model grid."""
+    import torch
+
+    from resample_med.geometry import geometry_from_dict
+    from resample_med.operators import make_projector
+    from resample_med.pipeline import Measurements, noise_variance, reconstruct_slices
+
+    record = source.measurement
+    projector = make_projector(geometry_from_dict(record.geometry), device=request.device)
+    y = torch.as_tensor(np.asarray(source.sinogram, dtype=np.float32), device=projector.device)
+    measurements = Measurements(
+        sinogram=y, projector=projector, acquisition=record.acquisition,
+        pixel_spacing_mm=record.pixel_spacing_mm, noise_variance=noise_variance(y, record.acquisition),
+    )
+    identity: Callable[[np.ndarray], np.ndarray] = np.asarray
+    to_source = record.to_source or identity
+    relay = _ProgressRelay(measurements.n_slices, request.batch_size, to_source, cancel, emit)
+    relay.check_cancel()
+    out = reconstruct_slices(
+        measurements, request.method, prior, request.method_config(), batch_size=request.batch_size,
+        n_samples=request.n_samples, seed=request.seed, callback=relay, on_slices=relay.on_slices,
+    )
+    hu = np.stack([to_source(s) for s in out.hu]).astype(np.float32)
+    std_hu = None if out.std_hu is None else np.stack([to_source(s) for s in out.std_hu]).astype(np.float32)
+    return hu, std_hu, np.asarray(source.sinogram, dtype=np.float32), record, out.info

@@ -1,0 +1,273 @@
+"""napari plugin: manifest, discovery, dock widget runs (FBP, tiny ReSample), cancel, responsiveness,
+reader and sample data. Headless under Xvfb (pytest-xvfb); napari's ``make_napari_viewer`` fixture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+pytestmark = pytest.mark.gui
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = "resample-med"
+WIDGET = "Sparse-view CT reconstruction"
+RUN_TIMEOUT_MS = 120_000
+
+VOXEL_SPACING = (2.5, 0.9, 0.9)
+ORIGIN_ZYX = (-40.0, 12.0, -30.0)
+
+
+def phantom_volume(n_slices: int = 2, size: int = 128) -> np.ndarray:
+    """``(n_slices, size, size)`` HU: air around a water ellipse with a bone ring and lung holes."""
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    body = (xx / 0.8) ** 2 + (yy / 0.6) ** 2 <= 1
+    slice_hu = np.where(body, 40.0, -1000.0)
+    slice_hu[((xx + 0.35) ** 2 + yy**2) <= 0.04] = -800.0
+    slice_hu[((xx - 0.35) ** 2 + yy**2) <= 0.04] = -800.0
+    ring = np.abs(np.hypot(xx, yy + 0.3) - 0.15) <= 0.03
+    slice_hu[ring] = 1200.0
+    return np.stack([slice_hu + 10.0 * k for k in range(n_slices)]).astype(np.float32)
+
+
+@pytest.fixture
+def tiny_prior():
+    """A tiny untrained latent diffusion bundle (fast; its images are not CT-like)."""
+    from resample_med.models import create_bundle
+
+    return create_bundle("tiny", seed=0)
+
+
+@pytest.fixture
+def docked(make_napari_viewer):
+    """A viewer with a phantom volume layer and the widget docked through the plugin manager."""
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(phantom_volume(), name="phantom", scale=VOXEL_SPACING, translate=ORIGIN_ZYX)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.image.value = layer
+    return viewer, widget, layer
+
+
+def run_and_wait(qtbot, widget):
+    """Click Run and wait until the worker has finished; returns the worker's yielded updates."""
+    updates = []
+    widget.run_button.clicked.emit()
+    worker = widget.worker
+    assert worker is not None, widget.status.value
+    worker.yielded.connect(updates.append)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        pass
+    return updates
+
+
+def set_tiny_resample(widget, prior, steps: int) -> None:
+    widget.prior_loader = lambda device: prior
+    widget.method.value = "resample"
+    widget.steps.value = steps
+    widget.noise.value = False
+
+
+def test_manifest_validates_and_ships_with_the_package():
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", PLUGIN], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    packaged = files("napari_plugin") / "napari.yaml"
+    assert packaged.is_file()
+    assert (REPO_ROOT / "napari.yaml").read_text() == packaged.read_text()
+
+
+def test_plugin_is_discovered_with_widget_reader_and_sample_data():
+    from npe2 import PluginManager
+
+    manager = PluginManager()
+    manager.discover(include_npe1=False)
+    manifest = manager.get_manifest(PLUGIN)
+    contributions = manifest.contributions
+    assert [w.display_name for w in contributions.widgets] == [WIDGET]
+    assert contributions.readers[0].accepts_directories
+    assert [s.key for s in contributions.sample_data] == ["sample_ct"]
+
+
+def test_fbp_run_adds_overlaying_layers_and_metrics(docked, qtbot):
+    from napari_plugin._widget import SCOPE_VOLUME
+
+    viewer, widget, layer = docked
+    widget.reference.value = layer
+    widget.method.value = "fbp"
+    widget.geometry.value = "parallel"
+    widget.n_views.value = 90
+    widget.noise.value = False
+    widget.scope.value = SCOPE_VOLUME
+    run_and_wait(qtbot, widget)
+
+    result = widget.last_layers["image"]
+    assert result.name.startswith("FBP | parallel 90 views | noiseless")
+    assert result.data.shape == layer.data.shape
+    np.testing.assert_allclose(result.scale, layer.scale)
+    np.testing.assert_allclose(result.translate, layer.translate)
+    assert widget.last_layers["difference"].data.shape == layer.data.shape
+    assert widget.last_layers["sinogram"].data.shape[:2] == (2, 90)
+    psnr = widget.last_result.metrics["psnr"]
+    assert psnr > 20.0, widget.last_result.metrics
+    assert f"{psnr:.2f} dB" in widget.scores.value
+    assert widget.worker is None and widget.run_button.enabled
+
+    # The sinogram layer remembers its geometry (not the widget's views): reconstruct it again.
+    widget.sinogram.value = widget.last_layers["sinogram"]
+    widget.n_views.value = 30
+    n_layers = len(viewer.layers)
+    run_and_wait(qtbot, widget)
+    again = widget.last_layers["image"]
+    assert again.name.startswith("FBP | parallel 90 views")
+    assert again.data.shape == layer.data.shape
+    np.testing.assert_allclose(again.translate, layer.translate)
+    assert "sinogram" not in widget.last_layers
+    assert len(viewer.layers) == n_layers + 2  # image and |difference|
+    assert widget.last_result.metrics["psnr"] > 20.0, widget.last_result.metrics
+
+
+def test_current_slice_result_sits_on_that_slice(docked, qtbot):
+    viewer, widget, layer = docked
+    widget.method.value = "fbp"
+    viewer.dims.set_current_step(0, 1)
+    run_and_wait(qtbot, widget)
+    result = widget.last_layers["image"]
+    assert result.data.shape == (1, *layer.data.shape[1:])
+    np.testing.assert_allclose(result.translate[0], ORIGIN_ZYX[0] + VOXEL_SPACING[0])
+    np.testing.assert_allclose(result.scale, layer.scale)
+
+
+def test_resample_tiny_shows_previews_and_uncertainty(docked, qtbot, tiny_prior):
+    viewer, widget, layer = docked
+    set_tiny_resample(widget, tiny_prior, steps=2)
+    widget.n_samples.value = 2
+    updates = run_and_wait(qtbot, widget)
+    assert any(u.preview_hu is not None for u in updates)
+    assert all(u.preview_hu.shape == layer.data.shape[1:] for u in updates if u.preview_hu is not None)
+    assert "std" in widget.last_layers
+    assert widget.last_layers["std"].data.shape == (1, *layer.data.shape[1:])
+    assert "reconstruction preview" not in viewer.layers
+    assert widget.last_layers["image"].name.startswith("ReSample | parallel")
+
+
+def test_cancel_stops_within_a_step(docked, qtbot, tiny_prior):
+    viewer, widget, _layer = docked
+    set_tiny_resample(widget, tiny_prior, steps=500)
+    n_layers = len(viewer.layers)
+    widget.run_button.clicked.emit()
+    worker = widget.worker
+    seen = []
+    worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: any("sampling" in u.message for u in seen), timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.cancel_button.clicked.emit()
+    assert widget.status.value == "cancelled"
+    assert widget.last_result is None
+    assert len(viewer.layers) == n_layers
+    steps_seen = [int(u.message.split()[1].split("/")[0]) for u in seen if u.message.startswith("sampling")]
+    assert max(steps_seen) < 500
+
+
+def test_gui_keeps_responding_while_reconstructing(docked, qtbot, tiny_prior):
+    from qtpy.QtCore import QTimer
+
+    _viewer, widget, _layer = docked
+    set_tiny_resample(widget, tiny_prior, steps=6)
+    interval_ms = 20
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(interval_ms)
+    started = time.perf_counter()
+    run_and_wait(qtbot, widget)
+    elapsed = time.perf_counter() - started
+    timer.stop()
+    assert widget.last_result is not None, widget.status.value
+    assert elapsed >= 1.0, f"run too short ({elapsed:.2f} s) to show responsiveness"
+    expected = elapsed * 1000 / interval_ms
+    gaps = np.diff([started, *ticks])
+    assert len(ticks) >= 0.5 * expected, (len(ticks), expected)
+    assert gaps.max() < 0.5, f"GUI froze for {gaps.max():.2f} s"
+
+
+def write_dicom_series(folder: Path, hu: np.ndarray, spacing_zyx, origin_xyz) -> None:
+    """A CT series, one file per slice, InstanceNumbers scrambled, stored with intercept -1024."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir()
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    order = [2, 0, 3, 1][: len(hu)]
+    for k, slice_hu in enumerate(hu):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"im{order[k]}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = "CT"
+        ds.PatientID = "PHANTOM"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.InstanceNumber = order[k] + 1
+        ds.ImagePositionPatient = [origin_xyz[0], origin_xyz[1], origin_xyz[2] + k * spacing_zyx[0]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing_zyx[1], spacing_zyx[2]]
+        ds.SliceThickness = spacing_zyx[0]
+        ds.Rows, ds.Columns = slice_hu.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (slice_hu + 1024).astype(np.uint16).tobytes()
+        ds.save_as(ds.filename, enforce_file_format=True)
+
+
+def test_reader_opens_a_dicom_folder_with_hu_and_spacing(make_napari_viewer, tmp_path):
+    from napari_plugin._reader import get_reader
+
+    hu = phantom_volume(n_slices=4, size=48)
+    spacing, origin_xyz = (2.0, 0.7, 0.8), (-20.0, 15.0, 100.0)
+    folder = tmp_path / "series"
+    write_dicom_series(folder, hu, spacing, origin_xyz)
+    assert get_reader(str(tmp_path / "nothing_here")) is None
+
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(folder), plugin=PLUGIN)
+    np.testing.assert_allclose(layer.data, hu, atol=0.5)
+    np.testing.assert_allclose(layer.scale, spacing, rtol=1e-4)
+    np.testing.assert_allclose(layer.translate, origin_xyz[::-1], atol=1e-4)
+
+
+def test_reader_opens_nifti(tmp_path):
+    import nibabel
+
+    from napari_plugin._reader import get_reader
+
+    hu = phantom_volume(n_slices=3, size=32)
+    path = tmp_path / "ct.nii.gz"
+    affine = np.diag([-0.6, -0.7, 3.0, 1.0])  # RAS; voxel axes (x, y, z)
+    nibabel.save(nibabel.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine), str(path))
+    reader = get_reader(str(path))
+    assert reader is not None
+    ((data, kwargs, kind),) = reader(str(path))
+    assert kind == "image" and data.shape == hu.shape
+    np.testing.assert_allclose(kwargs["scale"], (3.0, 0.7, 0.6), rtol=1e-5)
+    np.testing.assert_allclose(np.sort(data.ravel()), np.sort(hu.ravel()), atol=0.5)
+
+
+def test_sample_data_loads_in_hu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open_sample(PLUGIN, "sample_ct")
+    assert layer.data.ndim == 3
+    assert all(s > 0 for s in layer.scale)
+    assert layer.data.min() < -900 and layer.data.max() > 200  # air and bone in HU
