@@ -11,6 +11,7 @@ at the source images. The folder is written under a temporary name and renamed w
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import warnings
@@ -39,6 +40,13 @@ DEFAULT_DISPLAY_WINDOW = "soft_tissue"
 
 MAX_DESCRIPTION = 64
 """Length limit of a LO value such as SeriesDescription."""
+
+TYPE2_KEYWORDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "Manufacturer", "PositionReferenceIndicator", "KVP",
+    "AcquisitionNumber",
+)
+"""Type 2 attributes of the CT Image IOD written empty when the source has no value."""
 
 
 def rescale_for_int16(hu: np.ndarray) -> tuple[float, float]:
@@ -81,6 +89,60 @@ def _referenced_series(source: dict) -> Sequence | None:
     return Sequence([item])
 
 
+def _series_template(
+    volume: CTVolume,
+    method: str,
+    description: str,
+    series_number: int | None,
+    study_uid: str,
+    frame_uid: str,
+    referenced: Sequence | None,
+) -> pydicom.Dataset:
+    """The attributes every slice of the derived series shares (all but position, UIDs and pixels)."""
+    source = volume.source
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    for keyword, value in source.get("header", {}).items():
+        setattr(ds, keyword, value)
+    for keyword in TYPE2_KEYWORDS:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    ds.StudyInstanceUID = study_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.SOPClassUID = CTImageStorage
+    ds.Modality = "CT"
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.SeriesInstanceUID = generate_uid()
+    default_number = int(source.get("SeriesNumber") or 0) + DERIVED_SERIES_NUMBER_OFFSET
+    ds.SeriesNumber = default_number if series_number is None else series_number
+    ds.SeriesDescription = f"{method} {description}".strip()[:MAX_DESCRIPTION]
+    ds.DerivationDescription = (
+        f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
+        f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}"
+    )
+    ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
+    now = dt.datetime.now()
+    ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    if referenced is not None:
+        ds.ReferencedSeriesSequence = referenced
+    sz, sy, sx = volume.spacing_mm
+    ds.ImageOrientationPatient = [float(v) for v in np.concatenate([volume.direction[0], volume.direction[1]])]
+    ds.PixelSpacing = [float(sy), float(sx)]
+    ds.SliceThickness = float(source.get("SliceThickness") or sz)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = volume.hu.shape[1], volume.hu.shape[2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleType = "HU"
+    window = HU_WINDOWS[DEFAULT_DISPLAY_WINDOW]
+    ds.WindowCenter, ds.WindowWidth = window.center, window.width
+    return ds
+
+
 def write_derived_series(
     volume: CTVolume,
     hu: np.ndarray,
@@ -118,7 +180,6 @@ def write_derived_series(
     if not np.isfinite(hu).all():
         raise ValueError("HU array holds NaN or infinite values")
     source = volume.source
-    header = dict(source.get("header", {}))
     study_uid = _uid_or_new(source, "StudyInstanceUID", "StudyInstanceUID (a new study)", target)
     frame_uid = _uid_or_new(source, "FrameOfReferenceUID", "FrameOfReferenceUID", target)
     referenced = _referenced_series(source)
@@ -128,89 +189,24 @@ def write_derived_series(
             DicomInputWarning,
             stacklevel=2,
         )
-    series_uid = generate_uid()
-    slope, intercept = rescale_for_int16(hu)
+    slope_text, intercept_text = (f"{v:.10g}" for v in rescale_for_int16(hu))  # DS holds at most 16 characters
+    slope, intercept = float(slope_text), float(intercept_text)
+    template = _series_template(volume, method, description, series_number, study_uid, frame_uid, referenced)
+    template.RescaleSlope, template.RescaleIntercept = slope_text, intercept_text
     positions = volume.slice_positions()
-    normal = np.asarray(volume.direction[2])
-    orientation = [float(v) for v in np.concatenate([volume.direction[0], volume.direction[1]])]
-    sz, sy, sx = volume.spacing_mm
-    thickness = source.get("SliceThickness") or sz
-    source_number = source.get("SeriesNumber")
-    number = series_number if series_number is not None else (int(source_number or 0) + DERIVED_SERIES_NUMBER_OFFSET)
-    now = dt.datetime.now()
-    window = HU_WINDOWS[DEFAULT_DISPLAY_WINDOW]
     sop_uids = list(source.get("SOPInstanceUIDs", []))
-
     with atomic_directory(target) as folder:
         for k in range(volume.n_slices):
-            sop_uid = generate_uid()
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = CTImageStorage
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = pydicom.Dataset()
-            ds.file_meta = meta
-            for keyword, value in header.items():
-                setattr(ds, keyword, value)
-            ds.StudyInstanceUID = study_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.SOPClassUID = CTImageStorage
-            ds.SOPInstanceUID = sop_uid
-            ds.Modality = "CT"
-            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-            ds.SeriesInstanceUID = series_uid
-            ds.SeriesNumber = number
-            ds.SeriesDescription = f"{method} {description}".strip()[:MAX_DESCRIPTION]
-            ds.DerivationDescription = (
-                f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
-                f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}"
-            )
-            ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
-            ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
-            ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
-            for keyword in (
-                "PatientName",
-                "PatientID",
-                "PatientBirthDate",
-                "PatientSex",
-                "StudyDate",
-                "StudyTime",
-                "StudyID",
-                "AccessionNumber",
-                "ReferringPhysicianName",
-            ):
-                if keyword not in ds:
-                    setattr(ds, keyword, "")
+            ds = copy.deepcopy(template)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient = [float(v) for v in positions[k]]
-            ds.ImageOrientationPatient = orientation
-            ds.PixelSpacing = [float(sy), float(sx)]
-            ds.SliceThickness = float(thickness)
-            ds.SliceLocation = float(positions[k] @ normal)
-            if "PositionReferenceIndicator" not in ds:
-                ds.PositionReferenceIndicator = ""
-            if referenced is not None:
-                ds.ReferencedSeriesSequence = referenced
-                if k < len(sop_uids) and sop_uids[k]:
-                    src = pydicom.Dataset()
-                    src.ReferencedSOPClassUID = source.get("SOPClassUID") or CTImageStorage
-                    src.ReferencedSOPInstanceUID = sop_uids[k]
-                    ds.SourceImageSequence = Sequence([src])
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
-            ds.BitsAllocated = 16
-            ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 1
-            ds.RescaleSlope = f"{slope:.10g}"
-            ds.RescaleIntercept = f"{intercept:.10g}"
-            ds.RescaleType = "HU"
-            ds.WindowCenter = window.center
-            ds.WindowWidth = window.width
-            if "KVP" not in ds:
-                ds.KVP = ""
-            ds.AcquisitionNumber = ""
+            ds.SliceLocation = float(positions[k] @ np.asarray(volume.direction[2]))
+            if referenced is not None and k < len(sop_uids) and sop_uids[k]:
+                item = pydicom.Dataset()
+                item.ReferencedSOPClassUID = source.get("SOPClassUID") or CTImageStorage
+                item.ReferencedSOPInstanceUID = sop_uids[k]
+                ds.SourceImageSequence = Sequence([item])
             stored = np.clip(np.round((hu[k] - intercept) / slope), INT16_MIN, INT16_MAX).astype("<i2")
             ds.PixelData = stored.tobytes()
             ds.save_as(folder / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
