@@ -232,3 +232,22 @@ def test_series_summary_describes_the_series(tmp_path: Path) -> None:
     assert (info.matrix, info.pixel_spacing_mm, info.slice_spacing_mm) == ((24, 20), (0.8, 0.7), 2.5)
     assert info.transfer_syntax == "Explicit VR Little Endian"
     assert "#7 'Abdomen' CT axial: 3 x 24x20" in info.summary()
+
+
+def test_non_ct_and_non_image_dicom_files_beside_a_ct_series(tmp_path: Path) -> None:
+    from resample_med.io.sample import pydicom_test_file
+
+    _, expected, uid = write_series(tmp_path / "ct", 3)
+    (tmp_path / "other").mkdir()
+    for name in ("MR_small.dcm", "rtplan.dcm"):  # a real MR image and a real RT plan (no pixels)
+        (tmp_path / "other" / name).write_bytes(pydicom_test_file(name).read_bytes())
+    infos = discover_series(tmp_path)
+    assert sorted(s.modality for s in infos) == ["CT", "MR"]  # the RT plan is skipped: not an image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DicomInputWarning)
+        vol = load_volume(tmp_path)
+    assert vol.source["SeriesInstanceUID"] == uid
+    np.testing.assert_allclose(vol.hu, expected)
+    mr = next(s for s in infos if s.modality == "MR")
+    with pytest.raises(DicomInputError, match="modality 'MR'"):
+        select_series(infos, mr.uid)
