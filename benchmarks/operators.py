@@ -21,9 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -77,9 +77,9 @@ def time_ours(case: Case, device: torch.device, repeats: int) -> dict[str, float
     for batch in BATCHES:
         x = torch.rand(batch, *projector.image_shape, generator=generator).to(device)
         y = projector.forward(x)
-        out[f"forward B{batch}"] = median_ms(lambda: projector.forward(x), repeats, sync)
-        out[f"adjoint B{batch}"] = median_ms(lambda: projector.adjoint(y), repeats, sync)
-        out[f"fbp B{batch}"] = median_ms(lambda: projector.fbp(y), repeats, sync)
+        out[f"forward B{batch}"] = median_ms(lambda x=x: projector.forward(x), repeats, sync)
+        out[f"adjoint B{batch}"] = median_ms(lambda y=y: projector.adjoint(y), repeats, sync)
+        out[f"fbp B{batch}"] = median_ms(lambda y=y: projector.fbp(y), repeats, sync)
     return out
 
 
@@ -139,7 +139,7 @@ def time_astra(case: Case, repeats: int) -> dict[str, float]:
         for label, name in (("forward", "FP"), ("adjoint", "BP"), ("fbp", "FBP")):
             if name not in algorithms:
                 continue
-            one = median_ms(lambda: astra.algorithm.run(algorithms[name]), repeats, lambda: None)
+            one = median_ms(lambda name=name: astra.algorithm.run(algorithms[name]), repeats, lambda: None)
             out[f"{label} B1"] = one
 
             def loop(name: str = name) -> None:
@@ -232,7 +232,8 @@ def render(rows: list[dict], builds: dict[str, dict[str, float]], args: argparse
         best = min(fan["build s"], fan["load s"])
         lines.append(
             f"- fan 512^2 x 180 operator: cold build {fan['build s']:.1f} s, load from cache {fan['load s']:.1f} s; "
-            f"target < {TARGET_FAN_BUILD_S:.0f} s (built or loaded): {'met' if best < TARGET_FAN_BUILD_S else 'NOT met'}"
+            f"target < {TARGET_FAN_BUILD_S:.0f} s (built or loaded): "
+            f"{'met' if best < TARGET_FAN_BUILD_S else 'NOT met'}"
         )
     for row in rows:
         if row["library"] == "resample_med" and row["case"] == "fan 512^2 x 180":
@@ -273,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             clear_memory_cache()
             if args.no_references:
                 continue
-            rows.append({"case": case.name, "library": "astra CPU", "threads": 1, "times": time_astra(case, args.repeats)})
+            astra_times = time_astra(case, args.repeats)
+            rows.append({"case": case.name, "library": "astra CPU", "threads": 1, "times": astra_times})
             print(rows[-1], flush=True)
             if isinstance(case.geometry, ParallelBeamGeometry):
                 rows.append({"case": case.name, "library": "skimage", "threads": 1, "times": time_skimage(case)})

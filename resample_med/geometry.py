@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar, Sequence, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
 
 DEFAULT_IMAGE_SIZE = 256
 """Model grid side in pixels."""
@@ -148,7 +149,7 @@ class _BaseGeometry:
         """The same geometry with other view angles (radians)."""
         return replace(self, angles=tuple(float(a) for a in angles))
 
-    def same_except_angles(self, other: "_BaseGeometry") -> bool:
+    def same_except_angles(self, other: _BaseGeometry) -> bool:
         """True when ``other`` differs from this geometry at most in its view angles."""
         return type(self) is type(other) and replace(other, angles=self.angles) == self
 
@@ -203,7 +204,7 @@ class ParallelBeamGeometry(_BaseGeometry):
         pixel_spacing_mm: float = DEFAULT_PIXEL_SPACING_MM,
         det_count: int | None = None,
         det_spacing_mm: float | None = None,
-    ) -> "ParallelBeamGeometry":
+    ) -> ParallelBeamGeometry:
         """``n_views`` angles ``k pi / n_views`` evenly over 180 degrees.
 
         The detector defaults to bins of the pixel size covering the image diagonal
@@ -223,7 +224,7 @@ class ParallelBeamGeometry(_BaseGeometry):
         det_count: int | None = None,
         det_spacing_mm: float | None = None,
         start_deg: float = 0.0,
-    ) -> "ParallelBeamGeometry":
+    ) -> ParallelBeamGeometry:
         """``n_views`` angles evenly over ``[start_deg, start_deg + arc_deg)`` (a missing wedge)."""
         det_count, det_spacing_mm = cls._default_detector(image_size, pixel_spacing_mm, det_count, det_spacing_mm)
         angles = cls._evenly_spaced(n_views, math.radians(arc_deg), math.radians(start_deg))
@@ -299,7 +300,7 @@ class FanBeamGeometry(_BaseGeometry):
         det_spacing_mm: float | None = None,
         source_to_isocenter_mm: float | None = None,
         source_to_detector_mm: float | None = None,
-    ) -> "FanBeamGeometry":
+    ) -> FanBeamGeometry:
         """``n_views`` source angles ``2 pi k / n_views`` evenly over 360 degrees.
 
         Distances default to ``DEFAULT_SOURCE_TO_ISOCENTER_IN_FOV`` image sides and magnification
@@ -324,7 +325,7 @@ class FanBeamGeometry(_BaseGeometry):
         pixel_spacing_mm: float = DEFAULT_PIXEL_SPACING_MM,
         start_deg: float = 0.0,
         **distances: float,
-    ) -> "FanBeamGeometry":
+    ) -> FanBeamGeometry:
         """``n_views`` source angles evenly over ``[start_deg, start_deg + arc_deg)``.
 
         ``distances``: optional ``source_to_isocenter_mm``, ``source_to_detector_mm``, ``det_count``,
@@ -339,7 +340,7 @@ class FanBeamGeometry(_BaseGeometry):
         n_views: int,
         image_size: int = DEFAULT_IMAGE_SIZE,
         pixel_spacing_mm: float | None = None,
-    ) -> "FanBeamGeometry":
+    ) -> FanBeamGeometry:
         """Clinical-like full scan: source-isocentre 595 mm, source-detector 1085.6 mm (flat detector).
 
         ``pixel_spacing_mm`` defaults to a ``CLINICAL_FOV_MM`` (500 mm) field of view; detector bins
@@ -355,7 +356,7 @@ class FanBeamGeometry(_BaseGeometry):
         )
 
 
-Geometry = Union[ParallelBeamGeometry, FanBeamGeometry]
+Geometry = ParallelBeamGeometry | FanBeamGeometry
 """Any acquisition geometry a projector accepts."""
 
 _GEOMETRY_TYPES: dict[str, type[_BaseGeometry]] = {

@@ -21,7 +21,7 @@ def test_parallel_sparse_view_spans_180_degrees_and_covers_the_diagonal() -> Non
     geom = ParallelBeamGeometry.sparse_view(60, image_size=256, pixel_spacing_mm=0.7)
     assert geom.n_views == 60
     assert geom.angles[0] == 0.0
-    steps = [b - a for a, b in zip(geom.angles, geom.angles[1:])]
+    steps = [b - a for a, b in zip(geom.angles[:-1], geom.angles[1:], strict=True)]
     assert all(math.isclose(s, math.pi / 60) for s in steps)
     assert geom.det_spacing_mm == 0.7
     assert geom.det_count * geom.det_spacing_mm >= math.sqrt(2) * geom.fov_mm

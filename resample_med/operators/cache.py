@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -37,8 +38,9 @@ MEMORY_CACHE_ENTRIES = 8
 ANGLE_MATCH_TOL_RAD = 1e-9
 """Angles closer than this count as the same view when serving a subset from a cached operator."""
 
-_BASE: "OrderedDict[Geometry, SparsePair]" = OrderedDict()  # CPU float32 matrices
-_PROJECTORS: "OrderedDict[tuple[Geometry, str, torch.dtype], Projector]" = OrderedDict()
+_LOCK = threading.RLock()  # napari workers and the GUI thread may ask for projectors at once
+_BASE: OrderedDict[Geometry, SparsePair] = OrderedDict()  # CPU float32 matrices
+_PROJECTORS: OrderedDict[tuple[Geometry, str, torch.dtype], Projector] = OrderedDict()
 
 
 def cache_dir() -> Path:
@@ -53,8 +55,9 @@ def cache_path(geometry: Geometry) -> Path:
 
 def clear_memory_cache() -> None:
     """Forget every projector held in memory (disk files stay)."""
-    _BASE.clear()
-    _PROJECTORS.clear()
+    with _LOCK:
+        _BASE.clear()
+        _PROJECTORS.clear()
 
 
 def _remember(cache: OrderedDict, key: object, value: object) -> None:
@@ -138,16 +141,17 @@ def make_projector(
     """The (cached) :class:`Projector` for ``geometry`` on ``device`` (default CPU) with ``dtype`` values.
 
     The matrix is built once per geometry (Joseph's method, a few seconds for 512^2 x 180 fan views),
-    stored on disk under :func:`cache_dir` and reused across processes.
+    stored on disk under :func:`cache_dir` and reused across processes. Thread-safe.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     key = (geometry, str(device), dtype)
-    if key in _PROJECTORS:
-        _PROJECTORS.move_to_end(key)
-        return _PROJECTORS[key]
-    system = _base_system(geometry)
-    if device.type != "cpu" or dtype != system.dtype:
-        system = system.to(device, dtype)
-    projector = Projector(geometry, system)
-    _remember(_PROJECTORS, key, projector)
-    return projector
+    with _LOCK:
+        if key in _PROJECTORS:
+            _PROJECTORS.move_to_end(key)
+            return _PROJECTORS[key]
+        system = _base_system(geometry)
+        if device.type != "cpu" or dtype != system.dtype:
+            system = system.to(device, dtype)
+        projector = Projector(geometry, system)
+        _remember(_PROJECTORS, key, projector)
+        return projector

@@ -120,4 +120,3 @@ def build_fbp_backprojector(geometry: Geometry) -> scipy.sparse.csr_matrix:
         shape=(n * n, geometry.n_views * geometry.det_count),
     )
     return coo.tocsr()
-

@@ -132,7 +132,7 @@ class Projector:
         out = torch.sparse.mm(self._fbp_matrix, flat.t().contiguous()).t()
         return out.reshape(*lead, *self.image_shape)
 
-    def subset(self, view_indices: "list[int] | tuple[int, ...] | torch.Tensor") -> "Projector":
+    def subset(self, view_indices: list[int] | tuple[int, ...] | torch.Tensor) -> Projector:
         """Projector for ``geometry.subset(view_indices)`` built from the rows of this one's matrix."""
         indices = [int(i) for i in torch.as_tensor(view_indices).reshape(-1).tolist()]
         geometry = self.geometry.subset(indices)
@@ -143,7 +143,7 @@ class Projector:
         system = SparsePair.from_scipy(matrix, self.dtype)
         return Projector(geometry, system.to(self.device) if self.device.type != "cpu" else system)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Projector":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Projector:
         """This projector on ``device`` with values cast to ``dtype`` (a new object; matrices copied)."""
         return Projector(self.geometry, self._system.to(device, dtype))
 

@@ -9,18 +9,15 @@ adjoint is differentiable too (double backward works).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 import torch
 
 
-def make_csr(
-    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
+def make_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """torch sparse CSR tensor from its components, without torch's 'CSR support is in beta' warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -53,7 +50,7 @@ class SparsePair:
     matrix_t: torch.Tensor
 
     @classmethod
-    def from_scipy(cls, matrix: scipy.sparse.csr_matrix, dtype: torch.dtype = torch.float32) -> "SparsePair":
+    def from_scipy(cls, matrix: scipy.sparse.csr_matrix, dtype: torch.dtype = torch.float32) -> SparsePair:
         """Store ``matrix`` and its transpose, both with sorted column indices.
 
         Two O(nnz) CSR->CSC passes (no comparison sort): the first gives ``M^T`` with sorted columns,
@@ -76,11 +73,11 @@ class SparsePair:
     def dtype(self) -> torch.dtype:
         return self.matrix.dtype
 
-    def transposed(self) -> "SparsePair":
+    def transposed(self) -> SparsePair:
         """The pair for ``M^T`` (no copy)."""
         return SparsePair(self.matrix_t, self.matrix)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "SparsePair":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SparsePair:
         """Copy to ``device`` and/or cast values to ``dtype``."""
         return SparsePair(*(_csr_to(m, device, dtype) for m in (self.matrix, self.matrix_t)))
 
@@ -113,6 +110,7 @@ def apply_sparse(pair: SparsePair, x: torch.Tensor) -> torch.Tensor:
     """Differentiable ``x (B, n_in) -> (B, n_out)``, each row multiplied by ``pair.matrix``."""
     if x.shape[-1] != pair.shape[1]:
         raise ValueError(
-            f"resample_med/operators/sparse.py: input has {x.shape[-1]} entries per item, operator expects {pair.shape[1]}"
+            f"resample_med/operators/sparse.py: input has {x.shape[-1]} entries per item, "
+            f"the operator expects {pair.shape[1]}"
         )
     return _ApplySparse.apply(x, pair)

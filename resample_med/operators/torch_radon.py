@@ -22,7 +22,7 @@ exact adjoint is ray-driven, ``backprojection(filter_sinogram(y))`` shows mild M
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ DEFAULT_FAN_DET_SPACING = 2.0
 """torch-radon's bin width when ``det_distance`` is left at its default (= ``source_distance``)."""
 
 
-def _as_angles(angles: "Sequence[float] | np.ndarray | torch.Tensor") -> tuple[float, ...]:
+def _as_angles(angles: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, ...]:
     if isinstance(angles, torch.Tensor):
         angles = angles.detach().cpu().numpy()
     return tuple(float(a) for a in np.asarray(angles, dtype=np.float64).reshape(-1))
@@ -90,7 +90,7 @@ class Radon(_RadonBase):
     def __init__(
         self,
         resolution: int,
-        angles: "Sequence[float] | np.ndarray | torch.Tensor",
+        angles: Sequence[float] | np.ndarray | torch.Tensor,
         det_count: int = -1,
         det_spacing: float = 1.0,
         clip_to_circle: bool = False,
@@ -121,7 +121,7 @@ class RadonFanbeam(_RadonBase):
     def __init__(
         self,
         resolution: int,
-        angles: "Sequence[float] | np.ndarray | torch.Tensor",
+        angles: Sequence[float] | np.ndarray | torch.Tensor,
         source_distance: float,
         det_distance: float = -1,
         det_count: int = -1,
