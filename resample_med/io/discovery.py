@@ -189,7 +189,8 @@ def select_series(series: list[SeriesInfo], selector: str | int | None = None) -
 
     Args:
         series: discovered series (non-empty).
-        selector: None for the largest axial CT series (most slices, then largest matrix);
+        selector: None for the largest axial CT series (most slices, then largest matrix, then
+            the lowest SeriesNumber);
             a SeriesInstanceUID; a SeriesNumber (int or digit string); or a case-insensitive
             substring of SeriesDescription that matches exactly one series.
 
