@@ -42,7 +42,8 @@ def main() -> None:
     volume = load_volume(args.folder)
     n_files = sum(s.n_slices for s in series)
     print(
-        f"{args.folder}: {len(series)} series, {n_files} files; default series {volume.shape} {volume.source['TransferSyntax']}"
+        f"{args.folder}: {len(series)} series, {n_files} files; "
+        f"default series {volume.shape} {volume.source['TransferSyntax']}"
     )
     rows = {
         "discover (all headers)": _median_seconds(lambda: discover_series(args.folder), args.repeats),

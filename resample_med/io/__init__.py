@@ -22,19 +22,19 @@ from resample_med.io.sample import SAMPLE_CTS, load_sample_ct, sample_ct_path
 from resample_med.io.volume import CTVolume
 
 __all__ = [
+    "HU_WINDOWS",
+    "MODEL_GRID_PRESETS",
+    "SAMPLE_CTS",
     "CTVolume",
     "DicomInputError",
     "DicomInputWarning",
     "HUWindow",
-    "HU_WINDOWS",
-    "MODEL_GRID_PRESETS",
     "MissingDecoderError",
     "ModelGrid",
     "ModelGridConfig",
     "ModelSlice",
     "OutputPathError",
     "PositionSortedDicomReader",
-    "SAMPLE_CTS",
     "SeriesInfo",
     "discover_series",
     "iter_model_slices",

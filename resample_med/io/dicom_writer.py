@@ -56,7 +56,7 @@ def rescale_for_int16(hu: np.ndarray) -> tuple[float, float]:
     real CT; otherwise the range is spread over the full int16 span.
     """
     lo, hi = float(np.min(hu)), float(np.max(hu))
-    if INT16_MIN <= lo and hi <= INT16_MAX:
+    if lo >= INT16_MIN and hi <= INT16_MAX:
         return 1.0, 0.0
     slope = (hi - lo) / (INT16_MAX - INT16_MIN)
     return slope, lo - INT16_MIN * slope

@@ -53,7 +53,8 @@ def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DicomInputError(
             path,
-            f"expected a 3D scalar volume, got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)",
+            f"expected a 3D scalar volume, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s)",
         )
     hu = sitk.GetArrayFromImage(image).astype(np.float32)  # (Z, Y, X)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3).T  # rows = axis directions
@@ -114,7 +115,8 @@ def write_nifti(
     deviation = float(np.abs(volume.slice_positions() - uniform).max())
     if deviation > POSITION_TOLERANCE_MM:
         warnings.warn(
-            f"{target}: slice positions deviate up to {deviation:.3g} mm from a uniform grid; NIfTI stores the uniform grid",
+            f"{target}: slice positions deviate up to {deviation:.3g} mm from a uniform grid; "
+            "NIfTI stores the uniform grid",
             DicomInputWarning,
             stacklevel=2,
         )

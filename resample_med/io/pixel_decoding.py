@@ -66,7 +66,8 @@ def missing_decoder_error(path: Path, transfer_syntax: str) -> MissingDecoderErr
     name = UID(transfer_syntax).name or transfer_syntax
     return MissingDecoderError(
         path,
-        f"pixel data is compressed as '{name}' and no decoder is installed: pip install {package} (or {FALLBACK_DECODER_PACKAGE})",
+        f"pixel data is compressed as '{name}' and no decoder is installed: "
+        f"pip install {package} (or {FALLBACK_DECODER_PACKAGE})",
     )
 
 

@@ -118,7 +118,8 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
     if unplaced:
         _warn(
             folder,
-            f"{first.path.name} has no ImagePositionPatient/ImageOrientationPatient; assuming a plain axial slice at the origin",
+            f"{first.path.name} has no ImagePositionPatient/ImageOrientationPatient; "
+            "assuming a plain axial slice at the origin",
         )
         orientation = np.asarray(STANDARD_ORIENTATION)
         positions = np.zeros((1, 3))
@@ -181,7 +182,8 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
     if no_rescale:
         _warn(
             folder,
-            f"RescaleSlope/RescaleIntercept missing in {len(no_rescale)} slice(s) ({no_rescale[0]}, ...); assuming 1 and 0",
+            f"RescaleSlope/RescaleIntercept missing in {len(no_rescale)} slice(s) ({no_rescale[0]}, ...); "
+            "assuming 1 and 0",
         )
     rescale = np.asarray(
         [
