@@ -162,6 +162,7 @@ def _psnr_in_circle(reconstruction: np.ndarray, reference: np.ndarray) -> float:
     return float(10 * np.log10((reference.max() - reference.min()) ** 2 / mse))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "geometry",
     [
@@ -183,6 +184,7 @@ def test_fbp_reconstructs_shepp_logan(geometry) -> None:
     assert ramp.mean() == pytest.approx(phantom.mean(), rel=0.01)
 
 
+@pytest.mark.slow
 def test_fbp_matches_astra_fbp() -> None:
     astra = pytest.importorskip("astra")
     phantom = shepp_logan(FBP_SIZE)
