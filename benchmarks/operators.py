@@ -97,7 +97,7 @@ def time_build_and_load(case: Case) -> dict[str, float]:
     clear_memory_cache()
     start = time.perf_counter()
     projector = make_projector(case.geometry)
-    projector.forward(torch.zeros(1, *projector.image_shape))  # pages the memory-mapped file in
+    projector.forward(torch.zeros(1, *projector.image_shape))  # pages A in (A^T: on the first adjoint)
     load = time.perf_counter() - start
     clear_memory_cache()
     size_mb = cache.cache_path(case.geometry).stat().st_size / 2**20
