@@ -1,0 +1,503 @@
+"""Quality and speed of every reconstruction method on the validation slices.
+
+One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_figure.png``:
+
+    python benchmarks/evaluate.py                       # all 42 val slices, parallel+fan, 20/30/60 views
+    python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
+    python benchmarks/evaluate.py --tune-tv             # choose the TV weight once, write it to the package
+    python benchmarks/evaluate.py --speed               # seconds/slice and peak memory per preset
+
+Measurements are simulated with :func:`resample_med.pipeline.simulate_measurements` (Joseph
+projector, Poisson noise with ``--photons`` incident photons per ray, post-log) and linearised
+to model units with :func:`resample_med.pipeline.linearise`; every method then solves the same
+``y = A x + n`` with the per-ray noise std. Metrics (:mod:`resample_med.metrics`): PSNR and SSIM
+on the HU window [-1000, 1000] inside the reconstruction circle, HU-RMSE in the circle, the
+relative sinogram residual ``||A x - y|| / ||y||`` and ``chi2/m = ||A x - y||^2 / sum sigma^2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resample_med import metrics
+from resample_med.pipeline import AcquisitionConfig, LinearProblem, linearise, simulate_measurements
+from resample_med.sampling import PRESETS, reconstruct, resolve_method_config
+from resample_med.sampling.baselines.tv import TVConfig
+from resample_med.units import model_to_hu
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ct_hu256.npz"
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+TUNED_FILE = REPO_ROOT / "resample_med" / "sampling" / "tuned.py"
+PRIOR_METHODS = ("latent_dps", "resample", "resample_no_resampling", "resample_stochastic_encoding")
+BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
+ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
+FIGURE_METHODS = ("fbp", "tv", "latent_dps", "resample")
+TV_GRID = tuple(float(w) for w in np.logspace(-4, -1, 7))
+"""Candidate TV weights (normalised problem) for ``--tune-tv``."""
+STD_DISPLAY_MAX_HU = 200.0
+"""Upper end of the uncertainty map's grey scale in the figure (HU)."""
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One acquisition of the benchmark."""
+
+    geometry: str
+    n_views: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.geometry}, {self.n_views} views"
+
+
+@dataclass
+class MethodResult:
+    """Per-slice metrics of one method at one setting, and its cost."""
+
+    method: str
+    config: dict[str, Any]
+    psnr: list[float]
+    ssim: list[float]
+    hu_rmse: list[float]
+    rel_residual: list[float]
+    chi2_per_ray: list[float]
+    seconds_per_slice: float
+    peak_memory_mib: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# data and measurements
+
+
+def load_split(path: Path, split: str) -> tuple[np.ndarray, list[str]]:
+    """HU slices ``(N, 256, 256)`` float32 of ``split`` and their ``patient/source`` ids."""
+    if not path.is_file():
+        sys.exit(f"benchmarks/evaluate.py: data file {path} not found (it lives in ../shared/data)")
+    data = np.load(path)
+    idx = np.flatnonzero(data["split"] == split)
+    ids = [f"{data['patient'][i]} ({data['anatomy'][i]})" for i in idx]
+    return data["images_hu"][idx].astype(np.float32), ids
+
+
+def evaluation_indices(n_total: int, n_slices: int | None) -> np.ndarray:
+    """``n_slices`` evenly spaced indices (all when ``None``)."""
+    if n_slices is None or n_slices >= n_total:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, n_slices).round().astype(int))
+
+
+def simulate(hu: np.ndarray, setting: Setting, args: argparse.Namespace) -> tuple[LinearProblem, torch.Tensor]:
+    """Linear problem and reference HU ``(N, H, W)`` of one setting (noise seeded per setting)."""
+    acq = AcquisitionConfig(geometry=setting.geometry, n_views=setting.n_views, photons=args.photons)
+    seed = args.seed + 1000 * setting.n_views + (0 if setting.geometry == "parallel" else 17)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    m = simulate_measurements(hu, args.pixel_spacing, acq, generator=gen, device="cpu")
+    problem = linearise(m)
+    device = torch.device(args.device)
+    if device.type != "cpu":
+        from resample_med.pipeline.measurements import AttenuationOperator
+
+        problem = LinearProblem(y=problem.y.to(device), noise_std=problem.noise_std.to(device),
+                                operator=AttenuationOperator(m.projector.to(device), problem.operator.mu_water))
+    return problem, m.reference_hu.cpu()
+
+
+# --------------------------------------------------------------------------------------------
+# running a method with its cost
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak on GPU, else the process's peak resident set
+    (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss`` where that fails)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / MIB
+            return
+        status = Path("/proc/self/status")
+        match = re.search(r"VmHWM:\s+(\d+) kB", status.read_text()) if status.is_file() else None
+        self.peak_mib = int(match.group(1)) / 1024 if match else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_method(method: str, problem: LinearProblem, prior: Any, config: Any, args: argparse.Namespace,
+               n_samples: int = 1, indices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float, float, list]:
+    """Reconstruct the slices ``indices`` of ``problem`` in batches of ``--batch-size``.
+
+    Returns ``(images (N, 1, H, W) model units on CPU, std or None, seconds per slice,
+    peak memory MiB, infos)``.
+    """
+    device = torch.device(args.device)
+    idx = np.arange(problem.y.shape[0]) if indices is None else indices
+    images, stds, infos = [], [], []
+    with PeakMemory(device) as mem:
+        start = time.perf_counter()
+        for b0 in range(0, len(idx), args.batch_size):
+            sel = torch.as_tensor(idx[b0:b0 + args.batch_size])
+            gen = torch.Generator(device=device).manual_seed(args.seed + b0)
+            rec = reconstruct(method, problem.y[sel], problem.operator, prior=prior, config=config,
+                              noise_std=problem.noise_std[sel], generator=gen, n_samples=n_samples)
+            images.append(rec.image.detach().cpu())
+            stds.append(None if rec.std is None else rec.std.detach().cpu())
+            infos.append(rec.info)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    std = None if any(s is None for s in stds) else torch.cat(stds)
+    return torch.cat(images), std, seconds / len(idx), mem.peak_mib, infos
+
+
+def score(method: str, config: Any, images: torch.Tensor, problem: LinearProblem, ref_hu: torch.Tensor,
+          seconds: float, peak: float) -> MethodResult:
+    """Metrics of reconstructions ``images (N, 1, H, W)`` against ``ref_hu (N, H, W)``."""
+    hu = model_to_hu(images[:, 0].double())
+    with torch.no_grad():
+        pred = problem.operator.forward(images.to(problem.y.device)).cpu().double()
+    y = problem.y.cpu().double()
+    chi2 = ((pred - y) ** 2).flatten(1).sum(1) / (problem.noise_std.cpu().double() ** 2).flatten(1).sum(1)
+    return MethodResult(
+        method=method,
+        config=asdict(config),
+        psnr=metrics.psnr(hu, ref_hu).tolist(),
+        ssim=metrics.ssim(hu, ref_hu).tolist(),
+        hu_rmse=metrics.hu_rmse(hu, ref_hu).tolist(),
+        rel_residual=metrics.relative_sinogram_residual(pred[:, 0], y[:, 0]).tolist(),
+        chi2_per_ray=chi2.tolist(),
+        seconds_per_slice=seconds,
+        peak_memory_mib=peak,
+    )
+
+
+def load_prior(args: argparse.Namespace) -> tuple[Any, str]:
+    """The prior (``--model``: ``default`` or a bundle folder) and a one-line description."""
+    from resample_med.models import LatentDiffusionBundle, load_default_model
+    from resample_med.models.bundle import DEFAULT_MODEL_DIR
+
+    if args.model == "default":
+        bundle, where = load_default_model(device=args.device), DEFAULT_MODEL_DIR
+    else:
+        bundle, where = LatentDiffusionBundle.load(args.model, device=args.device), Path(args.model)
+    arch = bundle.config.architecture
+    n_params = sum(p.numel() for p in bundle.parameters())
+    return bundle, (f"`{where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where}` "
+                    f"(architecture `{arch.name}`, {n_params / 1e6:.1f} M parameters, latent {bundle.latent_shape})")
+
+
+def method_config(method: str, args: argparse.Namespace) -> Any:
+    """The frozen config each method runs with (samplers: ``--preset``; TV: its tuned default)."""
+    if method in PRIOR_METHODS:
+        return resolve_method_config(method, args.preset)
+    return resolve_method_config(method, "default")
+
+
+# --------------------------------------------------------------------------------------------
+# report and figure
+
+
+def machine_description(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    text = f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def _mean_std(values: list[float], fmt: str) -> str:
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():{fmt}} ± {a.std(ddof=1) if a.size > 1 else 0.0:{fmt}}"
+
+
+def format_report(results: dict[Setting, list[MethodResult]], context: dict[str, Any]) -> str:
+    """The markdown report: context, one table per setting, ReSample's margins, notes."""
+    lines = ["# Reconstruction quality on the validation slices", ""]
+    lines += [f"- **Date:** {context['date']}", f"- **Machine:** {context['machine']}",
+              f"- **Command:** `{context['command']}`", f"- **Data:** {context['data']}",
+              f"- **Measurements:** {context['measurements']}", f"- **Prior:** {context['prior']}",
+              f"- **Sampler preset:** `{context['preset']}` (`{json.dumps(context['preset_config'])}`)",
+              f"- **TV weight:** {context['tv_weight']}", ""]
+    lines += ["PSNR and SSIM on the HU window [-1000, 1000] (mapped to [0, 1]) inside the reconstruction circle; "
+              "HU-RMSE inside the circle; residual = ||A x - y|| / ||y|| of the linearised data; chi2/m = "
+              "||A x - y||^2 / sum sigma_i^2 (1 = fits to the noise level). Mean ± standard deviation over slices; "
+              "seconds per slice with batches of `--batch-size` slices; peak memory = process peak RSS (CPU) or "
+              "CUDA allocator peak (GPU) while the method ran.", ""]
+    for setting, rows in results.items():
+        lines += [f"## {setting.label}", "",
+                  "| method | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r.method} | {_mean_std(r.psnr, '.2f')} | {_mean_std(r.ssim, '.3f')} | "
+                         f"{_mean_std(r.hu_rmse, '.0f')} | {np.mean(r.rel_residual):.4f} | {np.mean(r.chi2_per_ray):.2f} | "
+                         f"{r.seconds_per_slice:.2f} | {r.peak_memory_mib:.0f} |")
+        lines.append("")
+    lines += margins_section(results)
+    if context.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in context["notes"]] + [""]
+    if context.get("figure"):
+        lines += ["## Figure", "", f"![reconstructions]({context['figure']})", "", context["figure_caption"], ""]
+    return "\n".join(lines)
+
+
+def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
+    """ReSample minus each baseline: mean PSNR and SSIM differences (paired over slices)."""
+    lines = ["## ReSample's margins (ReSample minus baseline; paired mean over slices)", "",
+             "| setting | vs | ΔPSNR (dB) | ΔSSIM | ReSample wins PSNR / SSIM on |", "|---|---|---|---|---|"]
+    for setting, rows in results.items():
+        by = {r.method: r for r in rows}
+        if "resample" not in by:
+            continue
+        ours = by["resample"]
+        for base in ("fbp", "cgls", "tv", "latent_dps", *ABLATIONS):
+            if base not in by:
+                continue
+            dp = np.asarray(ours.psnr) - np.asarray(by[base].psnr)
+            ds = np.asarray(ours.ssim) - np.asarray(by[base].ssim)
+            lines.append(f"| {setting.label} | {base} | {dp.mean():+.2f} | {ds.mean():+.3f} | "
+                         f"{int((dp > 0).sum())}/{dp.size} / {int((ds > 0).sum())}/{ds.size} slices |")
+    return lines + [""]
+
+
+def _to_gray(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (np.clip((img - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def make_figure(path: Path, columns: list[tuple[str, np.ndarray]], std_hu: np.ndarray | None, slice_ids: list[str]) -> None:
+    """A PNG grid: one row per slice; ground truth, methods (window [-1000, 1000] HU) and the
+    ReSample std map (0 to :data:`STD_DISPLAY_MAX_HU` HU)."""
+    from PIL import Image, ImageDraw
+
+    tiles = list(columns) + ([("ReSample std (0-200 HU)", std_hu)] if std_hu is not None else [])
+    n_rows, size, header = len(slice_ids), columns[0][1].shape[-1], 18
+    canvas = Image.new("L", (size * len(tiles), header + n_rows * (size + header)), color=255)
+    draw = ImageDraw.Draw(canvas)
+    for c, (name, stack) in enumerate(tiles):
+        draw.text((c * size + 4, 2), name, fill=0)
+        for r in range(n_rows):
+            is_std = std_hu is not None and c == len(tiles) - 1
+            gray = _to_gray(stack[r], 0.0, STD_DISPLAY_MAX_HU) if is_std else _to_gray(stack[r], -1000.0, 1000.0)
+            top = header + r * (size + header)
+            canvas.paste(Image.fromarray(gray), (c * size, top + header))
+            if c == 0:
+                draw.text((4, top + 2), slice_ids[r], fill=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+# --------------------------------------------------------------------------------------------
+# modes
+
+
+def parse_settings(args: argparse.Namespace) -> list[Setting]:
+    return [Setting(g, v) for v in args.views for g in args.geometries]
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    hu_all, ids_all = load_split(args.data, args.split)
+    idx = evaluation_indices(len(hu_all), args.n_slices)
+    hu, ids = hu_all[idx], [ids_all[i] for i in idx]
+    methods = list(args.methods) + (list(ABLATIONS) if args.ablations else [])
+    needs_prior = any(m in PRIOR_METHODS for m in methods)
+    prior, prior_text = load_prior(args) if needs_prior else (None, "not used")
+    started = time.perf_counter()
+    context: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_description(torch.device(args.device)),
+        "command": args.command,
+        "data": f"`{args.data.name}` split `{args.split}`, {len(idx)} of {len(hu_all)} slices "
+                f"(val indices {idx.tolist()}), pixel spacing {args.pixel_spacing} mm assumed",
+        "measurements": f"Poisson noise, I0 = {args.photons:g} photons/ray, post-log, linearised (seed {args.seed})",
+        "prior": prior_text,
+        "preset": args.preset,
+        "preset_config": asdict(PRESETS[args.preset]),
+        "tv_weight": f"{TVConfig().weight:g}",
+        "notes": list(args.note),
+    }
+    results: dict[Setting, list[MethodResult]] = {}
+    figure_data: dict[str, np.ndarray] = {}
+    out_of_time = False
+    for setting in parse_settings(args):
+        if out_of_time:
+            break
+        problem, ref_hu = simulate(hu, setting, args)
+        rows: list[MethodResult] = []
+        for method in methods:
+            if args.budget_min and (time.perf_counter() - started) / 60 > args.budget_min:
+                context["notes"].append(f"time budget of {args.budget_min} min reached: {method} at {setting.label} "
+                                        "and everything after it were not run")
+                out_of_time = True
+                break
+            cfg = method_config(method, args)
+            images, _, sec, peak, _ = run_method(method, problem, prior, cfg, args)
+            rows.append(score(method, cfg, images, problem, ref_hu, sec, peak))
+            print(f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
+                  f"{sec:.2f} s/slice", flush=True)
+            if setting == Setting(*args.figure_setting) and method in FIGURE_METHODS:
+                figure_data[method] = model_to_hu(images[: args.figure_slices, 0]).numpy()
+        results[setting] = rows
+        write_outputs(results, context, args)
+        if figure_data and setting == Setting(*args.figure_setting):
+            add_figure(figure_data, hu, ids, problem, prior, setting, args, context)
+            write_outputs(results, context, args)
+    print(f"wrote {args.out / 'quality.md'}")
+
+
+def add_figure(figure_data: dict[str, np.ndarray], hu: np.ndarray, ids: list[str], problem: LinearProblem,
+               prior: Any, setting: Setting, args: argparse.Namespace, context: dict[str, Any]) -> None:
+    """The figure of ``--figure-slices`` slices at the figure setting, with ReSample's std map
+    from ``--uncertainty-samples`` posterior samples."""
+    n = min(args.figure_slices, len(hu))
+    std_hu = None
+    if prior is not None and args.uncertainty_samples > 1:
+        cfg = method_config("resample", args)
+        _, std, _, _, _ = run_method("resample", problem, prior, cfg, args, n_samples=args.uncertainty_samples,
+                                     indices=np.arange(n))
+        std_hu = model_to_hu(std[:, 0]).numpy()
+    names = {"fbp": "FBP", "tv": "TV", "latent_dps": "Latent-DPS", "resample": "ReSample"}
+    columns = [("ground truth", hu[:n])] + [(names[m], figure_data[m]) for m in FIGURE_METHODS if m in figure_data]
+    path = args.out / "quality_figure.png"
+    make_figure(path, columns, std_hu, ids[:n])
+    context["figure"] = path.name
+    context["figure_caption"] = (f"{setting.label}; window [-1000, 1000] HU; the last column is the per-pixel std of "
+                                 f"{args.uncertainty_samples} ReSample posterior samples (0-{STD_DISPLAY_MAX_HU:.0f} HU)."
+                                 if std_hu is not None else f"{setting.label}; window [-1000, 1000] HU.")
+
+
+def write_outputs(results: dict[Setting, list[MethodResult]], context: dict[str, Any], args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.md").write_text(format_report(results, context))
+    raw = {"context": context, "results": {s.label: [asdict(r) for r in rows] for s, rows in results.items()}}
+    (args.out / "quality.json").write_text(json.dumps(raw, indent=1))
+
+
+def tune_tv(args: argparse.Namespace) -> None:
+    """Pick the TV weight maximising mean PSNR on ``--tune-slices`` val slices that are not in the
+    ``--n-slices`` evaluation subset, at every ``--views`` x ``--geometries`` setting; write it to
+    ``resample_med/sampling/tuned.py``."""
+    hu_all, _ = load_split(args.data, args.split)
+    eval_idx = set(evaluation_indices(len(hu_all), args.n_slices).tolist())
+    spare = np.asarray([i for i in range(len(hu_all)) if i not in eval_idx] or list(range(len(hu_all))))
+    tune_idx = spare[evaluation_indices(len(spare), args.tune_slices)]
+    hu = hu_all[tune_idx]
+    scores = {w: [] for w in TV_GRID}
+    for setting in parse_settings(args):
+        problem, ref_hu = simulate(hu, setting, args)
+        for w in TV_GRID:
+            cfg = replace(TVConfig(), weight=w)
+            images, _, _, _, _ = run_method("tv", problem, None, cfg, args)
+            scores[w].append(float(np.mean(metrics.psnr(model_to_hu(images[:, 0].double()), ref_hu))))
+            print(f"[{setting.label}] TV weight {w:.2e}: PSNR {scores[w][-1]:.2f}", flush=True)
+    best = max(scores, key=lambda w: np.mean(scores[w]))
+    provenance = (f"benchmarks/evaluate.py --tune-tv on {dt.date.today()}: grid {[f'{w:.1e}' for w in TV_GRID]}, "
+                  f"best mean PSNR {np.mean(scores[best]):.2f} dB over val slices {tune_idx.tolist()} at "
+                  f"{[s.label for s in parse_settings(args)]}, I0 = {args.photons:g}")
+    text = TUNED_FILE.read_text()
+    text = re.sub(r"^TV_WEIGHT = .*$", f"TV_WEIGHT = {best:.6g}", text, flags=re.M)
+    text = re.sub(r"^TV_WEIGHT_PROVENANCE = .*$", f"TV_WEIGHT_PROVENANCE = {provenance!r}", text, flags=re.M)
+    TUNED_FILE.write_text(text)
+    print(f"TV weight {best:.3g} written to {TUNED_FILE}")
+
+
+def speed(args: argparse.Namespace) -> None:
+    """Seconds per slice and peak memory of each ``--speed-presets`` preset at batch 1 and 16."""
+    hu_all, _ = load_split(args.data, args.split)
+    setting = Setting(*args.figure_setting)
+    prior, prior_text = load_prior(args)
+    lines = [f"# Speed of the ReSample presets ({setting.label})", "",
+             f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+             f"- **Machine:** {machine_description(torch.device(args.device))}",
+             f"- **Command:** `{args.command}`", f"- **Prior:** {prior_text}", "",
+             "| preset | batch | s/slice | peak MiB |", "|---|---|---|---|"]
+    for batch in args.speed_batches:
+        problem, _ = simulate(hu_all[:batch], setting, args)
+        for preset in args.speed_presets:
+            run_args = argparse.Namespace(**{**vars(args), "batch_size": batch})
+            cfg = resolve_method_config("resample", preset)
+            _, _, sec, peak, _ = run_method("resample", problem, prior, cfg, run_args)
+            lines.append(f"| {preset} | {batch} | {sec:.2f} | {peak:.0f} |")
+            print(lines[-1], flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"speed_{args.device.split(':')[0]}.md").write_text("\n".join(lines) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--tune-tv", action="store_true", help="choose the TV weight on spare val slices and store it")
+    mode.add_argument("--speed", action="store_true", help="time the presets at batch 1 and 16")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split", default="val")
+    p.add_argument("--n-slices", type=int, default=None, help="evenly spaced subset of the split (default: all)")
+    p.add_argument("--geometries", nargs="+", default=["parallel", "fan"], choices=["parallel", "fan"])
+    p.add_argument("--views", nargs="+", type=int, default=[20, 30, 60])
+    p.add_argument("--photons", type=float, default=1e5, help="incident photons per ray (Poisson noise)")
+    p.add_argument("--pixel-spacing", type=float, default=1.4, help="mm per pixel of the 256^2 grid (not stored in the npz)")
+    p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS))
+    p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="sampler preset (ReSample, Latent-DPS)")
+    p.add_argument("--model", default="default", help="'default' (the shipped prior) or a bundle folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is far faster when other processes share the cores)")
+    p.add_argument("--figure-setting", nargs=2, default=["parallel", "30"], metavar=("GEOMETRY", "VIEWS"),
+                   type=lambda s: int(s) if s.isdigit() else s)
+    p.add_argument("--figure-slices", type=int, default=3)
+    p.add_argument("--uncertainty-samples", type=int, default=4, help="ReSample samples for the figure's std map")
+    p.add_argument("--tune-slices", type=int, default=6)
+    p.add_argument("--speed-presets", nargs="+", default=["fast", "default"], choices=sorted(PRESETS))
+    p.add_argument("--speed-batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--budget-min", type=float, default=None, help="stop starting new runs after this many minutes")
+    p.add_argument("--note", action="append", default=[], help="a note to add to the report (repeatable)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.command = "python benchmarks/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tune_tv:
+        tune_tv(args)
+    elif args.speed:
+        speed(args)
+    else:
+        evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
