@@ -29,7 +29,7 @@ CACHE_ENV_VAR = "RESAMPLE_MED_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/resample_med/operators")
 """Cache folder when ``RESAMPLE_MED_CACHE`` is unset."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the system-matrix definition or the file layout changes (old files are then ignored)."""
 
 MEMORY_CACHE_ENTRIES = 8
