@@ -1,7 +1,7 @@
 """Matched forward / adjoint projector for one geometry, with FBP, on any device and batch shape.
 
-``forward`` applies Joseph's system matrix ``A`` (:mod:`resample_med.operators.joseph`),
-``adjoint`` its exact transpose; both are differentiable and each is the other's backward.
+``forward`` applies the system matrix ``A`` of Joseph's method (Joseph 1982, IEEE TMI 1(3):192-196;
+:mod:`resample_med.operators.joseph`) with ``torch.sparse.mm``, ``adjoint`` its stored exact transpose; both are differentiable and each is the other's backward.
 Images are ``(..., H, W)`` attenuation in 1/mm (any units work: the operator is linear), sinograms
 ``(..., V, D)`` line integrals in (image units) x mm. Build projectors with
 :func:`resample_med.operators.make_projector`, which caches them.
