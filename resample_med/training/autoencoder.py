@@ -70,9 +70,9 @@ class AutoencoderTrainConfig:
 AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
     "tiny": AutoencoderTrainConfig(
         architecture="tiny",
-        augment=AugmentConfig(crop_size=16),
-        batch_size=4,
-        lr=3e-3,
+        augment=AugmentConfig(crop_size=None),
+        batch_size=8,
+        lr=5e-3,
         warmup_steps=2,
         max_steps=20,
         log_every=1,

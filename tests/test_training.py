@@ -1,0 +1,174 @@
+"""Training stages on tiny models and a synthetic phantom npz: losses fall, resume and init-from work."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resample_med.models import LatentDiffusionBundle
+from resample_med.training import (
+    AUTOENCODER_PRESETS,
+    DIFFUSION_PRESETS,
+    add_train_parser,
+    run_training,
+    train_autoencoder,
+    train_diffusion,
+)
+from resample_med.training.augment import NO_AUGMENT, AugmentConfig, augment
+from resample_med.training.data import SliceSelection, load_npz_slices
+from resample_med.training.diffusion import validation_loss
+from resample_med.training.loss_log import LossLog
+from resample_med.training.schedule import LRSchedule
+from resample_med.units import hu_to_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def phantom_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 disk phantoms in HU (10 train / 2 val; one train slice 'nc' to test the licence filter)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    images = []
+    for _ in range(12):
+        img = np.full((SIZE, SIZE), -1000.0)
+        cy, cx, r = rng.uniform(13, 19), rng.uniform(13, 19), rng.uniform(8, 13)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(-50, 60)
+        img[(yy - cy) ** 2 + (xx - cx - r / 2) ** 2 < (r / 4) ** 2] = rng.uniform(400, 1200)
+        images.append(img)
+    path = tmp_path_factory.mktemp("data") / "phantoms.npz"
+    np.savez(
+        path,
+        images_hu=np.array(images, dtype=np.int16),
+        split=np.array(["train"] * 10 + ["val"] * 2),
+        license_class=np.array(["open"] * 9 + ["nc"] + ["open"] * 2),
+        source=np.array(["phantom"] * 12),
+        patient=np.array([f"p{i // 2}" for i in range(12)]),
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_ae(phantom_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny autoencoder run folder (20 steps)."""
+    out = tmp_path_factory.mktemp("ae")
+    train_autoencoder(dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(out)))
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values))
+
+
+def test_npz_selection_by_split_and_licence(phantom_npz: Path) -> None:
+    train = load_npz_slices(phantom_npz)
+    assert len(train) == 9 and train.summary["slices_per_license_class"] == {"open": 9}
+    assert train.summary["patients"] == 5
+    assert len(load_npz_slices(phantom_npz, SliceSelection(license_classes=None))) == 10
+    assert train.model_units(slice(0, 2)).shape == (2, 1, SIZE, SIZE)
+    with pytest.raises(ValueError, match="no slice matches"):
+        load_npz_slices(phantom_npz, SliceSelection(splits=("test",)))
+
+
+def test_augment_shapes_determinism_and_identity() -> None:
+    x = hu_to_model(torch.linspace(-1000, 2000, 2 * SIZE * SIZE).reshape(2, 1, SIZE, SIZE))
+    cfg = AugmentConfig(crop_size=16)
+    a = augment(x, cfg, torch.Generator().manual_seed(3))
+    b = augment(x, cfg, torch.Generator().manual_seed(3))
+    assert a.shape == (2, 1, 16, 16) and torch.equal(a, b)
+    assert a.min() >= -1.024 and a.max() <= 3.071
+    torch.testing.assert_close(augment(x, NO_AUGMENT, torch.Generator()), x)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
+    s = LRSchedule(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert s(0, 0.0) == pytest.approx(1e-4)
+    assert s(10, 0.0) == pytest.approx(1e-3)
+    assert s(50, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert s(99, 1.0) == pytest.approx(1e-4)
+
+
+def test_autoencoder_loss_falls_and_validation_is_logged(trained_ae: Path) -> None:
+    log = LossLog(trained_ae)
+    l1 = [r["l1"] for r in log.read("train")]
+    assert len(l1) == 20
+    assert _mean(l1[-5:]) < 0.6 * _mean(l1[:3])
+    val = log.read("val")
+    assert val and {"psnr_db", "hu_rmse"} <= set(val[-1])
+    assert (trained_ae / "autoencoder" / "config.json").is_file()
+    summary = json.loads((trained_ae / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["data"]["slices"] == 9
+
+
+def test_autoencoder_resume_continues_the_step_count(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ae"
+    base = dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run), max_steps=6)
+    train_autoencoder(base)
+    summary = train_autoencoder(dataclasses.replace(base, resume=True, max_steps=9))
+    assert summary["steps"] == 9 and summary["steps_this_run"] == 3
+    assert [r["step"] for r in LossLog(run).read("train")] == list(range(1, 10))
+
+
+def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    run = tmp_path / "dm"
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run), autoencoder=str(trained_ae)
+    )
+    summary = train_diffusion(cfg)
+    assert summary["steps"] == 20
+    bundle = LatentDiffusionBundle.load(run / "model")
+    assert bundle.latent_scale_factor == pytest.approx(summary["latent_scale_factor"])
+    assert bundle.config.training["autoencoder"]["steps"] == 20
+    assert bundle.config.data["slices"] == 9
+    assert Path(summary["samples_png"]).is_file()
+
+    # the held-out denoising loss (fixed noise and timesteps) is lower than the untrained UNet's
+    val_z = torch.load(run / "latents.pt")["latents"][:8] * bundle.latent_scale_factor
+    untrained = train_diffusion(dataclasses.replace(cfg, out_dir=str(tmp_path / "dm0"), max_steps=0))
+    fresh = LatentDiffusionBundle.load(tmp_path / "dm0" / "model")
+    patch = bundle.config.architecture.unet.patch_size
+    before = validation_loss(fresh.unet, fresh.scheduler, val_z, 0, 5.0, 8, patch)
+    after = validation_loss(bundle.unet, bundle.scheduler, val_z, 0, 5.0, 8, patch)
+    assert untrained["steps"] == 0 and after < before
+
+    resumed = train_diffusion(dataclasses.replace(cfg, resume=True, max_steps=24))
+    assert resumed["steps"] == 24 and resumed["steps_this_run"] == 4
+
+
+def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    first = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "a"),
+        autoencoder=str(trained_ae), max_steps=3,
+    )
+    train_diffusion(first)
+    source = LatentDiffusionBundle.load(tmp_path / "a" / "model")
+    cont = dataclasses.replace(first, out_dir=str(tmp_path / "b"), autoencoder=None,
+                               init_from=str(tmp_path / "a" / "model"), max_steps=0)
+    train_diffusion(cont)
+    continued = LatentDiffusionBundle.load(tmp_path / "b" / "model")
+    assert continued.latent_scale_factor == source.latent_scale_factor
+    a, b = source.unet.state_dict(), continued.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "continued_from" in continued.config.training
+
+
+def test_cli_registers_both_stages_and_runs(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["train", "autoencoder", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(tmp_path / "cli"),
+         "--max-steps", "3", "--crop-size", "8", "--device", "cpu"]
+    )
+    assert args.stage == "autoencoder" and callable(args.func)
+    summary = args.func(args)
+    assert summary["steps"] == 3
+    config = json.loads((tmp_path / "cli" / "train_config.json").read_text())
+    assert config["augment"]["crop_size"] == 8 and config["architecture"] == "tiny"
+    with pytest.raises(ValueError, match="unknown training stage"):
+        run_training("vae", {"data": [str(phantom_npz)], "out": str(tmp_path)})
