@@ -182,3 +182,14 @@ def test_valid_file_passes_the_check(tmp_path: Path) -> None:
     path.write_bytes(_valid_file(tmp_path))
     assert load_volume(path).shape == (1, 16, 12)
     _check(path)
+
+
+def test_unknown_transfer_syntax_is_our_error(tmp_path: Path) -> None:
+    """Found by test_mutated_bytes: a zeroed byte in TransferSyntaxUID crashed inside pydicom.uid."""
+    raw = _valid_bytes()
+    syntax = b"1.2.840.10008.1.2.1"
+    position = raw.index(syntax) + 3
+    path = tmp_path / "m.dcm"
+    path.write_bytes(raw[:position] + b"\x00" + raw[position + 1 :])
+    with pytest.raises(DicomInputError, match="not a known transfer syntax"):
+        load_volume(path)

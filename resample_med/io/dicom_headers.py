@@ -199,6 +199,8 @@ def slice_record(path: Path, ds: pydicom.Dataset) -> SliceRecord | None:
         thickness = float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None
         file_meta = getattr(ds, "file_meta", None)
         transfer_syntax = str(file_meta.get("TransferSyntaxUID", "")) if file_meta is not None else ""
+        if transfer_syntax and not UID(transfer_syntax).is_transfer_syntax:
+            raise ValueError(f"TransferSyntaxUID '{transfer_syntax}' is not a known transfer syntax")
         sop_class = _text(ds, "SOPClassUID")
         modality = _text(ds, "Modality").upper() or ("CT" if sop_class in CT_SOP_CLASSES else "")
         series_uid = _text(ds, "SeriesInstanceUID")
