@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_plugin._display import WINDOW_PRESETS, DEFAULT_WINDOW
+from napari_plugin._display import DEFAULT_WINDOW, WINDOW_PRESETS
 
 if TYPE_CHECKING:
     from resample_med.io import CTVolume

@@ -1,5 +1,10 @@
 """The reconstruction dock widget: simulate a sparse-view scan of an HU layer and reconstruct it.
 
+Input is an image layer in HU (a 2D slice, or a 3D volume of which the current slice or all slices
+are used) whose acquisition is simulated, or a sinogram layer (one the widget made earlier, which
+remembers its geometry, or any ``(views, detectors)`` array taken as measured with the widget's
+geometry kind on a 256 x 256 grid of 1 mm pixels).
+
 The widget only collects settings, cuts slices out of the chosen layer and shows results; the run is
 :func:`napari_plugin._job.run_reconstruction` (which calls :mod:`resample_med.pipeline`) in a napari
 ``thread_worker`` with napari's progress bar, so the GUI stays responsive. ReSample's decoded
@@ -16,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
@@ -41,11 +46,11 @@ from napari_plugin._display import (
 )
 from napari_plugin._job import (
     PROGRESS_UNITS,
+    MeasurementRecord,
     PriorLoader,
     ReconstructionRequest,
     RunResult,
     RunUpdate,
-    MeasurementRecord,
     SinogramSlices,
     SourceSlices,
     config_fields,
@@ -130,7 +135,12 @@ class ReconstructionWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         from napari.layers import Image
-        from resample_med.pipeline.acquisition import ACQUISITION_PRESETS, DEFAULT_ACQUISITION, GEOMETRY_KINDS
+
+        from resample_med.pipeline.acquisition import (
+            ACQUISITION_PRESETS,
+            DEFAULT_ACQUISITION,
+            GEOMETRY_KINDS,
+        )
         from resample_med.sampling import METHODS, PRESETS
 
         super().__init__(labels=True)
@@ -146,8 +156,8 @@ class ReconstructionWidget(Container):
         preset = DEFAULT_PRESET if DEFAULT_PRESET in PRESETS else preset_names[0]
 
         self.image = create_widget(annotation=Image, label="image (HU)")
-        self.sinogram = create_widget(annotation=Optional[Image], label="or sinogram", options={"value": None})
-        self.reference = create_widget(annotation=Optional[Image], label="reference", options={"value": None})
+        self.sinogram = create_widget(annotation=Image | None, label="or sinogram", options={"value": None})
+        self.reference = create_widget(annotation=Image | None, label="reference", options={"value": None})
         self.geometry = ComboBox(choices=list(GEOMETRY_KINDS), value=defaults.geometry, label="geometry")
         self.n_views = SpinBox(value=defaults.n_views, min=N_VIEWS_RANGE[0], max=N_VIEWS_RANGE[1], label="views")
         self.noise = CheckBox(value=defaults.photons is not None, text="Poisson noise", label="noise")
@@ -293,7 +303,8 @@ class ReconstructionWidget(Container):
             )
             origin = SinogramOrigin(record, placement, 0, (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE))
         shape = (data.shape[0], *origin.image_shape)
-        return SinogramSlices(data, origin.measurement, self._reference_slices(origin.first_index, shape)), origin.placement
+        reference = self._reference_slices(origin.first_index, shape)
+        return SinogramSlices(data, origin.measurement, reference), origin.placement
 
     def _reference_slices(self, first_index: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """Slices ``first_index, ...`` of the reference layer matching the result ``shape`` (N, Y, X)."""
