@@ -2,7 +2,8 @@
 
     python benchmarks/io_speed.py [FOLDER] [--repeats N]
 
-Prints the median of N runs (after one warm-up that also fills the OS file cache) for:
+Prints the median wall-clock and CPU seconds of N runs (after one warm-up that also fills the OS
+file cache; CPU time is the honest figure on a machine shared with other jobs) for:
 discovering the series (headers only), loading the default series into a CTVolume, resampling
 every slice of the loaded volume to the 256x256 model grid, and the slice-wise path iteration
 (decode + resample one slice at a time, bounded memory).
@@ -22,14 +23,16 @@ from resample_med.io import discover_series, iter_model_slices, load_volume
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "dicom" / "lung_pet_ct_dx_two_series"
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def _median_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median wall-clock seconds, median CPU seconds of this process) over ``repeats`` calls."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -51,8 +54,9 @@ def main() -> None:
         "iterate loaded volume -> 256^2": _median_seconds(lambda: list(iter_model_slices(volume)), args.repeats),
         "iterate from path (slice-wise)": _median_seconds(lambda: list(iter_model_slices(args.folder)), args.repeats),
     }
-    for name, seconds in rows.items():
-        print(f"{name:34s} {seconds:7.3f} s")
+    print(f"{'':34s} {'wall s':>8s} {'CPU s':>8s}")
+    for name, (wall, cpu) in rows.items():
+        print(f"{name:34s} {wall:8.3f} {cpu:8.3f}")
 
 
 if __name__ == "__main__":
