@@ -235,6 +235,17 @@ def test_config_file_then_options_resolved_and_saved(tmp_path):
     assert [r["residual"] for r in first] == pytest.approx([r["residual"] for r in second])
 
 
+def test_slice_range_gives_a_series_of_the_kept_slices(tmp_path):
+    source = write_series(tmp_path / "study")
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(source), str(out), "--method", "fbp", "--slices", "1:3", *FAST]) == 0
+    written = read_sitk(out / "dicom")
+    full = read_sitk(source)
+    assert written.GetSize() == (MATRIX, MATRIX, 2)
+    np.testing.assert_allclose(written.GetOrigin(), full.TransformIndexToPhysicalPoint((0, 0, 1)), atol=1e-4)
+    np.testing.assert_allclose(written.GetSpacing(), full.GetSpacing(), atol=1e-4)
+
+
 def test_bad_config_file_is_named(tmp_path, capsys):
     source = write_series(tmp_path / "study")
     config = tmp_path / "bad.json"
@@ -244,6 +255,7 @@ def test_bad_config_file_is_named(tmp_path, capsys):
     assert str(config) in err and "n_viewz" in err
 
 
+@pytest.mark.filterwarnings("ignore:.*the source has no:resample_med.io.DicomInputWarning")
 def test_simulate_then_reconstruct_the_sinogram_file(tmp_path):
     source = write_series(tmp_path / "study")
     (tmp_path / "measured").mkdir()
@@ -287,3 +299,19 @@ def test_shared_dicom_series_reconstruct_with_fbp(shared_dir, tmp_path):
         reader.SetFileNames(report["input"]["files"])  # the source series, sorted along the slice normal
         assert_same_geometry(read_sitk(out / study / "dicom"), reader.Execute())
         assert report["mean"]["psnr"] > 15
+
+
+def test_evaluate_hands_its_arguments_to_the_harness(capsys):
+    from resample_med.cli.evaluate import HARNESS
+
+    if not HARNESS.is_file():
+        pytest.skip(f"{HARNESS} is not in this checkout")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    assert exit_info.value.code == 0 and "--methods" in capsys.readouterr().out
+
+
+def test_unknown_options_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--no-such-option"])
+    assert exit_info.value.code == 2 and "--no-such-option" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from resample_med.pipeline import (
     reconstruct_slices,
     reconstruct_volume,
     save_measurements,
+    select_slices,
     simulate_measurements,
 )
 from resample_med.pipeline import slices as slices_module
@@ -214,3 +215,15 @@ def test_bad_sinogram_files_name_the_file(tmp_path):
     np.save(tmp_path / "ok.npy", np.zeros((1, 7, 5), np.float32))
     with pytest.raises(SinogramFileError, match="does not match"):
         load_measurements(tmp_path / "ok.npy")
+
+
+def test_select_slices_keeps_geometry_of_the_kept_slices():
+    volume = phantom_volume(5)
+    volume = volume.with_hu(volume.hu, ImagePositionPatient=volume.slice_positions().tolist(),
+                            files=[f"f{k}" for k in range(5)])
+    part = select_slices(volume, slice(1, 4))
+    assert part.n_slices == 3 and part.source["files"] == ["f1", "f2", "f3"]
+    np.testing.assert_allclose(part.slice_positions(), volume.slice_positions()[1:4])
+    np.testing.assert_array_equal(part.hu, volume.hu[1:4])
+    with pytest.raises(ValueError, match="no contiguous"):
+        select_slices(volume, slice(4, 2))

@@ -23,6 +23,8 @@ INPUT_ERRORS = (DicomInputError, OutputPathError, SinogramFileError, ConfigError
                 FileNotFoundError)
 """Errors reported as one line and exit code 2."""
 
+RESUME_HINT = "; finished slices are kept, run the same command again to resume (--overwrite starts over)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand."""
@@ -43,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == evaluate.COMMAND:
+        args.harness_args = extra  # everything after `evaluate` belongs to the harness
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = getattr(args, "handler", None) or args.func
     try:
         result = handler(args)
@@ -51,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resample-med {args.command}: error: {err}", file=sys.stderr)
         return common.EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"\nresample-med {args.command}: interrupted; finished slices are kept, run the same command "
-              "again to resume (--overwrite starts over)", file=sys.stderr)
+        hint = RESUME_HINT if args.command == "reconstruct" else ""
+        print(f"\nresample-med {args.command}: interrupted{hint}", file=sys.stderr)
         return common.EXIT_INTERRUPTED
     return result if isinstance(result, int) else common.EXIT_OK
 

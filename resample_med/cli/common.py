@@ -98,6 +98,25 @@ def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"invalid sampler setting for {where}: {err}") from err
 
 
+def parse_slice_range(text: str) -> slice:
+    """``--slices START:STOP`` (either end may be empty; Python slice rules) -> :class:`slice`."""
+    try:
+        start, stop = (int(v) if v.strip() else None for v in text.split(":"))
+    except ValueError as err:
+        raise ConfigError(f"--slices {text!r}: expected START:STOP, e.g. 10:20") from err
+    return slice(start, stop)
+
+
+def crop_to_slices(volume: Any, text: str, where: Path) -> Any:
+    """``volume`` cut to the ``--slices`` range ``text``."""
+    from resample_med.pipeline import select_slices
+
+    try:
+        return select_slices(volume, parse_slice_range(text))
+    except ValueError as err:
+        raise ConfigError(f"{where}: --slices {text}: {err}") from err
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """A sampler config dataclass as a plain dict."""
     return dataclasses.asdict(config)

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 from resample_med.cli import common
 
+COMMAND = "evaluate"
 HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "evaluate.py"
 """Where the harness lives in a source checkout."""
+HARNESS_MODULE = "resample_med_evaluate_harness"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``evaluate`` (every following argument goes to the harness)."""
-    parser = subparsers.add_parser("evaluate", help="run the evaluation harness (benchmarks/evaluate.py)",
+    """Register ``evaluate``; :func:`resample_med.cli.main` hands every following argument to the harness."""
+    parser = subparsers.add_parser(COMMAND, help="run the evaluation harness (benchmarks/evaluate.py)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    add_help=False)
-    parser.add_argument("harness_args", nargs=argparse.REMAINDER, help="arguments of benchmarks/evaluate.py")
     parser.set_defaults(handler=run)
 
 
@@ -32,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         raise common.ConfigError(
             f"{HARNESS}: the evaluation harness is not here; it ships with the source checkout, not the wheel"
         )
-    spec = importlib.util.spec_from_file_location("resample_med_evaluate_harness", HARNESS)
+    spec = importlib.util.spec_from_file_location(HARNESS_MODULE, HARNESS)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[HARNESS_MODULE] = module  # dataclasses in the script look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     result = module.main(args.harness_args)
     return result if isinstance(result, int) else common.EXIT_OK

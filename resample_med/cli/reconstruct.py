@@ -91,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file (options override it)")
     parser.add_argument("--series", metavar="SEL", help="series to use: SeriesInstanceUID, SeriesNumber or description")
     parser.add_argument("--all-series", action="store_true", help="reconstruct every axial CT series of each study")
+    parser.add_argument("--slices", metavar="START:STOP", help="reconstruct only this slice range of each series")
     add_acquisition_arguments(parser)
     group = parser.add_argument_group("reconstruction")
     group.add_argument("--method", choices=sorted(METHODS), help="reconstruction method (default resample)")
@@ -116,8 +117,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     acquisition = given(geometry=args.geometry, n_views=args.n_views, photons=args.photons,
                         gaussian_sigma=args.gaussian_sigma, arc_deg=args.arc_deg, det_count=args.det_count,
                         det_spacing_mm=args.det_spacing_mm)
-    if acquisition.get("photons") == NOISELESS:
-        acquisition["photons"] = None
+    if acquisition.get("photons") == NOISELESS or ("gaussian_sigma" in acquisition and "photons" not in acquisition):
+        acquisition["photons"] = None  # noiseless, or Gaussian noise instead of the preset's Poisson noise
     overrides = {
         "acquisition_preset": given(name=args.acquisition),
         "acquisition": acquisition,
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     source = args.input.resolve()
     check_output_path(args.output, [source if source.is_dir() else source.parent], overwrite=True)
     prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
-    runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite)
+    runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, args.slices)
     statuses: list[dict[str, Any]] = []
     with tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2) as series_bar:
         for job in series_bar:
@@ -174,13 +175,14 @@ class SeriesRunner:
     """Runs one job at a time with the shared configuration, prior and sampler config."""
 
     def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: Any, prior: Any,
-                 overwrite: bool) -> None:
+                 overwrite: bool, slices: str | None = None) -> None:
         self.config = config
         self.device = device
         self.preset = preset
         self.sampler = sampler
         self.prior = prior
         self.overwrite = overwrite
+        self.slices = slices
 
     def resolved_config(self) -> RunConfig:
         """The configuration as run: preset resolved, every sampler setting spelled out."""
@@ -226,12 +228,18 @@ class SeriesRunner:
             )
             if job.kind == "sinogram":
                 measurements = load_measurements(job.path, device=self.device)
+                if self.slices is not None:
+                    measurements = measurements.select(common.parse_slice_range(self.slices))
+                    if measurements.n_slices == 0:
+                        raise common.ConfigError(f"{job.path}: --slices {self.slices} selects no slice")
                 checkpoint = self._checkpoint(out_dir, job, measurements.sinogram.shape, measurements.acquisition)
                 rec = reconstruct_slices(measurements, checkpoint=checkpoint, **common_args)
                 volume = _volume_from_slices(job.path, rec.hu, measurements.pixel_spacing_mm)
                 std, per_slice, acquisition = rec.std_hu, rec.per_slice, measurements.acquisition
             else:
                 source = load_nifti(job.path) if job.kind == "nifti" else load_series(job.path, job.series.uid)
+                if self.slices is not None:
+                    source = common.crop_to_slices(source, self.slices, job.path)
                 checkpoint = self._checkpoint(out_dir, job, source.hu.shape, self.config.acquisition)
                 result = reconstruct_volume(source, self.config.acquisition, device=self.device,
                                             checkpoint=checkpoint, **common_args)
@@ -251,6 +259,7 @@ class SeriesRunner:
             "input": str(job.path.resolve()),
             "series": job.series.uid if job.series is not None else None,
             "shape": list(shape),
+            "slices": self.slices,
             "acquisition": acquisition.to_dict(),
             "method": recon.method,
             "sampler": common.config_dict(self.sampler),

@@ -1,8 +1,8 @@
 """``resample-med simulate INPUT OUTPUT.npz``: simulated sparse-view measurements of a CT, for experiments.
 
 Every slice of the chosen series (or ``--slices START:STOP``) is resampled to the model grid and
-measured with the acquisition options, the noise of slice ``k`` drawn from the seed exactly as
-``reconstruct`` would draw it. The sinogram file (:mod:`resample_med.pipeline.sinogram_file`)
+measured with the acquisition options, the noise of each slice drawn from the seed exactly as
+``reconstruct`` (with the same ``--slices``) draws it. The sinogram file (:mod:`resample_med.pipeline.sinogram_file`)
 holds the data, the geometry and the model-grid ground truth, so ``resample-med reconstruct
 OUTPUT.npz DIR`` reports metrics.
 """
@@ -39,23 +39,11 @@ def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
     config = config_from_args(args)
     volume = load_nifti(args.input) if is_nifti(args.input) else load_series(args.input, args.series)
-    wanted = range(volume.n_slices)[_slice_range(args.slices)]
-    chosen = [s for s in iter_model_slices(volume, size=args.size) if s.index in wanted]
-    if not chosen:
-        raise common.ConfigError(f"--slices {args.slices} selects no slice of {args.input} ({volume.n_slices} slices)")
-    measurements = simulate_model_slices(chosen, config.acquisition, config.reconstruction.seed)
+    if args.slices is not None:
+        volume = common.crop_to_slices(volume, args.slices, args.input)
+    measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size)), config.acquisition,
+                                         config.reconstruction.seed)
     path = save_measurements(args.output, measurements)
     print(f"wrote {path}: {measurements.n_slices} slice(s), sinogram {tuple(measurements.sinogram.shape[1:])}, "
           f"{config.acquisition.geometry} beam, {config.acquisition.n_views} views")
     return common.EXIT_OK
-
-
-def _slice_range(text: str | None) -> slice:
-    """``START:STOP`` (either may be empty) -> :class:`slice`."""
-    if text is None:
-        return slice(None)
-    try:
-        start, stop = (int(v) if v else None for v in text.split(":"))
-    except ValueError as err:
-        raise common.ConfigError(f"--slices {text!r}: expected START:STOP, e.g. 10:20") from err
-    return slice(start, stop)

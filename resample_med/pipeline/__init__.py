@@ -41,7 +41,12 @@ from resample_med.pipeline.sinogram_file import (
     save_measurements,
 )
 from resample_med.pipeline.slices import SliceReconstruction, reconstruct_slices
-from resample_med.pipeline.volume import VolumeReconstruction, reconstruct_volume, simulate_model_slices
+from resample_med.pipeline.volume import (
+    VolumeReconstruction,
+    reconstruct_volume,
+    select_slices,
+    simulate_model_slices,
+)
 
 __all__ = [
     "ACQUISITION_PRESETS",
@@ -64,6 +69,7 @@ __all__ = [
     "reconstruct_slices",
     "reconstruct_volume",
     "save_measurements",
+    "select_slices",
     "simulate_measurements",
     "simulate_model_slices",
 ]

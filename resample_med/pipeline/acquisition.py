@@ -33,7 +33,8 @@ class AcquisitionConfig:
             deg) or ``"fan-clinical"`` (fan beam with clinical-like source/detector distances).
         n_views: number of projection angles (the sparse-view factor).
         photons: incident photons per ray ``I0`` for Poisson noise, ``None`` for no Poisson noise.
-        gaussian_sigma: std of additive Gaussian noise on the post-log sinogram, ``None`` for none.
+        gaussian_sigma: std of additive Gaussian noise on the post-log sinogram, ``None`` for none
+            (the two noise models exclude each other; both ``None`` is noiseless).
         det_count: detector cells; ``None`` lets the geometry cover the image diagonal.
         det_spacing_mm: detector cell width in mm; ``None`` for the geometry's default.
         arc_deg: limited-angle arc in degrees (up to 180 for ``parallel``, 360 for ``fan``; not for
@@ -57,6 +58,8 @@ class AcquisitionConfig:
             raise ValueError(f"photons must be > 0 or None, got {self.photons}")
         if self.gaussian_sigma is not None and self.gaussian_sigma < 0:
             raise ValueError(f"gaussian_sigma must be >= 0 or None, got {self.gaussian_sigma}")
+        if self.photons is not None and self.gaussian_sigma is not None:
+            raise ValueError("choose Poisson noise (photons) or Gaussian noise (gaussian_sigma), not both")
         if self.arc_deg is not None:
             if self.geometry not in FULL_SCAN_DEG:
                 raise ValueError(f"arc_deg (limited angle) is defined for {sorted(FULL_SCAN_DEG)}, not {self.geometry!r}")

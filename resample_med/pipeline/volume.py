@@ -28,6 +28,9 @@ from resample_med.sampling.result import ProgressCallback
 DEFAULT_IMAGE_SIZE = 256
 """Model grid side when no prior says otherwise."""
 
+PER_SLICE_SOURCE_KEYS = ("files", "SOPInstanceUIDs", "ImagePositionPatient")
+"""Entries of :attr:`CTVolume.source` that hold one item per slice."""
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +142,30 @@ def reconstruct_volume(
     }
     return VolumeReconstruction(
         volume=volume.with_hu(hu_out), std_hu=std_out, per_slice=per_slice, info=info
+    )
+
+
+def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
+    """The sub-volume of ``volume.hu[slices]`` (a contiguous, ascending range) with its geometry.
+
+    The origin moves to the first kept slice and the per-slice source entries (files, SOP
+    instance UIDs, positions) are cut the same way, so a derived series of the sub-volume
+    references exactly the source images it was computed from.
+    """
+    indices = range(volume.n_slices)[slices]
+    if len(indices) == 0 or indices.step != 1:
+        raise ValueError(f"slice range {slices.start}:{slices.stop} selects no contiguous slices of {volume.n_slices}")
+    positions = volume.slice_positions()
+    source = dict(volume.source)
+    for key in PER_SLICE_SOURCE_KEYS:
+        if key in source and len(source[key]) == volume.n_slices:
+            source[key] = list(source[key])[indices.start:indices.stop]
+    return CTVolume(
+        hu=np.ascontiguousarray(volume.hu[indices.start:indices.stop]),
+        spacing_mm=volume.spacing_mm,
+        origin_mm=np.asarray(positions[indices.start], dtype=np.float64),
+        direction=volume.direction,
+        source=source,
     )
 
 
