@@ -60,6 +60,10 @@ DICOM_DIR = "dicom"
 NIFTI_FILE = "reconstruction.nii.gz"
 STD_NIFTI_FILE = "std.nii.gz"
 PNG_FILE = "preview.png"
+NOISELESS = "none"
+"""``--photons none``: no Poisson noise."""
+SINOGRAM_SLICE_SPACING_MM = 1.0
+"""Slice spacing written for reconstructions of sinogram files, which carry no slice geometry."""
 OWNED_OUTPUTS = (DICOM_DIR, REPORT_FILE, CONFIG_FILE, NIFTI_FILE, STD_NIFTI_FILE, PNG_FILE, PARTIAL_DIR)
 """What a run writes in a series' output folder (and ``--overwrite`` removes)."""
 
@@ -113,25 +117,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve defaults < acquisition preset < ``--config`` file < options."""
     file_data = load_config_file(args.config) if args.config else None
-    given = lambda **values: {k: v for k, v in values.items() if v is not None}  # noqa: E731
-    acquisition = given(geometry=args.geometry, n_views=args.n_views, photons=args.photons,
+    acquisition = _given(geometry=args.geometry, n_views=args.n_views, photons=args.photons,
                         gaussian_sigma=args.gaussian_sigma, arc_deg=args.arc_deg, det_count=args.det_count,
                         det_spacing_mm=args.det_spacing_mm)
     if acquisition.get("photons") == NOISELESS or ("gaussian_sigma" in acquisition and "photons" not in acquisition):
         acquisition["photons"] = None  # noiseless, or Gaussian noise instead of the preset's Poisson noise
     overrides = {
-        "acquisition_preset": given(name=args.acquisition),
+        "acquisition_preset": _given(name=args.acquisition),
         "acquisition": acquisition,
-        "reconstruction": given(method=getattr(args, "method", None), preset=getattr(args, "preset", None),
+        "reconstruction": _given(method=getattr(args, "method", None), preset=getattr(args, "preset", None),
                                 n_samples=getattr(args, "n_samples", None), batch_size=getattr(args, "batch_size", None),
                                 seed=args.seed, device=getattr(args, "device", None), model=getattr(args, "model", None)),
-        "sampler": given(steps=getattr(args, "steps", None), sigma2=getattr(args, "sigma2", None)),
-        "output": given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
+        "sampler": _given(steps=getattr(args, "steps", None), sigma2=getattr(args, "sigma2", None)),
+        "output": _given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
     }
     return resolve_config(file_data, overrides, source=str(args.config or "command line"))
 
 
-NOISELESS = "none"
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user gave (argparse leaves the others ``None``)."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _photons(text: str) -> float | str:
@@ -159,9 +164,8 @@ def run(args: argparse.Namespace) -> int:
     prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
     runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, args.slices)
     statuses: list[dict[str, Any]] = []
-    with tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2) as series_bar:
-        for job in series_bar:
-            statuses.append(runner.run_job(job, args.output / job.label))
+    for job in tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2):
+        statuses.append(runner.run_job(job, args.output / job.label))
     failed = [s for s in statuses if s["status"] == "failed"]
     if len(jobs) > 1:
         (args.output / SUMMARY_FILE).write_text(json.dumps(statuses, indent=2))
@@ -332,7 +336,7 @@ def _volume_from_slices(path: Path, hu: np.ndarray, pixel_spacing_mm: float) -> 
     """A CTVolume for slices reconstructed from a sinogram file (no source geometry: identity, origin 0)."""
     return CTVolume(
         hu=np.asarray(hu, dtype=np.float32),
-        spacing_mm=(1.0, float(pixel_spacing_mm), float(pixel_spacing_mm)),
+        spacing_mm=(SINOGRAM_SLICE_SPACING_MM, float(pixel_spacing_mm), float(pixel_spacing_mm)),
         origin_mm=np.zeros(3),
         direction=np.eye(3),
         source={"format": "sinogram", "path": str(path)},

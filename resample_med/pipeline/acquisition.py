@@ -60,6 +60,8 @@ class AcquisitionConfig:
             raise ValueError(f"gaussian_sigma must be >= 0 or None, got {self.gaussian_sigma}")
         if self.photons is not None and self.gaussian_sigma is not None:
             raise ValueError("choose Poisson noise (photons) or Gaussian noise (gaussian_sigma), not both")
+        if self.geometry == "fan-clinical" and (self.det_count is not None or self.det_spacing_mm is not None):
+            raise ValueError("fan-clinical fixes its detector; det_count / det_spacing_mm apply to parallel and fan")
         if self.arc_deg is not None:
             if self.geometry not in FULL_SCAN_DEG:
                 raise ValueError(f"arc_deg (limited angle) is defined for {sorted(FULL_SCAN_DEG)}, not {self.geometry!r}")
