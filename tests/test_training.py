@@ -172,3 +172,13 @@ def test_cli_registers_both_stages_and_runs(trained_ae: Path, phantom_npz: Path,
     assert config["augment"]["crop_size"] == 8 and config["architecture"] == "tiny"
     with pytest.raises(ValueError, match="unknown training stage"):
         run_training("vae", {"data": [str(phantom_npz)], "out": str(tmp_path)})
+
+
+def test_training_slices_from_a_dicom_file() -> None:
+    from resample_med.io import sample_ct_path
+    from resample_med.training.data import load_slices
+
+    slices = load_slices([sample_ct_path("small")])
+    assert len(slices) == 1 and slices.hu.shape == (1, 256, 256)
+    assert slices.hu.dtype == torch.int16 and int(slices.hu.min()) >= -1024
+    assert slices.summary["origin"] == "volumes"

@@ -1,0 +1,227 @@
+"""How good is the latent diffusion prior? Autoencoder fidelity and a distribution check on val.
+
+Measures, on the ``val`` split of ``ct_hu256.npz`` (all licences, 42 slices, patients disjoint
+from training):
+
+1. autoencoder reconstruction x -> D(E(x)): PSNR in the HU window [-1000, 1000] mapped to [0, 1]
+   and HU-RMSE;
+2. N unconditional DDIM samples (eta = 0) against the real val slices, by three distances:
+   - W1: Wasserstein-1 distance between the HU value distributions (HU, lower is better),
+     ``W1 = integral |F_a(h) - F_b(h)| dh`` over [-1024, 3071] from 4 HU-bin histograms;
+   - HI: histogram intersection ``sum_b min(p_a(b), p_b(b))`` of the same histograms (1 = equal);
+   - FD-rand: Frechet distance ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` between
+     Gaussian fits of 32-d features of a small FIXED random-weight conv net (seed 0, not trained:
+     a texture/structure statistic, not an Inception score);
+   - PSD: mean squared difference of the log radially averaged power spectra (windowed images);
+3. the same distances for reference rows, so the numbers mean something: real-vs-real (open
+   *train* slices against val: what a perfect sampler would score), autoencoder reconstructions,
+   and a trivial baseline (Gaussian N(0, I) latents decoded: the decoder without the UNet).
+
+Writes ``prior_quality.md`` and ``prior_quality.json`` and a PNG with 16 samples beside 16 real val
+slices (window [-1000, 1000]) into ``--out``; prints everything.
+
+    python benchmarks/prior_quality.py --out benchmarks/results/prior_quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resample_med.models import LatentDiffusionBundle, load_default_model
+from resample_med.models.config import DISPLAY_WINDOW_HU, HU_CLIP
+from resample_med.models.sample import sample_images
+from resample_med.training.data import SliceSelection, load_npz_slices
+from resample_med.training.validation import autoencoder_metrics, window01
+from resample_med.units import model_to_hu
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ct_hu256.npz"
+HIST_BIN_HU = 4.0
+FEATURE_SEED = 0
+FEATURE_DIM = 32
+
+
+def hu_histogram(hu: torch.Tensor) -> np.ndarray:
+    """Normalised histogram of HU values over HU_CLIP in HIST_BIN_HU bins."""
+    lo, hi = HU_CLIP
+    bins = int((hi - lo) / HIST_BIN_HU)
+    h = torch.histc(hu.clamp(lo, hi).flatten().float(), bins=bins, min=lo, max=hi).numpy()
+    return h / h.sum()
+
+
+def wasserstein1_hu(a: torch.Tensor, b: torch.Tensor) -> float:
+    """W1 between the HU value distributions of two image sets, in HU."""
+    return float(np.abs(np.cumsum(hu_histogram(a)) - np.cumsum(hu_histogram(b))).sum() * HIST_BIN_HU)
+
+
+def histogram_intersection(a: torch.Tensor, b: torch.Tensor) -> float:
+    """sum_b min(p_a, p_b) of the HU histograms; 1 for identical distributions."""
+    return float(np.minimum(hu_histogram(a), hu_histogram(b)).sum())
+
+
+def random_feature_net(seed: int = FEATURE_SEED) -> torch.nn.Module:
+    """Four stride-2 4x4 convolutions with ReLU (1 -> 16 -> 32 -> 32 -> 32), global mean pool.
+
+    32 features keep the covariance of ~40 images full rank.
+
+    Weights are He-normal from ``torch.Generator().manual_seed(seed)`` and never trained, so the
+    features are a fixed, reproducible function of the image.
+    """
+    g = torch.Generator().manual_seed(seed)
+    widths = (1, 16, 32, 32, FEATURE_DIM)
+    layers: list[torch.nn.Module] = []
+    for cin, cout in zip(widths[:-1], widths[1:]):
+        conv = torch.nn.Conv2d(cin, cout, 4, stride=2, padding=1)
+        torch.nn.init.kaiming_normal_(conv.weight, generator=g)
+        torch.nn.init.zeros_(conv.bias)
+        layers += [conv, torch.nn.ReLU()]
+    layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
+    return torch.nn.Sequential(*layers).eval()
+
+
+@torch.no_grad()
+def features(hu: torch.Tensor, net: torch.nn.Module) -> np.ndarray:
+    """(N, 1, H, W) HU -> (N, FEATURE_DIM) features of the windowed images."""
+    return net(window01(hu, DISPLAY_WINDOW_HU)).double().numpy()
+
+
+def frechet_distance(fa: np.ndarray, fb: np.ndarray) -> float:
+    """Frechet distance between Gaussian fits of two feature sets (N, d)."""
+    from scipy import linalg  # lazy: only for this benchmark
+
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    sa, sb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    covmean = linalg.sqrtm(sa @ sb).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa + sb - 2.0 * covmean))
+
+
+def log_radial_psd(hu: torch.Tensor) -> np.ndarray:
+    """Mean log radially averaged power spectrum of windowed images (N, 1, H, W) -> (H/2,)."""
+    x = window01(hu, DISPLAY_WINDOW_HU)[:, 0].double()
+    power = torch.fft.fftshift(torch.fft.fft2(x - x.mean((-2, -1), keepdim=True)).abs() ** 2, dim=(-2, -1)).mean(0)
+    h, w = power.shape
+    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    r = (yy**2 + xx**2).sqrt().round().long().flatten()
+    keep = r < h // 2
+    radial = torch.bincount(r[keep], weights=power.flatten()[keep]) / torch.bincount(r[keep])
+    return np.log10(radial.numpy() + 1e-12)
+
+
+def distances(a: torch.Tensor, b: torch.Tensor, net: torch.nn.Module) -> dict[str, float]:
+    """All distribution distances between image sets a and b, (N, 1, H, W) HU each."""
+    return {
+        "w1_hu": wasserstein1_hu(a, b),
+        "hist_intersection": histogram_intersection(a, b),
+        "fd_random_features": frechet_distance(features(a, net), features(b, net)),
+        "log_psd_mse": float(np.mean((log_radial_psd(a) - log_radial_psd(b)) ** 2)),
+    }
+
+
+def side_by_side_png(samples_hu: torch.Tensor, real_hu: torch.Tensor, path: Path, ncols: int = 4) -> Path:
+    """Up to 16 samples (left) beside as many real slices (right), window [-1000, 1000], 8 px gap."""
+    from PIL import Image  # lazy: only for figures
+
+    def grid(hu: torch.Tensor) -> np.ndarray:
+        t = window01(hu[:, 0], DISPLAY_WINDOW_HU).numpy()
+        n, h, w = t.shape
+        rows = [np.concatenate(list(t[r * ncols : (r + 1) * ncols]), axis=1) for r in range(n // ncols)]
+        return np.concatenate(rows, axis=0)
+
+    n = min(16, len(samples_hu), len(real_hu)) // ncols * ncols
+    left, right = grid(samples_hu[:n]), grid(real_hu[:n])
+    gap = np.ones((left.shape[0], 8))
+    canvas = np.concatenate([left, gap, right], axis=1)
+    Image.fromarray((canvas * 255.0 + 0.5).astype(np.uint8)).save(path)
+    return path
+
+
+def markdown(report: dict) -> str:
+    """The report as a markdown table."""
+    ae = report["autoencoder_val"]
+    lines = [
+        "# Prior quality on the val split",
+        "",
+        f"Model: `{report['model']}`; val slices: {report['n_val']}; samples: {report['n_samples']} "
+        f"({report['sample_steps']} DDIM steps, eta 0, seed {report['seed']}); {report['seconds']:.0f} s on {report['device']}.",
+        "",
+        f"Autoencoder reconstruction: **PSNR {ae['psnr_db']:.2f} dB** (window [-1000, 1000] HU -> [0, 1]), "
+        f"**HU-RMSE {ae['hu_rmse']:.1f} HU**.",
+        "",
+        "| set vs real val | W1 (HU) lower=better | hist. intersection higher=better | FD random features lower=better | log-PSD MSE lower=better |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in report["distances"].items():
+        lines.append(
+            f"| {name} | {d['w1_hu']:.1f} | {d['hist_intersection']:.3f} | {d['fd_random_features']:.4g} | {d['log_psd_mse']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="npz with images_hu, split, license_class")
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "prior_quality"))
+    parser.add_argument("--png", default=None, help="also write the samples-vs-real PNG here")
+    parser.add_argument("--n-samples", type=int, default=48)
+    parser.add_argument("--sample-steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = load_default_model(args.device) if args.model is None else LatentDiffusionBundle.load(args.model, args.device)
+    val = load_npz_slices(args.data, SliceSelection(splits=("val",), license_classes=None))
+    real_val = model_to_hu(val.model_units())
+    reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))
+    pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(args.seed))[: len(val)]
+    real_train = model_to_hu(reference.model_units(pick))
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return bundle.decode(bundle.encode(x.to(args.device))).cpu()
+
+    ae = autoencoder_metrics(reconstruct, val.model_units())
+    recon = torch.cat([model_to_hu(reconstruct(x)) for x in val.model_units().split(8)])
+    g = torch.Generator().manual_seed(args.seed)
+    samples = model_to_hu(sample_images(bundle, args.n_samples, args.sample_steps, g).cpu())
+    noise_z = torch.randn((args.n_samples, *bundle.latent_shape), generator=g)
+    with torch.no_grad():
+        noise_decoded = torch.cat([model_to_hu(bundle.decode(z.to(args.device)).cpu()) for z in noise_z.split(8)])
+
+    net = random_feature_net()
+    report = {
+        "model": str(args.model or "resample_med/default_model"),
+        "n_val": len(val),
+        "n_samples": args.n_samples,
+        "sample_steps": args.sample_steps,
+        "seed": args.seed,
+        "device": args.device,
+        "autoencoder_val": ae,
+        "distances": {
+            "DDIM samples (the prior)": distances(samples, real_val, net),
+            "real open train slices (floor)": distances(real_train, real_val, net),
+            "autoencoder reconstructions of val": distances(recon, real_val, net),
+            "N(0, I) latents decoded (trivial baseline)": distances(noise_decoded, real_val, net),
+        },
+    }
+    report["seconds"] = time.perf_counter() - t0
+    side_by_side_png(samples, real_val, out / "samples_vs_real.png")
+    if args.png:
+        side_by_side_png(samples, real_val, Path(args.png))
+    (out / "prior_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "prior_quality.md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
