@@ -5,12 +5,15 @@ Solves ``min_x 0.5 ||A~ x - y~||^2 + w TV(x)`` subject to ``x >= lower_bound``, 
 independent of the operator's units and, roughly, of the number of views), and
 ``TV(x) = sum_pixels sqrt((D_h x)^2 + (D_v x)^2)`` is the isotropic TV with forward
 differences (Neumann boundary). With ``K = [A~; grad]``, ``||K||^2 <= 1 + 8``; the steps
-``tau = sigma = step_fraction / ||K||`` satisfy ``tau sigma ||K||^2 < 1``.
+``tau = step_fraction * step_ratio / ||K||``, ``sigma = step_fraction / (step_ratio ||K||)``
+satisfy ``tau sigma ||K||^2 < 1``. Starting from the (clipped) FBP image when the operator has
+one removes most of the slow low-frequency convergence.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,7 +35,9 @@ class TVConfig:
             :mod:`resample_med.sampling.tuned`).
         max_iter: PDHG iterations.
         lower_bound: box constraint in model units (-1 = air: attenuation >= 0); ``None`` for none.
-        step_fraction: ``tau = sigma = step_fraction / ||K||`` (< 1).
+        step_fraction: ``tau sigma ||K||^2 = step_fraction^2`` (< 1).
+        step_ratio: ``tau / sigma`` balance (primal step ``step_fraction * step_ratio / ||K||``).
+        init: ``"fbp"`` (the operator's FBP, clipped to the box, where available) or ``"zeros"``.
         power_iterations: iterations of the power method estimating ``||A||``.
         report_every: progress events every this many iterations.
     """
@@ -41,6 +46,8 @@ class TVConfig:
     max_iter: int = 300
     lower_bound: float | None = -1.0
     step_fraction: float = 0.99
+    step_ratio: float = 1.0
+    init: Literal["fbp", "zeros"] = "fbp"
     power_iterations: int = 30
     report_every: int = 50
 
@@ -85,12 +92,17 @@ def tv_pdhg(
     """
     with torch.no_grad():
         x = torch.zeros_like(operator.adjoint(y))
+        if config.init == "fbp" and hasattr(operator, "fbp"):
+            x = operator.fbp(y)
+            if config.lower_bound is not None:
+                x = x.clamp_min(config.lower_bound)
         gen = make_generator(generator, "cpu")
         a_norm = operator_norm(operator, (1, *x.shape[1:]), n_iter=config.power_iterations, generator=gen,
                                device=x.device, dtype=x.dtype)
         y_n = y / a_norm
         k_norm = (1.0 + GRADIENT_NORM_SQ_BOUND) ** 0.5
-        tau = sigma = config.step_fraction / k_norm
+        tau = config.step_fraction * config.step_ratio / k_norm
+        sigma = config.step_fraction / (config.step_ratio * k_norm)
         p = torch.zeros_like(y)
         q = torch.zeros((x.shape[0], 2, *x.shape[2:]), dtype=x.dtype, device=x.device)
         x_bar = x
