@@ -69,7 +69,8 @@ class DiffusionTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
-    flip_prob: float = 0.5
+    hflip_prob: float = 0.5
+    vflip_prob: float = 0.0  # 0.5 put the patient table above the body in some samples of the first model
     max_steps: int = 200_000
     max_minutes: float | None = None
     log_every: int = 10
@@ -184,10 +185,10 @@ def diffusion_loss(
     return (weight * per_sample).mean()
 
 
-def _flip(z: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+def _flip(z: torch.Tensor, hflip_prob: float, vflip_prob: float, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal and vertical flips of latents (B, C, h, w)."""
     b = z.shape[0]
-    for dim in (-1, -2):
+    for dim, prob in ((-1, hflip_prob), (-2, vflip_prob)):
         flip = (torch.rand(b, generator=generator) < prob).to(z.device)[:, None, None, None]
         z = torch.where(flip, z.flip(dim), z)
     return z
@@ -320,7 +321,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = torch.randint(0, len(z_train), (cfg.batch_size,), generator=generator)
-        z0 = _flip(z_train[index], cfg.flip_prob, generator).to(device)
+        z0 = _flip(z_train[index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
         loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
