@@ -401,6 +401,23 @@ def write_outputs(results: dict[Setting, list[MethodResult]], context: dict[str,
     (args.out / "quality.json").write_text(json.dumps(raw, indent=1))
 
 
+def merge(args: argparse.Namespace) -> None:
+    """One report from several runs' ``quality.json`` (e.g. one process per geometry on a
+    multi-core machine); the first run's context and figure are kept, the commands listed."""
+    raws = [json.loads((d / "quality.json").read_text()) for d in args.merge]
+    context = raws[0]["context"]
+    context["command"] = " ; ".join(r["context"]["command"] for r in raws) + f" ; {args.command}"
+    context["notes"] = [n for r in raws for n in r["context"].get("notes", [])]
+    results: dict[Setting, list[MethodResult]] = {}
+    for raw in raws:
+        for label, rows in raw["results"].items():
+            geometry, views = label.split(", ")
+            results[Setting(geometry, int(views.split()[0]))] = [MethodResult(**r) for r in rows]
+    results = dict(sorted(results.items(), key=lambda kv: (kv[0].n_views, kv[0].geometry != "parallel")))
+    write_outputs(results, context, args)
+    print(f"wrote {args.out / 'quality.md'}")
+
+
 def tune_tv(args: argparse.Namespace) -> None:
     """Pick the TV weight maximising mean PSNR on ``--tune-slices`` val slices that are not in the
     ``--n-slices`` evaluation subset, at every ``--views`` x ``--geometries`` setting; write it to
@@ -456,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--tune-tv", action="store_true", help="choose the TV weight on spare val slices and store it")
     mode.add_argument("--speed", action="store_true", help="time the presets at batch 1 and 16")
+    mode.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                      help="combine the quality.json of runs split over processes into --out/quality.md")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--split", default="val")
     p.add_argument("--n-slices", type=int, default=None, help="evenly spaced subset of the split (default: all)")
@@ -491,7 +510,9 @@ def main(argv: list[str] | None = None) -> None:
     args.command = "python benchmarks/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.tune_tv:
+    if args.merge:
+        merge(args)
+    elif args.tune_tv:
         tune_tv(args)
     elif args.speed:
         speed(args)

@@ -176,7 +176,8 @@ def resample(
             z, final_trace = _make_consistent(problem, "latent", z, cfg, max_iter=cfg.final_max_iter)
             x = prior.decode(z)
         elif cfg.final_consistency == "pixel":
-            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, cfg.pixel, problem.threshold_px)
+            final_pixel = replace(cfg.pixel, max_iter=cfg.final_max_iter)
+            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, problem.threshold_px)
         else:
             x = prior.decode(z)
     if final_trace is not None:

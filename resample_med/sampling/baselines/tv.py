@@ -43,7 +43,7 @@ class TVConfig:
     """
 
     weight: float = tuned.TV_WEIGHT
-    max_iter: int = 300
+    max_iter: int = 150
     lower_bound: float | None = -1.0
     step_fraction: float = 0.99
     step_ratio: float = 1.0
@@ -52,7 +52,7 @@ class TVConfig:
     report_every: int = 50
 
 
-PRESETS: dict[str, TVConfig] = {"paper": TVConfig(), "default": TVConfig(), "fast": TVConfig(max_iter=150)}
+PRESETS: dict[str, TVConfig] = {"paper": TVConfig(), "default": TVConfig(), "fast": TVConfig(max_iter=80)}
 
 
 def image_gradient(x: Tensor) -> Tensor:
