@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_plugin._display import format_photons
 from resample_med.pipeline.acquisition import AcquisitionConfig
 
 PRIOR_METHOD_PREFIXES: tuple[str, ...] = ("resample", "latent")
@@ -91,14 +92,18 @@ class ReconstructionRequest:
         return tuned_config(self.method, self.preset, {"num_steps": self.steps, "gamma": self.gamma})
 
     def describe(self) -> tuple[str, ...]:
-        """Short labels of the settings, for layer names."""
+        """Short labels of the settings that shape the result, for layer names."""
         acquisition = self.acquisition
-        noise = "noiseless" if acquisition.photons is None else f"{acquisition.photons:.0e} photons"
-        parts = [f"{acquisition.geometry} {acquisition.n_views} views", noise]
-        if uses_prior(self.method):
-            parts += [self.preset, f"{self.steps} steps", f"s2={self.gamma:g}"]
-            if self.n_samples > 1:
-                parts.append(f"{self.n_samples} samples")
+        parts = [f"{acquisition.geometry} {acquisition.n_views} views", format_photons(acquisition.photons)]
+        parts.append(self.preset)
+        fields = config_fields(self.method, self.preset)
+        if "num_steps" in fields:
+            parts.append(f"{self.steps} steps")
+        if "gamma" in fields:
+            parts.append(f"s2={self.gamma:g}")
+        if uses_prior(self.method) and self.n_samples > 1:
+            parts.append(f"{self.n_samples} samples")
+        if uses_prior(self.method) or acquisition.photons is not None:
             parts.append(f"seed {self.seed}")
         return tuple(parts)
 
@@ -257,6 +262,7 @@ class _ProgressRelay:
         self.cancel = cancel
         self.emit = emit
         self.finished = 0
+        self.done = 0
 
     def check_cancel(self) -> None:
         """Raise ``ReconstructionCancelled`` if the user cancelled."""
@@ -268,7 +274,8 @@ class _ProgressRelay:
     def on_slices(self, finished: int, _total: int) -> None:
         """``on_slices`` of :func:`resample_med.pipeline.reconstruct_volume` / ``reconstruct_slices``."""
         self.finished = finished
-        self.emit(RunUpdate(f"{finished}/{self.n_slices} slices done", PROGRESS_UNITS * finished // self.n_slices))
+        self.done = max(self.done, PROGRESS_UNITS * finished // self.n_slices)
+        self.emit(RunUpdate(f"{finished}/{self.n_slices} slices done", self.done))
         self.check_cancel()
 
     def __call__(self, event: Any) -> None:
@@ -276,7 +283,8 @@ class _ProgressRelay:
         self.check_cancel()
         batch = min(self.batch_size, self.n_slices - self.finished)
         within = event.step / event.total if event.total else 0.0
-        done = int(PROGRESS_UNITS * (self.finished + batch * within) / self.n_slices)
+        # Stages (sampling, final consistency) each count 0..total: keep the bar from going back.
+        self.done = max(self.done, int(PROGRESS_UNITS * (self.finished + batch * within) / self.n_slices))
         message = (f"{event.stage} {event.step}/{event.total} "
                    f"(slices {self.finished + 1}-{self.finished + batch} of {self.n_slices})")
         preview = None
@@ -284,7 +292,7 @@ class _ProgressRelay:
             from resample_med.units import model_to_hu
 
             preview = self.to_source(model_to_hu(event.preview[0, 0].detach().float().cpu().numpy()))
-        self.emit(RunUpdate(message, done, preview, self.finished))
+        self.emit(RunUpdate(message, self.done, preview, self.finished))
 
 
 def _execute(

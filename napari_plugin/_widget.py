@@ -145,11 +145,11 @@ class ReconstructionWidget(Container):
 
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.prior_loader: PriorLoader = load_default_prior
+        self._priors: dict[str, Any] = {}
+        self._prior_loader: PriorLoader = load_default_prior
         self.worker: Any = None
         self.last_result: RunResult | None = None
         self.last_layers: dict[str, Image] = {}
-        self._priors: dict[str, Any] = {}
         self._cancel = threading.Event()
         defaults = ACQUISITION_PRESETS[DEFAULT_ACQUISITION]
         preset_names = list(PRESETS)
@@ -196,6 +196,16 @@ class ReconstructionWidget(Container):
         self.run_button.clicked.connect(self._on_run_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self._sync_enabled()
+
+    @property
+    def prior_loader(self) -> PriorLoader:
+        """``device -> prior``; replacing it drops the priors loaded so far."""
+        return self._prior_loader
+
+    @prior_loader.setter
+    def prior_loader(self, loader: PriorLoader) -> None:
+        self._prior_loader = loader
+        self._priors.clear()
 
     # ----------------------------------------------------------------------------------- settings
     def request(self) -> ReconstructionRequest:
@@ -339,10 +349,11 @@ class ReconstructionWidget(Container):
             run_reconstruction, request, source, self._prior, self._cancel,
             _progress={"desc": f"{label} reconstruction", "total": 0},
         )
-        worker.yielded.connect(lambda update: self._on_update(update, placement))
+        # Qt may deliver a queued update after the result; updates of a finished run are dropped.
+        worker.yielded.connect(lambda update: self._on_update(update, placement) if self.worker is worker else None)
         worker.returned.connect(lambda result: self._on_result(result, request, placement, source))
         worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
+        worker.finished.connect(self._finish)  # also after napari's own task-manager cancel
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True
@@ -394,6 +405,7 @@ class ReconstructionWidget(Container):
     def _on_result(self, result: RunResult | None, request: ReconstructionRequest, placement: Placement,
                    source: SourceSlices | SinogramSlices) -> None:
         """GUI thread: add the result layers and show the metrics (or report cancellation)."""
+        self._finish()
         if PREVIEW_LAYER in self.viewer.layers:
             self.viewer.layers.remove(PREVIEW_LAYER)
         if result is None:
@@ -442,9 +454,13 @@ class ReconstructionWidget(Container):
         self.status.value = f"{label} done in {result.seconds:.1f} s"
 
     def _on_error(self, error: Exception) -> None:
+        self._finish()
+        if PREVIEW_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(PREVIEW_LAYER)
         self.status.value = f"failed: {error}"
 
-    def _on_finished(self) -> None:
+    def _finish(self) -> None:
+        """The run is over: forget the worker, re-enable Run."""
         self.worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
