@@ -62,13 +62,14 @@ def make_screenshot(out: Path, slice_index: int | None, n_views: int, preset: st
     for layer in [layer for layer in viewer.layers if layer not in shown]:
         viewer.layers.remove(layer)
     viewer.layers.selection.active = shown[-1]
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, len(shown))
-    viewer.text_overlay.visible = True
-    viewer.text_overlay.font_size = 10
-    viewer.text_overlay.position = "top_center"
+    grid, caption = viewer.canvas.grid, viewer.canvas.overlays.text
+    grid.enabled = True
+    grid.shape = (1, len(shown))
+    caption.visible = True
+    caption.font_size = 10
+    caption.position = "top_center"
     acquisition = f"{n_views} parallel views, {widget.photons.value:.0e} photons"
-    viewer.text_overlay.text = f"{acquisition}:   " + "  |  ".join(captions)
+    caption.text = f"{acquisition}:   " + "  |  ".join(captions)
     viewer.reset_view()
     for _ in range(20):
         app.processEvents()
