@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,27 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("CUDA is not available on this machine")
     return torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """Run a module's tiny sparse products on one torch thread.
+
+    On a busy 2-core machine such products are dominated by OpenMP wake-ups; one thread is faster.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def private_operator_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty on-disk and in-memory projector cache for one test."""
+    from resample_med.operators import cache, clear_memory_cache
+
+    folder = tmp_path / "operators"
+    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(folder))
+    clear_memory_cache()
+    yield folder
+    clear_memory_cache()

@@ -32,22 +32,7 @@ def _geometries() -> dict[str, object]:
 GEOMETRIES = _geometries()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny sparse products are dominated by OpenMP wake-ups on a busy 2-core machine: run them on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch) -> None:
-    """Every test gets an empty on-disk and in-memory operator cache."""
-    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "operators"))
-    clear_memory_cache()
-    yield
-    clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "private_operator_cache")
 
 
 def _random_pair(projector: Projector, generator: torch.Generator, *lead: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from resample_med.geometry import FanBeamGeometry, ParallelBeamGeometry
-from resample_med.operators import FILTER_NAMES, cache, clear_memory_cache, make_projector
+from resample_med.operators import FILTER_NAMES, make_projector
 from resample_med.operators.joseph import ray_origins_and_directions
 
 ORACLE_SIZE = 65
@@ -62,21 +62,7 @@ def relative_l2(a: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(a - reference) / np.linalg.norm(reference))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Torch ops stall on OpenMP wake-ups when the 2 shared cores are busy: one thread is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "operators"))
-    clear_memory_cache()
-    yield
-    clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "private_operator_cache")
 
 
 @pytest.mark.parametrize("kind", ["parallel", "fan"])

@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from resample_med.operators import cache, clear_memory_cache
 from resample_med.operators.torch_radon import Radon, RadonFanbeam
 
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "operators"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny sparse products: one thread avoids OpenMP stalls on a busy machine
-    clear_memory_cache()
-    yield
-    clear_memory_cache()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "private_operator_cache")
 
 
 def _disk(radius: float = 10.0) -> torch.Tensor:
