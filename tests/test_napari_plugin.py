@@ -74,6 +74,10 @@ def run_and_wait(qtbot, widget):
     return updates, arrivals
 
 
+SLOW_NETWORK_SECONDS = 0.15
+"""Stand-in cost of one UNet evaluation in the responsiveness test (8 steps: over 1 s)."""
+
+
 def set_tiny_resample(widget, prior, steps: int) -> None:
     widget.prior_loader = lambda device: prior
     widget.method.value = "resample"
@@ -191,11 +195,20 @@ def test_cancel_stops_within_a_step(docked, qtbot, tiny_prior):
     assert max(steps_seen) < 500
 
 
-def test_gui_keeps_responding_while_reconstructing(docked, qtbot, tiny_prior):
+def test_gui_keeps_responding_while_reconstructing(docked, qtbot, tiny_prior, monkeypatch):
     from qtpy.QtCore import QTimer
 
     _viewer, widget, _layer = docked
-    set_tiny_resample(widget, tiny_prior, steps=6)
+    # The tiny model is too fast on a quick machine to show anything: give every network
+    # evaluation the cost of a real one, so the run lasts over a second on any machine.
+    predict_noise = tiny_prior.predict_noise
+
+    def slow_predict_noise(*args, **kwargs):
+        time.sleep(SLOW_NETWORK_SECONDS)
+        return predict_noise(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_prior, "predict_noise", slow_predict_noise)
+    set_tiny_resample(widget, tiny_prior, steps=8)
     interval_ms = 20
     ticks: list[float] = []
     timer = QTimer()
