@@ -254,6 +254,8 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
               "seconds per slice with batches of `--batch-size` slices; peak memory = process peak RSS (CPU) or "
               "CUDA allocator peak (GPU) while the method ran.", ""]
     for setting, rows in results.items():
+        if not rows:
+            continue
         lines += [f"## {setting.label}", "",
                   "| method | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -407,13 +409,16 @@ def merge(args: argparse.Namespace) -> None:
     raws = [json.loads((d / "quality.json").read_text()) for d in args.merge]
     context = raws[0]["context"]
     context["command"] = " ; ".join(r["context"]["command"] for r in raws) + f" ; {args.command}"
-    context["notes"] = [n for r in raws for n in r["context"].get("notes", [])]
+    context["notes"] = [n for r in raws for n in r["context"].get("notes", [])] + list(args.note)
     results: dict[Setting, list[MethodResult]] = {}
-    for raw in raws:
+    for raw in raws:  # a method already present at a setting is kept from the earlier run
         for label, rows in raw["results"].items():
             geometry, views = label.split(", ")
-            results[Setting(geometry, int(views.split()[0]))] = [MethodResult(**r) for r in rows]
-    results = dict(sorted(results.items(), key=lambda kv: (kv[0].n_views, kv[0].geometry != "parallel")))
+            have = results.setdefault(Setting(geometry, int(views.split()[0])), [])
+            have += [MethodResult(**r) for r in rows if r["method"] not in {h.method for h in have}]
+    order = list(BASE_METHODS) + list(ABLATIONS)
+    results = {s: sorted(rows, key=lambda r: order.index(r.method))
+               for s, rows in sorted(results.items(), key=lambda kv: (kv[0].n_views, kv[0].geometry != "parallel"))}
     write_outputs(results, context, args)
     print(f"wrote {args.out / 'quality.md'}")
 
