@@ -406,8 +406,6 @@ class ReconstructionWidget(Container):
                    source: SourceSlices | SinogramSlices) -> None:
         """GUI thread: add the result layers and show the metrics (or report cancellation)."""
         self._finish()
-        if PREVIEW_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(PREVIEW_LAYER)
         if result is None:
             self.status.value = "cancelled"
             return
@@ -460,7 +458,13 @@ class ReconstructionWidget(Container):
         self.status.value = f"failed: {error}"
 
     def _finish(self) -> None:
-        """The run is over: forget the worker, re-enable Run."""
+        """The run is over (result, error, cancel): forget the worker, drop the preview, re-enable Run.
+
+        Connected to the worker's ``finished`` too, which Qt delivers after every queued update, so
+        a preview that arrives late is removed as well.
+        """
         self.worker = None
+        if PREVIEW_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(PREVIEW_LAYER)
         self.run_button.enabled = True
         self.cancel_button.enabled = False
