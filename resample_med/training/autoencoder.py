@@ -16,7 +16,6 @@ whole slices (``"cpu"`` / ``"gpu"`` presets, ``crop_size=None``). The run folder
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from resample_med.models.config import get_architecture
 from resample_med.models.networks import build_autoencoder, count_parameters
 from resample_med.training.augment import AugmentConfig
 from resample_med.training.augment import augment as augment_batch
-from resample_med.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, resolve_device, write_json
@@ -150,11 +149,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     step, train_seconds = 0, 0.0
     if cfg.resume:
-        state = load_checkpoint(run_dir)
-        model.load_state_dict(state.models["autoencoder"])
-        optimizer.load_state_dict(state.optimizer)
-        generator.set_state(state.generator)
-        step, train_seconds = state.step, state.train_seconds
+        step, train_seconds = resume_from_checkpoint(run_dir, {"autoencoder": model}, optimizer, generator)
 
     log = LossLog(run_dir)
     budget = Budget(step, cfg.max_steps, cfg.max_minutes)

@@ -64,3 +64,21 @@ def load_checkpoint(run_dir: str | Path) -> TrainState:
         )
     except KeyError as exc:
         raise ValueError(f"{path}: checkpoint lacks {exc}") from exc
+
+
+def resume_from_checkpoint(
+    run_dir: str | Path,
+    models: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, float]:
+    """Load ``run_dir``'s checkpoint into ``models`` (by name), the optimizer and the generator.
+
+    Returns ``(step, train_seconds)`` to continue the count from.
+    """
+    state = load_checkpoint(run_dir)
+    for name, model in models.items():
+        model.load_state_dict(state.models[name])
+    optimizer.load_state_dict(state.optimizer)
+    generator.set_state(state.generator)
+    return state.step, state.train_seconds

@@ -33,7 +33,7 @@ from resample_med.models.bundle import LatentDiffusionBundle, load_pretrained_st
 from resample_med.models.config import ArchitectureConfig, AutoencoderArchitecture, PriorConfig, get_architecture
 from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
 from resample_med.models.sample import sample_images
-from resample_med.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
@@ -288,12 +288,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     step, train_seconds = 0, 0.0
     if cfg.resume:
-        state = load_checkpoint(run_dir)
-        unet.load_state_dict(state.models["unet"])
-        ema.load_state_dict(state.models["ema"])
-        optimizer.load_state_dict(state.optimizer)
-        generator.set_state(state.generator)
-        step, train_seconds = state.step, state.train_seconds
+        step, train_seconds = resume_from_checkpoint(run_dir, {"unet": unet, "ema": ema}, optimizer, generator)
 
     log = LossLog(run_dir)
     budget = Budget(step, cfg.max_steps, cfg.max_minutes)
