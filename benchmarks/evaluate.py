@@ -25,6 +25,7 @@ import platform
 import re
 import resource
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -80,6 +81,8 @@ class MethodResult:
     chi2_per_ray: list[float]
     seconds_per_slice: float
     peak_memory_mib: float
+    slices: list[int] = field(default_factory=list)
+    """Val-split indices of the scored slices, in the order of the metric lists."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -118,6 +121,12 @@ def simulate(hu: np.ndarray, setting: Setting, args: argparse.Namespace) -> tupl
         problem = LinearProblem(y=problem.y.to(device), noise_std=problem.noise_std.to(device),
                                 operator=AttenuationOperator(m.projector.to(device), problem.operator.mu_water))
     return problem, m.reference_hu.cpu()
+
+
+def restrict(problem: LinearProblem, indices: np.ndarray) -> LinearProblem:
+    """The problem of the slices ``indices`` only (same operator)."""
+    sel = torch.as_tensor(indices, device=problem.y.device)
+    return replace(problem, y=problem.y[sel], noise_std=problem.noise_std[sel])
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +190,9 @@ def run_method(method: str, problem: LinearProblem, prior: Any, config: Any, arg
 
 
 def score(method: str, config: Any, images: torch.Tensor, problem: LinearProblem, ref_hu: torch.Tensor,
-          seconds: float, peak: float) -> MethodResult:
-    """Metrics of reconstructions ``images (N, 1, H, W)`` against ``ref_hu (N, H, W)``."""
+          seconds: float, peak: float, slices: np.ndarray) -> MethodResult:
+    """Metrics of reconstructions ``images (N, 1, H, W)`` against ``ref_hu (N, H, W)``; ``slices``
+    are their val-split indices."""
     hu = model_to_hu(images[:, 0].double())
     with torch.no_grad():
         pred = problem.operator.forward(images.to(problem.y.device)).cpu().double()
@@ -198,6 +208,7 @@ def score(method: str, config: Any, images: torch.Tensor, problem: LinearProblem
         chi2_per_ray=chi2.tolist(),
         seconds_per_slice=seconds,
         peak_memory_mib=peak,
+        slices=[int(i) for i in slices],
     )
 
 
@@ -257,10 +268,10 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
         if not rows:
             continue
         lines += [f"## {setting.label}", "",
-                  "| method | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method | slices | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r.method} | {_mean_std(r.psnr, '.2f')} | {_mean_std(r.ssim, '.3f')} | "
+            lines.append(f"| {r.method} | {len(r.psnr)} | {_mean_std(r.psnr, '.2f')} | {_mean_std(r.ssim, '.3f')} | "
                          f"{_mean_std(r.hu_rmse, '.0f')} | {np.mean(r.rel_residual):.4f} | {np.mean(r.chi2_per_ray):.2f} | "
                          f"{r.seconds_per_slice:.2f} | {r.peak_memory_mib:.0f} |")
         lines.append("")
@@ -273,8 +284,9 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
 
 
 def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
-    """ReSample minus each baseline: mean PSNR and SSIM differences (paired over slices)."""
-    lines = ["## ReSample's margins (ReSample minus baseline; paired mean over slices)", "",
+    """ReSample minus each baseline: mean PSNR and SSIM differences, paired over the slices both
+    were scored on."""
+    lines = ["## ReSample's margins (ReSample minus baseline; paired mean over the slices both ran on)", "",
              "| setting | vs | ΔPSNR (dB) | ΔSSIM | ReSample wins PSNR / SSIM on |", "|---|---|---|---|---|"]
     for setting, rows in results.items():
         by = {r.method: r for r in rows}
@@ -284,11 +296,20 @@ def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
         for base in ("fbp", "cgls", "tv", "latent_dps", *ABLATIONS):
             if base not in by:
                 continue
-            dp = np.asarray(ours.psnr) - np.asarray(by[base].psnr)
-            ds = np.asarray(ours.ssim) - np.asarray(by[base].ssim)
+            dp, ds = _paired_differences(ours, by[base])
             lines.append(f"| {setting.label} | {base} | {dp.mean():+.2f} | {ds.mean():+.3f} | "
                          f"{int((dp > 0).sum())}/{dp.size} / {int((ds > 0).sum())}/{ds.size} slices |")
     return lines + [""]
+
+
+def _paired_differences(ours: MethodResult, base: MethodResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice PSNR and SSIM differences ``ours - base`` on the slices both were scored on."""
+    common = sorted(set(ours.slices) & set(base.slices))
+    pos_ours = {s: k for k, s in enumerate(ours.slices)}
+    pos_base = {s: k for k, s in enumerate(base.slices)}
+    dp = np.asarray([ours.psnr[pos_ours[s]] - base.psnr[pos_base[s]] for s in common])
+    ds = np.asarray([ours.ssim[pos_ours[s]] - base.ssim[pos_base[s]] for s in common])
+    return dp, ds
 
 
 def _to_gray(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -352,7 +373,10 @@ def evaluate(args: argparse.Namespace) -> None:
     for setting in parse_settings(args):
         if out_of_time:
             break
-        problem, ref_hu = simulate(hu, setting, args)
+        # Simulated on the whole split, so a slice has the same noise in every run (runs on
+        # different subsets pair up slice by slice), then restricted to the evaluated slices.
+        problem_all, ref_all = simulate(hu_all, setting, args)
+        problem, ref_hu = restrict(problem_all, idx), ref_all[idx]
         rows: list[MethodResult] = []
         for method in methods:
             if args.budget_min and (time.perf_counter() - started) / 60 > args.budget_min:
@@ -362,7 +386,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 break
             cfg = method_config(method, args)
             images, _, sec, peak, _ = run_method(method, problem, prior, cfg, args)
-            rows.append(score(method, cfg, images, problem, ref_hu, sec, peak))
+            rows.append(score(method, cfg, images, problem, ref_hu, sec, peak, idx))
             print(f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
                   f"{sec:.2f} s/slice", flush=True)
             if setting == Setting(*args.figure_setting) and method in FIGURE_METHODS:
@@ -404,10 +428,19 @@ def write_outputs(results: dict[Setting, list[MethodResult]], context: dict[str,
 
 
 def merge(args: argparse.Namespace) -> None:
-    """One report from several runs' ``quality.json`` (e.g. one process per geometry on a
-    multi-core machine); the first run's context and figure are kept, the commands listed."""
+    """One report from several runs' ``quality.json`` (e.g. one process per geometry, or the
+    costly methods on fewer slices); the first run's context is kept, with the first figure
+    found (copied into ``--out``), and the commands listed."""
     raws = [json.loads((d / "quality.json").read_text()) for d in args.merge]
     context = raws[0]["context"]
+    with_figure = [(d, r["context"]) for d, r in zip(args.merge, raws) if r["context"].get("figure")]
+    if with_figure:
+        source_dir, source_context = with_figure[0]
+        context["figure"], context["figure_caption"] = source_context["figure"], source_context["figure_caption"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        figure = source_dir / source_context["figure"]
+        if figure.resolve() != (args.out / figure.name).resolve():
+            shutil.copyfile(figure, args.out / figure.name)
     context["command"] = " ; ".join(r["context"]["command"] for r in raws) + f" ; {args.command}"
     context["notes"] = [n for r in raws for n in r["context"].get("notes", [])] + list(args.note)
     results: dict[Setting, list[MethodResult]] = {}
