@@ -1,0 +1,192 @@
+"""Seconds per slice of each ReSample preset from measured unit costs (an upper bound).
+
+A preset's run is a fixed count of a few operations: noise-predictor evaluations, DPS gradient
+steps (noise predictor, decoder and ``A`` forward and backward), latent-consistency iterations
+(decoder and ``A`` forward and backward), pixel-consistency iterations (``A`` and ``A^T``),
+decodes and encodes. This script times each operation at the given batch sizes, counts them
+from the preset's step plan (:func:`resample_med.sampling.schedule.plan_steps`) with every
+consistency running to its iteration cap, and writes the product: an upper bound, since the
+discrepancy principle usually stops earlier. Where a preset is also run end to end
+(``--measure``), the measured time is written beside its bound.
+
+    python benchmarks/preset_cost.py --threads 2                       # shipped prior, CPU
+    python benchmarks/preset_cost.py --measure fast default --batches 1
+
+It exists because the ``paper`` preset (500 steps, DPS at every step, up to 500 latent
+iterations per consistency step) takes hours per slice on 2 CPU cores: too long to time whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import evaluate as ev
+from resample_med.sampling import PRESETS, reconstruct
+from resample_med.sampling.config import ReSampleConfig
+from resample_med.sampling.linalg import batch_sq_norm
+from resample_med.sampling.schedule import plan_steps
+
+UNIT_REPEATS = 3
+"""Timed repetitions of each unit operation (the median is kept), after one warm-up call."""
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Seconds per call of each operation at one batch size."""
+
+    network: float
+    dps_gradient: float
+    latent_iteration: float
+    pixel_iteration: float
+    decode: float
+    encode: float
+
+
+@dataclass(frozen=True)
+class OperationCounts:
+    """How many times a preset runs each operation for one batch (consistency at its cap)."""
+
+    network: int
+    dps_gradient: int
+    latent_iteration: int
+    pixel_iteration: int
+    decode: int
+    encode: int
+
+    def seconds(self, unit: UnitCosts) -> float:
+        return (self.network * unit.network + self.dps_gradient * unit.dps_gradient
+                + self.latent_iteration * unit.latent_iteration + self.pixel_iteration * unit.pixel_iteration
+                + self.decode * unit.decode + self.encode * unit.encode)
+
+
+def count_operations(config: ReSampleConfig) -> OperationCounts:
+    """Operation counts of one ReSample run with ``config`` (every consistency at its cap)."""
+    plans = plan_steps(config.num_steps, config.schedule)
+    n_dps = sum(p.dps for p in plans)
+    n_network = sum(not p.dps for p in plans) + sum(p.time_travel for p in plans)
+    n_pixel = sum(p.consistency == "pixel" for p in plans)
+    n_latent = sum(p.consistency == "latent" for p in plans)
+    latent_iters = n_latent * config.latent.max_iter
+    pixel_iters = n_pixel * config.pixel.max_iter
+    decodes, encodes = n_pixel + 1, n_pixel
+    if config.final_consistency == "latent":
+        latent_iters += config.final_max_iter
+    elif config.final_consistency == "pixel":
+        pixel_iters += config.final_max_iter
+    return OperationCounts(network=n_network, dps_gradient=n_dps, latent_iteration=latent_iters,
+                           pixel_iteration=pixel_iters, decode=decodes, encode=encodes)
+
+
+def _median_seconds(fn: Callable[[], object]) -> float:
+    fn()
+    times = []
+    for _ in range(UNIT_REPEATS):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure_unit_costs(prior: object, operator: object, y: torch.Tensor) -> UnitCosts:
+    """Time each operation on a batch of ``y.shape[0]`` slices (``y (B, 1, V, D)``)."""
+    batch = y.shape[0]
+    z = torch.randn(batch, *prior.latent_shape)
+    t = torch.full((batch,), 500, dtype=torch.long)
+
+    def network() -> object:
+        with torch.no_grad():
+            return prior.predict_noise(z, t)
+
+    def gradient(through_network: bool) -> object:
+        with torch.enable_grad():
+            var = z.clone().requires_grad_(True)
+            latent = prior.predict_noise(var, t) if through_network else var
+            return torch.autograd.grad(batch_sq_norm(y - operator.forward(prior.decode(latent))).sum(), var)
+
+    def pixel() -> object:
+        with torch.no_grad():
+            return operator.adjoint(operator.forward(operator.adjoint(y)))
+
+    with torch.no_grad():
+        image = prior.decode(z)
+    return UnitCosts(
+        network=_median_seconds(network),
+        dps_gradient=_median_seconds(lambda: gradient(True)),
+        latent_iteration=_median_seconds(lambda: gradient(False)),
+        pixel_iteration=_median_seconds(pixel),
+        decode=_median_seconds(lambda: prior.decode(z)),
+        encode=_median_seconds(lambda: prior.encode(image)),
+    )
+
+
+def measure_preset(prior: object, problem: object, preset: str) -> float:
+    """Seconds of one end-to-end run of ``preset`` on the batch of ``problem``."""
+    start = time.perf_counter()
+    reconstruct("resample", problem.y, problem.operator, prior=prior, config=preset, noise_std=problem.noise_std,
+                generator=torch.Generator().manual_seed(0))
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
+    p.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
+    p.add_argument("--views", type=int, default=30)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--measure", nargs="*", default=[], choices=sorted(PRESETS),
+                   help="presets also run end to end for comparison with the bound")
+    p.add_argument("--model", default="default")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=ev.DEFAULT_OUT / "preset_cost_cpu.md")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_args = argparse.Namespace(photons=1e5, seed=0, pixel_spacing=1.4, device="cpu", model=args.model)
+    hu_all, _ = ev.load_split(args.data, "val")
+    prior, prior_text = ev.load_prior(run_args)
+    setting = ev.Setting(args.geometry, args.views)
+    lines = [f"# ReSample presets: seconds per slice from unit costs ({setting.label})", "",
+             f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+             f"- **Machine:** {ev.machine_description(torch.device('cpu'))}",
+             f"- **Command:** `python benchmarks/preset_cost.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
+             f"- **Prior:** {prior_text}", "",
+             "Bound = operation counts of the preset (every consistency at its iteration cap) x the measured "
+             "seconds per operation, divided by the batch size. Measured = one end-to-end run (discrepancy "
+             "stopping active, I0 = 1e5), where run.", ""]
+    unit_rows, preset_rows = [], []
+    for batch in args.batches:
+        problem, _ = ev.simulate(hu_all[:batch], setting, run_args)
+        unit = measure_unit_costs(prior, problem.operator, problem.y)
+        unit_rows.append(f"| {batch} | {unit.network:.3f} | {unit.dps_gradient:.3f} | {unit.latent_iteration:.3f} | "
+                         f"{unit.pixel_iteration:.4f} | {unit.decode:.3f} | {unit.encode:.3f} |")
+        print(unit_rows[-1], flush=True)
+        for name, config in PRESETS.items():
+            counts = count_operations(config)
+            bound = counts.seconds(unit) / batch
+            measured = measure_preset(prior, problem, name) / batch if name in args.measure else None
+            preset_rows.append(f"| {name} | {batch} | {counts.network} | {counts.dps_gradient} | {counts.latent_iteration} | "
+                               f"{counts.pixel_iteration} | {bound:.1f} | {'-' if measured is None else f'{measured:.1f}'} |")
+            print(preset_rows[-1], flush=True)
+        body = (["## Unit costs (seconds per call of the whole batch)", "",
+                 "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
+                 "|---|---|---|---|---|---|---|", *unit_rows, "",
+                 "## Presets (seconds per slice)", "",
+                 "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | bound s/slice | measured s/slice |",
+                 "|---|---|---|---|---|---|---|---|", *preset_rows, ""])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines + body) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

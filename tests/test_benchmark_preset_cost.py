@@ -1,0 +1,42 @@
+"""benchmarks/preset_cost.py: operation counts of the presets, worked out by hand from the schedule."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from resample_med.sampling.config import FAST, PAPER
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def preset_cost(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import preset_cost as module
+
+    yield module
+    sys.modules.pop("preset_cost", None)
+
+
+def test_fast_preset_counts(preset_cost) -> None:
+    # 20 steps, skip 2, first fifth free: pixel consistency at index 16, 14, ..., 2 (8 steps),
+    # each up to 20 CGLS iterations, then a final 20-iteration CGLS fit.
+    counts = preset_cost.count_operations(FAST)
+    assert counts == preset_cost.OperationCounts(network=20, dps_gradient=0, latent_iteration=0,
+                                                 pixel_iteration=8 * 20 + 20, decode=9, encode=8)
+
+
+def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
+    # Consistency every 10th index 10..490: 16 free (340..490), 17 pixel (170..330), 16 latent
+    # (10..160); DPS at every step; 5 time-travel evaluations before each of the 33 consistency steps.
+    counts = preset_cost.count_operations(PAPER)
+    assert counts.dps_gradient == 500
+    assert counts.network == 33 * 5
+    assert counts.pixel_iteration == 17 * 2000
+    assert counts.latent_iteration == 16 * 500 + 500
+    unit = preset_cost.UnitCosts(network=1.0, dps_gradient=0.0, latent_iteration=0.0, pixel_iteration=0.0,
+                                 decode=0.0, encode=0.0)
+    assert counts.seconds(unit) == pytest.approx(165.0)
