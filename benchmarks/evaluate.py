@@ -4,7 +4,8 @@ One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_
 
     python benchmarks/evaluate.py                       # all 42 val slices, parallel+fan, 20/30/60 views
     python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
-    python benchmarks/evaluate.py --tune-tv             # choose the TV weight once, write it to the package
+    python benchmarks/evaluate.py --tune tv             # choose the TV weight once, write it to the package
+    python benchmarks/evaluate.py --tune latent_dps --preset fast   # the same for Latent-DPS's step size
     python benchmarks/evaluate.py --speed               # seconds/slice and peak memory per preset
 
 Measurements are simulated with :func:`resample_med.pipeline.simulate_measurements` (Joseph
@@ -50,7 +51,9 @@ BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
 ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
 FIGURE_METHODS = ("fbp", "tv", "latent_dps", "resample")
 TV_GRID = tuple(float(w) for w in np.logspace(-4, -1, 7))
-"""Candidate TV weights (normalised problem) for ``--tune-tv``."""
+"""Candidate TV weights (normalised problem) for ``--tune tv``."""
+DPS_STEP_GRID = (1.0, 3.0, 10.0, 30.0)
+"""Candidate Latent-DPS step sizes for ``--tune latent_dps``."""
 STD_DISPLAY_MAX_HU = 200.0
 """Upper end of the uncertainty map's grey scale in the figure (HU)."""
 MIB = 2**20
@@ -456,32 +459,56 @@ def merge(args: argparse.Namespace) -> None:
     print(f"wrote {args.out / 'quality.md'}")
 
 
-def tune_tv(args: argparse.Namespace) -> None:
-    """Pick the TV weight maximising mean PSNR on ``--tune-slices`` val slices that are not in the
-    ``--n-slices`` evaluation subset, at every ``--views`` x ``--geometries`` setting; write it to
-    ``resample_med/sampling/tuned.py``."""
+@dataclass(frozen=True)
+class Tunable:
+    """One baseline knob chosen once on spare val slices and written to ``tuned.py``."""
+
+    description: str
+    grid: tuple[float, ...]
+    constant: str
+    """Name of the constant in ``resample_med/sampling/tuned.py`` (its provenance: ``<name>_PROVENANCE``)."""
+
+    def config(self, method: str, value: float, args: argparse.Namespace) -> Any:
+        if method == "tv":
+            return replace(TVConfig(), weight=value)
+        return replace(resolve_method_config(method, args.preset), step_size=value)
+
+
+TUNABLES: dict[str, Tunable] = {
+    "tv": Tunable("TV weight", TV_GRID, "TV_WEIGHT"),
+    "latent_dps": Tunable("Latent-DPS step size", DPS_STEP_GRID, "LATENT_DPS_FAST_STEP_SIZE"),
+}
+
+
+def tune(args: argparse.Namespace) -> None:
+    """Pick the ``--tune`` method's knob maximising mean PSNR on ``--tune-slices`` val slices that
+    are not in the ``--n-slices`` evaluation subset, at every ``--views`` x ``--geometries``
+    setting; write it to ``resample_med/sampling/tuned.py``."""
+    method, tunable = args.tune, TUNABLES[args.tune]
+    prior = load_prior(args)[0] if method in PRIOR_METHODS else None
     hu_all, _ = load_split(args.data, args.split)
     eval_idx = set(evaluation_indices(len(hu_all), args.n_slices).tolist())
     spare = np.asarray([i for i in range(len(hu_all)) if i not in eval_idx] or list(range(len(hu_all))))
     tune_idx = spare[evaluation_indices(len(spare), args.tune_slices)]
-    hu = hu_all[tune_idx]
-    scores = {w: [] for w in TV_GRID}
+    scores: dict[float, list[float]] = {v: [] for v in tunable.grid}
     for setting in parse_settings(args):
-        problem, ref_hu = simulate(hu, setting, args)
-        for w in TV_GRID:
-            cfg = replace(TVConfig(), weight=w)
-            images, _, _, _, _ = run_method("tv", problem, None, cfg, args)
-            scores[w].append(float(np.mean(metrics.psnr(model_to_hu(images[:, 0].double()), ref_hu))))
-            print(f"[{setting.label}] TV weight {w:.2e}: PSNR {scores[w][-1]:.2f}", flush=True)
-    best = max(scores, key=lambda w: np.mean(scores[w]))
-    provenance = (f"benchmarks/evaluate.py --tune-tv on {dt.date.today()}: grid {[f'{w:.1e}' for w in TV_GRID]}, "
+        problem_all, ref_all = simulate(hu_all, setting, args)
+        problem, ref_hu = restrict(problem_all, tune_idx), ref_all[tune_idx]
+        for value in tunable.grid:
+            images, _, _, _, _ = run_method(method, problem, prior, tunable.config(method, value, args), args)
+            scores[value].append(float(np.mean(metrics.psnr(model_to_hu(images[:, 0].double()), ref_hu))))
+            print(f"[{setting.label}] {tunable.description} {value:.2e}: PSNR {scores[value][-1]:.2f}", flush=True)
+    best = max(scores, key=lambda v: np.mean(scores[v]))
+    preset = f", preset {args.preset}" if method in PRIOR_METHODS else ""
+    provenance = (f"benchmarks/evaluate.py --tune {method} on {dt.date.today()}: grid {[f'{v:.1e}' for v in tunable.grid]}, "
                   f"best mean PSNR {np.mean(scores[best]):.2f} dB over val slices {tune_idx.tolist()} at "
-                  f"{[s.label for s in parse_settings(args)]}, I0 = {args.photons:g}")
+                  f"{[s.label for s in parse_settings(args)]}, I0 = {args.photons:g}{preset}")
     text = TUNED_FILE.read_text()
-    text = re.sub(r"^TV_WEIGHT = .*$", f"TV_WEIGHT = {best:.6g}", text, flags=re.M)
-    text = re.sub(r"^TV_WEIGHT_PROVENANCE = .*$", f"TV_WEIGHT_PROVENANCE = {provenance!r}", text, flags=re.M)
+    text = re.sub(rf"^{tunable.constant} = .*$", f"{tunable.constant} = {best:.6g}", text, flags=re.M)
+    text = re.sub(rf"^{tunable.constant}_PROVENANCE = .*$", f"{tunable.constant}_PROVENANCE = {provenance!r}",
+                  text, flags=re.M)
     TUNED_FILE.write_text(text)
-    print(f"TV weight {best:.3g} written to {TUNED_FILE}")
+    print(f"{tunable.description} {best:.3g} written to {TUNED_FILE}")
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -509,7 +536,8 @@ def speed(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--tune-tv", action="store_true", help="choose the TV weight on spare val slices and store it")
+    mode.add_argument("--tune", choices=sorted(TUNABLES),
+                      help="choose the TV weight or the Latent-DPS step size (--preset) on spare val slices and store it")
     mode.add_argument("--speed", action="store_true", help="time the presets at batch 1 and 16")
     mode.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                       help="combine the quality.json of runs split over processes into --out/quality.md")
@@ -550,8 +578,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.merge:
         merge(args)
-    elif args.tune_tv:
-        tune_tv(args)
+    elif args.tune:
+        tune(args)
     elif args.speed:
         speed(args)
     else:

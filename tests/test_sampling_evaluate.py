@@ -60,3 +60,38 @@ def test_evaluation_indices_are_even_and_unique() -> None:
     assert evaluate.evaluation_indices(42, None).tolist() == list(range(42))
     idx = evaluate.evaluation_indices(42, 8)
     assert len(idx) == 8 and idx[0] == 0 and idx[-1] == 41
+
+
+@pytest.mark.slow
+def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: Path) -> None:
+    """Cheap methods on all slices, a costly one on a subset: the merged margins compare the
+    same slices with the same noise (a slice's measurement does not depend on the subset)."""
+    data, prior = tiny_case
+    evaluate = _load_evaluate()
+    common = ["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
+              "--preset", "fast", "--batch-size", "2", "--figure-setting", "parallel", "0"]
+    evaluate.main(common + ["--methods", "tv", "resample", "--out", str(tmp_path / "all")])
+    evaluate.main(common + ["--n-slices", "2", "--methods", "tv", "latent_dps", "--out", str(tmp_path / "subset")])
+    evaluate.main(["--merge", str(tmp_path / "all"), str(tmp_path / "subset"), "--out", str(tmp_path / "merged")])
+    all_tv = json.loads((tmp_path / "all" / "quality.json").read_text())["results"]["parallel, 8 views"][0]
+    sub_tv = json.loads((tmp_path / "subset" / "quality.json").read_text())["results"]["parallel, 8 views"][0]
+    assert all_tv["slices"] == [0, 1, 2, 3] and sub_tv["slices"] == [0, 3]
+    assert sub_tv["psnr"] == pytest.approx([all_tv["psnr"][0], all_tv["psnr"][3]], abs=1e-6)
+    report = (tmp_path / "merged" / "quality.md").read_text()
+    assert "| latent_dps | 2 |" in report and "| tv | 4 |" in report
+    assert "| parallel, 8 views | latent_dps |" in report and "/2 slices |" in report
+
+
+@pytest.mark.slow
+def test_tune_writes_the_best_grid_value(tiny_case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, prior = tiny_case
+    evaluate = _load_evaluate()
+    tuned = tmp_path / "tuned.py"
+    tuned.write_text((REPO_ROOT / "resample_med" / "sampling" / "tuned.py").read_text())
+    monkeypatch.setattr(evaluate, "TUNED_FILE", tuned)
+    monkeypatch.setitem(evaluate.TUNABLES, "tv", evaluate.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT"))
+    evaluate.main(["--tune", "tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
+                   "--geometries", "parallel"])
+    text = tuned.read_text()
+    assert "TV_WEIGHT = 0.0001" in text or "TV_WEIGHT = 0.5" in text
+    assert "--tune tv on" in text and "val slices [1, 2]" in text

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from resample_med.sampling import tuned
 from resample_med.sampling.ddim import DiffusionSchedule, ddim_step
 from resample_med.sampling.dps import measurement_gradient
 from resample_med.sampling.linalg import batch_sq_norm
@@ -40,7 +41,7 @@ class LatentDPSConfig:
 PRESETS: dict[str, LatentDPSConfig] = {
     "paper": LatentDPSConfig(num_steps=500),
     "default": LatentDPSConfig(),
-    "fast": LatentDPSConfig(num_steps=20, preview_every=4),
+    "fast": LatentDPSConfig(num_steps=20, step_size=tuned.LATENT_DPS_FAST_STEP_SIZE, preview_every=4),
 }
 
 
