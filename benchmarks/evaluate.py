@@ -6,7 +6,6 @@ One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_
     python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
     python benchmarks/evaluate.py --tune tv             # choose the TV weight once, write it to the package
     python benchmarks/evaluate.py --tune latent_dps --preset fast   # the same for Latent-DPS's step size
-    python benchmarks/evaluate.py --speed               # seconds/slice and peak memory per preset
 
 Measurements are simulated with :func:`resample_med.pipeline.simulate_measurements` (Joseph
 projector, Poisson noise with ``--photons`` incident photons per ray, post-log) and linearised
@@ -511,34 +510,11 @@ def tune(args: argparse.Namespace) -> None:
     print(f"{tunable.description} {best:.3g} written to {TUNED_FILE}")
 
 
-def speed(args: argparse.Namespace) -> None:
-    """Seconds per slice and peak memory of each ``--speed-presets`` preset at batch 1 and 16."""
-    hu_all, _ = load_split(args.data, args.split)
-    setting = Setting(*args.figure_setting)
-    prior, prior_text = load_prior(args)
-    lines = [f"# Speed of the ReSample presets ({setting.label})", "",
-             f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             f"- **Machine:** {machine_description(torch.device(args.device))}",
-             f"- **Command:** `{args.command}`", f"- **Prior:** {prior_text}", "",
-             "| preset | batch | s/slice | peak MiB |", "|---|---|---|---|"]
-    for batch in args.speed_batches:
-        problem, _ = simulate(hu_all[:batch], setting, args)
-        for preset in args.speed_presets:
-            run_args = argparse.Namespace(**{**vars(args), "batch_size": batch})
-            cfg = resolve_method_config("resample", preset)
-            _, _, sec, peak, _ = run_method("resample", problem, prior, cfg, run_args)
-            lines.append(f"| {preset} | {batch} | {sec:.2f} | {peak:.0f} |")
-            print(lines[-1], flush=True)
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"speed_{args.device.split(':')[0]}.md").write_text("\n".join(lines) + "\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--tune", choices=sorted(TUNABLES),
                       help="choose the TV weight or the Latent-DPS step size (--preset) on spare val slices and store it")
-    mode.add_argument("--speed", action="store_true", help="time the presets at batch 1 and 16")
     mode.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                       help="combine the quality.json of runs split over processes into --out/quality.md")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -562,8 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-slices", type=int, default=3)
     p.add_argument("--uncertainty-samples", type=int, default=4, help="ReSample samples for the figure's std map")
     p.add_argument("--tune-slices", type=int, default=6)
-    p.add_argument("--speed-presets", nargs="+", default=["fast", "default"], choices=sorted(PRESETS))
-    p.add_argument("--speed-batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--budget-min", type=float, default=None, help="stop starting new runs after this many minutes")
     p.add_argument("--note", action="append", default=[], help="a note to add to the report (repeatable)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -580,8 +554,6 @@ def main(argv: list[str] | None = None) -> None:
         merge(args)
     elif args.tune:
         tune(args)
-    elif args.speed:
-        speed(args)
     else:
         evaluate(args)
 

@@ -1,19 +1,20 @@
-"""Seconds per slice of each ReSample preset from measured unit costs (an upper bound).
+"""Seconds per slice and peak memory of each ReSample preset: measured end to end where that
+fits, and for all an estimate from measured unit costs.
 
 A preset's run is a fixed count of a few operations: noise-predictor evaluations, DPS gradient
 steps (noise predictor, decoder and ``A`` forward and backward), latent-consistency iterations
 (decoder and ``A`` forward and backward), pixel-consistency iterations (``A`` and ``A^T``),
 decodes and encodes. This script times each operation at the given batch sizes, counts them
 from the preset's step plan (:func:`resample_med.sampling.schedule.plan_steps`) with every
-consistency running to its iteration cap, and writes the product: an upper bound, since the
-discrepancy principle usually stops earlier. Where a preset is also run end to end
-(``--measure``), the measured time is written beside its bound.
+consistency running to its iteration cap, and writes the product. The estimate is high where
+the discrepancy principle stops early (a batch stops only when its last item does) and low
+where the vector arithmetic between the operations, which it leaves out, matters.
 
-    python benchmarks/preset_cost.py --threads 2                       # shipped prior, CPU
-    python benchmarks/preset_cost.py --measure fast default --batches 1
+    python benchmarks/preset_cost.py --threads 2 --measure fast default   # writes benchmarks/results/speed_cpu.md
 
 It exists because the ``paper`` preset (500 steps, DPS at every step, up to 500 latent
-iterations per consistency step) takes hours per slice on 2 CPU cores: too long to time whole.
+iterations per consistency step) takes about an hour per slice on 2 CPU cores: too long to time
+whole.
 """
 
 from __future__ import annotations
@@ -129,12 +130,15 @@ def measure_unit_costs(prior: object, operator: object, y: torch.Tensor) -> Unit
     )
 
 
-def measure_preset(prior: object, problem: object, preset: str) -> float:
-    """Seconds of one end-to-end run of ``preset`` on the batch of ``problem``."""
-    start = time.perf_counter()
-    reconstruct("resample", problem.y, problem.operator, prior=prior, config=preset, noise_std=problem.noise_std,
-                generator=torch.Generator().manual_seed(0))
-    return time.perf_counter() - start
+def measure_preset(prior: object, problem: object, preset: str) -> tuple[float, float]:
+    """Seconds and peak memory (MiB, process peak RSS) of one end-to-end run of ``preset`` on the
+    batch of ``problem``."""
+    with ev.PeakMemory(torch.device("cpu")) as memory:
+        start = time.perf_counter()
+        reconstruct("resample", problem.y, problem.operator, prior=prior, config=preset, noise_std=problem.noise_std,
+                    generator=torch.Generator().manual_seed(0))
+        seconds = time.perf_counter() - start
+    return seconds, memory.peak_mib
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--views", type=int, default=30)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--measure", nargs="*", default=[], choices=sorted(PRESETS),
-                   help="presets also run end to end for comparison with the bound")
+                   help="presets also run end to end (measured beside the estimate)")
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=ev.DEFAULT_OUT / "preset_cost_cpu.md")
+    p.add_argument("--out", type=Path, default=ev.DEFAULT_OUT / "speed_cpu.md")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,14 +159,16 @@ def main(argv: list[str] | None = None) -> None:
     hu_all, _ = ev.load_split(args.data, "val")
     prior, prior_text = ev.load_prior(run_args)
     setting = ev.Setting(args.geometry, args.views)
-    lines = [f"# ReSample presets: seconds per slice from unit costs ({setting.label})", "",
+    lines = [f"# Speed of the ReSample presets ({setting.label})", "",
              f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
              f"- **Machine:** {ev.machine_description(torch.device('cpu'))}",
              f"- **Command:** `python benchmarks/preset_cost.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
              f"- **Prior:** {prior_text}", "",
-             "Bound = operation counts of the preset (every consistency at its iteration cap) x the measured "
-             "seconds per operation, divided by the batch size. Measured = one end-to-end run (discrepancy "
-             "stopping active, I0 = 1e5), where run.", ""]
+             "Estimate = operation counts of the preset (every consistency at its iteration cap) x the measured "
+             "seconds per operation, divided by the batch size (it leaves out the vector arithmetic between "
+             "operations and ignores early stopping). Measured = one end-to-end run (discrepancy "
+             "stopping active, I0 = 1e5), where run; peak MiB = the process's peak resident memory during "
+             "that run (model and data included).", ""]
     unit_rows, preset_rows = [], []
     for batch in args.batches:
         problem, _ = ev.simulate(hu_all[:batch], setting, run_args)
@@ -172,17 +178,21 @@ def main(argv: list[str] | None = None) -> None:
         print(unit_rows[-1], flush=True)
         for name, config in PRESETS.items():
             counts = count_operations(config)
-            bound = counts.seconds(unit) / batch
-            measured = measure_preset(prior, problem, name) / batch if name in args.measure else None
+            estimate = counts.seconds(unit) / batch
+            measured = "- | -"
+            if name in args.measure:
+                seconds, peak = measure_preset(prior, problem, name)
+                measured = f"{seconds / batch:.2f} | {peak:.0f}"
             preset_rows.append(f"| {name} | {batch} | {counts.network} | {counts.dps_gradient} | {counts.latent_iteration} | "
-                               f"{counts.pixel_iteration} | {bound:.1f} | {'-' if measured is None else f'{measured:.1f}'} |")
+                               f"{counts.pixel_iteration} | {estimate:.1f} | {measured} |")
             print(preset_rows[-1], flush=True)
         body = (["## Unit costs (seconds per call of the whole batch)", "",
                  "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
                  "|---|---|---|---|---|---|---|", *unit_rows, "",
                  "## Presets (seconds per slice)", "",
-                 "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | bound s/slice | measured s/slice |",
-                 "|---|---|---|---|---|---|---|---|", *preset_rows, ""])
+                 "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | estimate s/slice | "
+                 "measured s/slice | measured peak MiB |",
+                 "|---|---|---|---|---|---|---|---|---|", *preset_rows, ""])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines + body) + "\n")
     print(f"wrote {args.out}")

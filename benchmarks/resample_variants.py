@@ -36,7 +36,7 @@ from resample_med.sampling.linalg import discrepancy_threshold
 from resample_med.units import model_to_hu
 
 TUNE_SLICES = (1, 14, 27, 40)
-"""The val slices ``evaluate.py --tune-tv`` chose the TV weight on."""
+"""The val slices ``evaluate.py --tune tv`` chose the TV weight on (and ``--tune latent_dps`` the DPS step)."""
 
 SAMPLER_VARIANTS: dict[str, tuple[ReSampleConfig, int]] = {
     "fast (as shipped)": (FAST, 1),
