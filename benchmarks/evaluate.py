@@ -466,16 +466,13 @@ class Tunable:
     grid: tuple[float, ...]
     constant: str
     """Name of the constant in ``resample_med/sampling/tuned.py`` (its provenance: ``<name>_PROVENANCE``)."""
-
-    def config(self, method: str, value: float, args: argparse.Namespace) -> Any:
-        if method == "tv":
-            return replace(TVConfig(), weight=value)
-        return replace(resolve_method_config(method, args.preset), step_size=value)
+    field_name: str
+    """The config field it sets."""
 
 
 TUNABLES: dict[str, Tunable] = {
-    "tv": Tunable("TV weight", TV_GRID, "TV_WEIGHT"),
-    "latent_dps": Tunable("Latent-DPS step size", DPS_STEP_GRID, "LATENT_DPS_FAST_STEP_SIZE"),
+    "tv": Tunable("TV weight", TV_GRID, "TV_WEIGHT", "weight"),
+    "latent_dps": Tunable("Latent-DPS step size", DPS_STEP_GRID, "LATENT_DPS_FAST_STEP_SIZE", "step_size"),
 }
 
 
@@ -494,7 +491,8 @@ def tune(args: argparse.Namespace) -> None:
         problem_all, ref_all = simulate(hu_all, setting, args)
         problem, ref_hu = restrict(problem_all, tune_idx), ref_all[tune_idx]
         for value in tunable.grid:
-            images, _, _, _, _ = run_method(method, problem, prior, tunable.config(method, value, args), args)
+            config = replace(method_config(method, args), **{tunable.field_name: value})
+            images, _, _, _, _ = run_method(method, problem, prior, config, args)
             scores[value].append(float(np.mean(metrics.psnr(model_to_hu(images[:, 0].double()), ref_hu))))
             print(f"[{setting.label}] {tunable.description} {value:.2e}: PSNR {scores[value][-1]:.2f}", flush=True)
     best = max(scores, key=lambda v: np.mean(scores[v]))

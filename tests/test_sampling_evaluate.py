@@ -89,7 +89,7 @@ def test_tune_writes_the_best_grid_value(tiny_case, tmp_path: Path, monkeypatch:
     tuned = tmp_path / "tuned.py"
     tuned.write_text((REPO_ROOT / "resample_med" / "sampling" / "tuned.py").read_text())
     monkeypatch.setattr(evaluate, "TUNED_FILE", tuned)
-    monkeypatch.setitem(evaluate.TUNABLES, "tv", evaluate.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT"))
+    monkeypatch.setitem(evaluate.TUNABLES, "tv", evaluate.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT", "weight"))
     evaluate.main(["--tune", "tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
                    "--geometries", "parallel"])
     text = tuned.read_text()
