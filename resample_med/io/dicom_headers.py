@@ -51,10 +51,11 @@ PATIENT_STUDY_KEYWORDS = (
     "KVP",
     "PatientPosition",
     "BodyPartExamined",
+    "Laterality",
     "FrameOfReferenceUID",
     "PositionReferenceIndicator",
 )
-"""Attributes copied from the source into derived series (patient, study, frame of reference)."""
+"""Attributes copied from the source into derived series (patient, study, body part, frame of reference)."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,15 @@ def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset | None:
     """The dataset of ``path``; None when the file is not DICOM at all.
 
     Raises:
-        DicomInputError: the file looks like DICOM (preamble or parseable) but cannot be read.
+        DicomInputError: the file cannot be read (permissions, a dangling link), or looks like DICOM
+            (preamble or parseable) but is corrupted.
     """
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError:
         return None
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
+        raise DicomInputError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from exc
     except Exception as exc:  # noqa: BLE001 - any pydicom failure on a corrupted file becomes ours
         raise DicomInputError(path, f"corrupted DICOM file ({type(exc).__name__}: {exc})") from exc
 
@@ -169,6 +173,8 @@ def slice_record(path: Path, ds: pydicom.Dataset) -> SliceRecord | None:
             sop_class = str(file_meta.get("MediaStorageSOPClassUID", "")) if file_meta is not None else ""
             if "Image Storage" in (UID(sop_class).name if sop_class else ""):
                 raise ValueError(f"an image file ({UID(sop_class).name}) without Rows/Columns: truncated header")
+            if len(ds) == 0:
+                raise ValueError("no data elements after the DICOM preamble: truncated file")
             return None
         rows, columns = int(ds.Rows), int(ds.Columns)
         if not (0 < rows <= MAX_MATRIX and 0 < columns <= MAX_MATRIX):

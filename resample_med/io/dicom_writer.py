@@ -25,7 +25,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 import resample_med
 from resample_med.io.errors import DicomInputWarning
-from resample_med.io.output_paths import atomic_directory, check_output_path, input_folders
+from resample_med.io.hu_checks import require_finite
+from resample_med.io.output_paths import atomic_directory, check_output_path, input_paths
 from resample_med.io.preview import HU_WINDOWS
 from resample_med.io.volume import CTVolume
 
@@ -47,6 +48,14 @@ TYPE2_KEYWORDS = (
     "AcquisitionNumber",
 )
 """Type 2 attributes of the CT Image IOD written empty when the source has no value."""
+
+UNPAIRED_BODY_PARTS = frozenset({
+    "HEAD", "BRAIN", "SKULL", "NECK", "HEADNECK", "CHEST", "THORAX", "HEART", "ABDOMEN", "PELVIS", "CHESTABDOMEN",
+    "ABDOMENPELVIS", "CHESTABDPELVIS", "WHOLEBODY", "SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "COCCYX",
+    "LIVER", "PANCREAS", "SPLEEN", "STOMACH", "BLADDER", "PROSTATE", "UTERUS", "AORTA", "MEDIASTINUM",
+})
+"""BodyPartExamined defined terms of unpaired structures: the derived series omits Laterality (Type 2C, required
+only for paired structures); for any other or missing body part it copies the source's or writes it empty."""
 
 
 def rescale_for_int16(hu: np.ndarray) -> tuple[float, float]:
@@ -110,6 +119,8 @@ def _series_template(
     for keyword in TYPE2_KEYWORDS:
         if keyword not in ds:
             setattr(ds, keyword, "")
+    if "Laterality" not in ds and str(ds.get("BodyPartExamined", "")).strip().upper() not in UNPAIRED_BODY_PARTS:
+        ds.Laterality = ""  # Type 2C: a possibly paired structure of unknown side
     ds.StudyInstanceUID = study_uid
     ds.FrameOfReferenceUID = frame_uid
     ds.SOPClassUID = CTImageStorage
@@ -171,14 +182,14 @@ def write_derived_series(
 
     Raises:
         OutputPathError: unsafe or existing ``out_dir``.
-        ValueError: wrong shape or non-finite HU.
+        NonFiniteError: ``hu`` holds NaN or Inf (nothing is written).
+        ValueError: wrong shape.
     """
-    target = check_output_path(Path(out_dir), input_folders(volume), overwrite=overwrite)
+    target = check_output_path(Path(out_dir), input_paths(volume), overwrite=overwrite)
     hu = np.asarray(hu, dtype=np.float32)
     if hu.shape != volume.hu.shape:
         raise ValueError(f"HU array {hu.shape} does not match the source volume {volume.hu.shape}")
-    if not np.isfinite(hu).all():
-        raise ValueError("HU array holds NaN or infinite values")
+    require_finite(hu, target)
     source = volume.source
     study_uid = _uid_or_new(source, "StudyInstanceUID", "StudyInstanceUID (a new study)", target)
     frame_uid = _uid_or_new(source, "FrameOfReferenceUID", "FrameOfReferenceUID", target)
@@ -191,6 +202,10 @@ def write_derived_series(
         )
     slope_text, intercept_text = (f"{v:.10g}" for v in rescale_for_int16(hu))  # DS holds at most 16 characters
     slope, intercept = float(slope_text), float(intercept_text)
+    if slope != 1.0:
+        warnings.warn(
+            f"{target}: HU from {float(hu.min()):.6g} to {float(hu.max()):.6g} exceed int16 pixels; stored with "
+            f"RescaleSlope {slope_text}, i.e. in steps of {slope:.3g} HU", DicomInputWarning, stacklevel=2)
     template = _series_template(volume, method, description, series_number, study_uid, frame_uid, referenced)
     template.RescaleSlope, template.RescaleIntercept = slope_text, intercept_text
     positions = volume.slice_positions()

@@ -17,7 +17,8 @@ import numpy as np
 
 from resample_med.io.dicom_headers import AXIAL_MAX_TILT_DEG
 from resample_med.io.errors import DicomInputError, DicomInputWarning, OutputPathError
-from resample_med.io.output_paths import atomic_file, check_output_path, input_folders
+from resample_med.io.hu_checks import check_input_hu, require_finite
+from resample_med.io.output_paths import atomic_file, check_output_path, input_paths
 from resample_med.io.volume import CTVolume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -32,31 +33,40 @@ def is_nifti(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
+def load_nifti(path: str | os.PathLike[str], fill_nonfinite: float | None = None) -> CTVolume:
     """Read a 3D NIfTI CT volume in HU.
+
+    Args:
+        path: the ``.nii`` / ``.nii.gz`` file.
+        fill_nonfinite: HU value that replaces NaN/Inf voxels (recorded in ``source["nonfinite_filled"]``);
+            ``None`` refuses a volume holding any (:func:`~resample_med.io.hu_checks.check_input_hu`).
 
     Returns:
         CTVolume with (Z, Y, X) float32 HU, LPS geometry.
 
     Raises:
-        DicomInputError: missing or unreadable file, not 3D, or not axial.
+        DicomInputError: missing or unreadable file, not 3D, not axial, non-finite or implausible values,
+            or slices too small.
     """
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.is_file():
         raise DicomInputError(path, "does not exist")
+    image = sitk.ImageFileReader()
+    image.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        image.ReadImageInformation()
     except RuntimeError as exc:
         raise DicomInputError(path, f"unreadable NIfTI ({str(exc).strip().splitlines()[-1]})") from exc
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+    if image.GetDimension() != 3 or image.GetNumberOfComponents() != 1:
         raise DicomInputError(
             path,
             f"expected a 3D scalar volume, got {image.GetDimension()}D with "
-            f"{image.GetNumberOfComponentsPerPixel()} component(s)",
+            f"{image.GetNumberOfComponents()} component(s)",
         )
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)  # (Z, Y, X)
+    hu = _voxels(path, tuple(image.GetSize()))  # (Z, Y, X), slices in the file's order
+    filled = check_input_hu(hu, path, fill_nonfinite)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3).T  # rows = axis directions
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)  # (x, y, z)
     origin = np.asarray(image.GetOrigin(), dtype=np.float64)
@@ -86,8 +96,27 @@ def load_nifti(path: str | os.PathLike[str]) -> CTVolume:
         spacing_mm=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
         origin_mm=origin,
         direction=direction,
-        source={"format": "nifti", "path": str(path.resolve()), "files": [str(path.resolve())]},
+        source={"format": "nifti", "path": str(path.resolve()), "files": [str(path.resolve())],
+                **({"nonfinite_filled": {"count": filled, "value_hu": float(fill_nonfinite)}} if filled else {})},
     )
+
+
+def _voxels(path: Path, size_xyz: tuple[int, ...]) -> np.ndarray:
+    """(Z, Y, X) float32 voxel values (scaled by scl_slope/scl_inter) read with nibabel.
+
+    SimpleITK (ITK < 6) silently replaces NaN and Inf voxels of a NIfTI file with 0 (ITK pull request
+    6683), which would turn a damaged volume into plausible water; nibabel keeps them, so they can be
+    refused. SimpleITK still gives the geometry (LPS direction, origin, spacing).
+    """
+    import nibabel
+
+    try:
+        data = nibabel.load(str(path)).get_fdata(dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - nibabel's errors for damaged files vary; reported as ours
+        raise DicomInputError(path, f"unreadable NIfTI voxel data ({type(exc).__name__}: {exc})") from exc
+    if data.shape != size_xyz:
+        raise DicomInputError(path, f"voxel data of shape {data.shape} do not match the header size {size_xyz}")
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
 
 
 def write_nifti(
@@ -99,17 +128,19 @@ def write_nifti(
     one affine: the uniform grid ``origin + k * sz * normal`` is written with a warning.
 
     Raises:
-        OutputPathError: ``path`` is inside an input folder or exists without ``overwrite``.
+        OutputPathError: ``path`` is inside an input folder, is the input, or exists without ``overwrite``.
+        NonFiniteError: ``hu`` holds NaN or Inf (nothing is written).
     """
     import SimpleITK as sitk
 
     target = Path(path)
     if not is_nifti(target):
         raise OutputPathError(target, f"NIfTI output needs a name ending in {' or '.join(NIFTI_SUFFIXES)}")
-    target = check_output_path(target, input_folders(volume), overwrite=overwrite)
+    target = check_output_path(target, input_paths(volume), overwrite=overwrite)
     data = volume.hu if hu is None else np.asarray(hu, dtype=np.float32)
     if data.shape != volume.hu.shape:
         raise ValueError(f"HU array {data.shape} does not match the volume {volume.hu.shape}")
+    require_finite(data, target)
     k = np.arange(volume.n_slices)[:, None]
     uniform = volume.origin_mm[None, :] + k * volume.spacing_mm[0] * volume.direction[2][None, :]
     deviation = float(np.abs(volume.slice_positions() - uniform).max())

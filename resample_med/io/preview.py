@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from resample_med.io.output_paths import atomic_file, check_output_path, input_folders
+from resample_med.io.hu_checks import require_finite
+from resample_med.io.output_paths import atomic_file, check_output_path, input_paths
 from resample_med.io.volume import CTVolume
 
 
@@ -76,16 +77,20 @@ def write_png_preview(
         window: a name in :data:`HU_WINDOWS`, a :class:`HUWindow` or (center, width).
         index: slice of a 3D input; default the middle slice.
         overwrite: replace an existing file.
+
+    Raises:
+        NonFiniteError: the slice holds NaN or Inf (nothing is written).
     """
     from PIL import Image
 
-    inputs = input_folders(image) if isinstance(image, CTVolume) else []
+    inputs = input_paths(image) if isinstance(image, CTVolume) else []
     target = check_output_path(Path(path), inputs, overwrite=overwrite)
     hu = image.hu if isinstance(image, CTVolume) else np.asarray(image)
     if hu.ndim == 3:
         hu = hu[hu.shape[0] // 2 if index is None else index]
     if hu.ndim != 2:
         raise ValueError(f"preview needs (H, W) or (Z, H, W) HU, got shape {np.shape(image)}")
+    require_finite(hu, target)
     with atomic_file(target) as temporary:
         Image.fromarray(to_display(hu, window), mode="L").save(temporary, format="PNG")
     return target

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 from resample_med import metrics
+from resample_med.io.errors import NonFiniteError
+from resample_med.io.hu_checks import non_finite_summary
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import LinearProblem, Measurements, linearise
 from resample_med.pipeline.seeding import make_generator
@@ -85,6 +87,9 @@ def reconstruct_slices(
     Returns:
         :class:`SliceReconstruction` of all ``N`` slices; ``per_slice`` rows carry ``index`` and
         ``resumed``.
+
+    Raises:
+        NonFiniteError: a batch came out with NaN or Inf (the slices before it are checkpointed, it is not).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -150,14 +155,27 @@ def _reconstruct_batch(
     image = rec.image.detach().to(torch.float32)
     hu = model_to_hu(image[:, 0])
     std_hu = None if rec.std is None else model_to_hu(rec.std.detach().to(torch.float32)[:, 0])
+    hu_np = hu.cpu().numpy()
+    std_np = None if std_hu is None else std_hu.cpu().numpy()
+    _require_finite(hu_np, std_np, first_index)
     reference = None if measurements.reference_hu is None else measurements.reference_hu[rows]
     per_slice = _per_slice_report(image, y, problem.operator, noise_std, hu, reference, seconds_per_slice)
     return SliceReconstruction(
-        hu=hu.cpu().numpy(),
-        std_hu=None if std_hu is None else std_hu.cpu().numpy(),
+        hu=hu_np,
+        std_hu=std_np,
         per_slice=per_slice,
         info={"method": method, "sampler": _jsonable(rec.info)},
     )
+
+
+def _require_finite(hu: np.ndarray, std_hu: np.ndarray | None, first_index: int) -> None:
+    """Refuse a batch ``(B, H, W)`` whose reconstruction or std holds NaN or Inf: it is never saved nor written."""
+    for values, what in ((hu, "reconstruction"), (std_hu, "posterior std")):
+        count, first = (0, None) if values is None else non_finite_summary(values)
+        if count:
+            raise NonFiniteError(
+                f"slice {first_index + int(first)}: the {what} holds {count} non-finite value(s) (NaN or Inf); "
+                "this batch is neither checkpointed nor written (the method diverged: try other sampler settings)")
 
 
 def _per_slice_report(
