@@ -111,13 +111,15 @@ def test_two_series_in_one_folder(tmp_path: Path) -> None:
     assert select_series(infos).uid == big_uid
     assert select_series(infos, small_uid).uid == small_uid
     assert select_series(infos, 3).uid == small_uid
-    assert select_series(infos, "b40F").uid == small_uid
-    np.testing.assert_allclose(_load_quiet(tmp_path, series="B40f").hu, small)
+    assert select_series(infos, description="b40F").uid == small_uid
+    np.testing.assert_allclose(_load_quiet(tmp_path, description="B40f").hu, small)
     np.testing.assert_allclose(_load_quiet(tmp_path).hu, big)
     with pytest.raises(DicomInputError, match="matches 2 series"):
-        select_series(infos, "thorax")
-    with pytest.raises(DicomInputError, match="no series matches 'B99'"):
-        select_series(infos, "B99")
+        select_series(infos, description="thorax")
+    with pytest.raises(DicomInputError, match="no series with SeriesDescription containing 'B99'"):
+        select_series(infos, description="B99")
+    with pytest.raises(DicomInputError, match="no series with SeriesInstanceUID or SeriesNumber 'B40f'"):
+        select_series(infos, "B40f")  # a selector is a UID or a number, never a description
 
 
 def test_mr_series_is_refused(tmp_path: Path) -> None:
@@ -125,14 +127,14 @@ def test_mr_series_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DicomInputError, match="no axial CT series found.*MR"):
         load_volume(tmp_path)
     with pytest.raises(DicomInputError, match="modality 'MR'"):
-        load_volume(tmp_path, series="T1")
+        load_volume(tmp_path, description="T1")
 
 
 def test_non_axial_series_is_refused(tmp_path: Path) -> None:
     write_series(tmp_path, 3, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0), description="sag")
     assert discover_series(tmp_path)[0].orientation == "sagittal"
     with pytest.raises(DicomInputError, match="sagittal, not axial"):
-        load_volume(tmp_path, series="sag")
+        load_volume(tmp_path, description="sag")
 
 
 def test_gantry_tilt_is_accepted(tmp_path: Path) -> None:
@@ -165,13 +167,16 @@ def test_corrupted_and_non_dicom_files(tmp_path: Path) -> None:
     (tmp_path / "broken.dcm").write_bytes(paths[0].read_bytes()[:500])  # header cut short
     truncated = paths[2].read_bytes()  # pixel data cut short
     paths[2].write_bytes(truncated[: len(truncated) - 300])
+    with pytest.raises(DicomInputError, match=r"2 bad file\(s\) would leave a hole.*broken.dcm.*s002.dcm") as refused:
+        load_volume(tmp_path)
+    assert "README.txt" not in str(refused.value) and "junk.bin" not in str(refused.value)
     with pytest.warns(DicomInputWarning) as record:
-        vol = load_volume(tmp_path)
+        vol = load_volume(tmp_path, skip_bad_slices=True)
     messages = " | ".join(str(w.message) for w in record)
-    assert "skipped 1 corrupted DICOM file(s): broken.dcm" in messages
-    assert "skipped 1 corrupted slice(s): s002.dcm" in messages
+    assert "skipped 2 bad file(s): broken.dcm" in messages and "s002.dcm (cannot decode pixel data" in messages
     assert "README.txt" not in messages and "junk.bin" not in messages
     np.testing.assert_allclose(vol.hu, expected[[0, 1, 3, 4]])
+    assert [Path(s["file"]).name for s in vol.source["skipped_files"]] == ["broken.dcm", "s002.dcm"]
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def test_two_series_folder(shared_dir: Path) -> None:
         warnings.simplefilter("error", DicomInputWarning)
         default = load_volume(folder)
         by_uid = load_volume(folder, series=b40.uid)
-        by_description = load_volume(folder, series="B40f")
+        by_description = load_volume(folder, description="B40f")
     assert default.source["SeriesInstanceUID"] == b70.uid
     assert by_uid.source["SeriesInstanceUID"] == by_description.source["SeriesInstanceUID"] == b40.uid
     np.testing.assert_array_equal(by_uid.hu, by_description.hu)

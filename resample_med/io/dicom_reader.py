@@ -30,8 +30,9 @@ import numpy as np
 from monai.data import ImageReader
 
 from resample_med.io.dicom_headers import copied_header, read_dataset
-from resample_med.io.discovery import SeriesInfo, discover_series, select_series
+from resample_med.io.discovery import SeriesInfo, describe_bad_files, discover_series, select_series
 from resample_med.io.errors import DicomInputError, DicomInputWarning, MissingDecoderError
+from resample_med.io.hu_checks import check_input_hu
 from resample_med.io.pixel_decoding import decode_hu
 from resample_med.io.slice_order import SortedSeries, sort_slices
 from resample_med.io.volume import CTVolume
@@ -40,9 +41,10 @@ DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
 """File suffixes :meth:`PositionSortedDicomReader.verify_suffix` accepts (folders always)."""
 
 
-def open_series(path: str | os.PathLike[str], series: str | int | None = None) -> tuple[SeriesInfo, SortedSeries]:
-    """Discover, select and sort one series under ``path`` (headers only, no pixels decoded)."""
-    info = select_series(discover_series(path), series)
+def open_series(path: str | os.PathLike[str], series: str | int | None = None, *,
+                description: str | None = None) -> tuple[SeriesInfo, SortedSeries]:
+    """Discover, select (:func:`select_series`) and sort one series under ``path`` (headers only, no pixels decoded)."""
+    info = select_series(discover_series(path), series, description=description)
     return info, sort_slices(info.folder, list(info.records))
 
 
@@ -110,13 +112,20 @@ class PositionSortedDicomReader(ImageReader):
     """MONAI ``ImageReader`` for one CT series, slices ordered by ImagePositionPatient.
 
     Args:
-        series: which series of a folder to read (see :func:`select_series`); None for the
-            largest axial CT series.
+        series: which series of a folder to read, by UID or SeriesNumber (see :func:`select_series`);
+            None for the largest axial CT series.
+        description: choose the series by a part of its SeriesDescription instead.
+        skip_bad_slices: read the series without its bad files (truncated, unreadable, no or short
+            pixel data, a stray matrix), listed in ``source["skipped_files"]``; by default a bad
+            file refuses the series, since the volume would have a hole.
     """
 
-    def __init__(self, series: str | int | None = None) -> None:
+    def __init__(self, series: str | int | None = None, *, description: str | None = None,
+                 skip_bad_slices: bool = False) -> None:
         super().__init__()
         self.series = series
+        self.description = description
+        self.skip_bad_slices = skip_bad_slices
 
     def verify_suffix(self, filename: Sequence[os.PathLike[str] | str] | os.PathLike[str] | str) -> bool:
         """True for folders and for files with a DICOM-like suffix (none, .dcm, .dicom, .ima)."""
@@ -130,38 +139,45 @@ class PositionSortedDicomReader(ImageReader):
         paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(paths) != 1:
             raise DicomInputError(str(paths[0]) if paths else ".", "give one DICOM folder or file, not a list")
-        return open_series(paths[0], self.series)
+        return open_series(paths[0], self.series, description=self.description)
 
     def get_data(self, img: tuple[SeriesInfo, SortedSeries]) -> tuple[np.ndarray, dict[str, Any]]:
         """Decode every slice: ((Z, Y, X) float32 HU, MONAI meta dict with LPS ``affine``).
 
-        Corrupted slices are skipped with one :class:`DicomInputWarning` listing them; a missing
-        decoder or a series with no decodable slice raises :class:`DicomInputError`.
+        Bad files (unreadable in discovery, a stray matrix, undecodable pixels) refuse the series
+        with one :class:`DicomInputError` naming each file and its problem, or, with
+        ``skip_bad_slices``, are left out with one :class:`DicomInputWarning` and listed in
+        ``source["skipped_files"]``. A missing decoder or a series with no decodable slice always raises.
         """
         info, sorted_series = img
         z, y, x = sorted_series.shape
         hu = np.empty((z, y, x), dtype=np.float32)
         good: list[int] = []
-        failed: list[DicomInputError] = []
+        bad: list[tuple[Path, str]] = [*info.bad_files, *sorted_series.dropped]
         for k in range(z):
             try:
                 hu[len(good)] = _slice_hu(sorted_series, k)
             except MissingDecoderError:
                 raise
             except DicomInputError as exc:
-                failed.append(exc)
+                bad.append((Path(exc.path), exc.problem))
                 continue
             good.append(k)
         if not good:
-            raise DicomInputError(info.folder, f"no slice of the series could be decoded; first problem: {failed[0]}")
-        if failed:
-            at = ", ".join(f"{Path(e.path).name} ({e.problem})" for e in failed)
-            warnings.warn(
-                f"{info.folder}: skipped {len(failed)} corrupted slice(s): {at}", DicomInputWarning, stacklevel=2
-            )
+            raise DicomInputError(info.folder, f"no slice of the series could be decoded: {describe_bad_files(bad)}")
+        if bad and not self.skip_bad_slices:
+            raise DicomInputError(
+                info.folder, f"{len(bad)} bad file(s) would leave a hole in the series: {describe_bad_files(bad)}; "
+                "fix or remove them, or reconstruct without them with --skip-bad-slices (skip_bad_slices=True)")
+        if bad:
+            warnings.warn(f"{info.folder}: skipped {len(bad)} bad file(s): {describe_bad_files(bad)}",
+                          DicomInputWarning, stacklevel=2)
             sorted_series = _subset(sorted_series, good)
             hu = hu[: len(good)]
+        check_input_hu(hu, info.folder)
         source = source_metadata(info, sorted_series)
+        if bad:
+            source["skipped_files"] = [{"file": str(path), "reason": problem} for path, problem in bad]
         affine = np.eye(4)
         sz, sy, sx = sorted_series.spacing_mm
         affine[:3, 0] = sorted_series.direction[2] * sz
@@ -190,18 +206,22 @@ def _monai_loader() -> Any:
     return LoadImage(image_only=True, dtype=np.float32)
 
 
-def load_series(path: str | os.PathLike[str], series: str | int | None = None) -> CTVolume:
+def load_series(path: str | os.PathLike[str], series: str | int | None = None, *, description: str | None = None,
+                skip_bad_slices: bool = False) -> CTVolume:
     """Load one DICOM CT series through ``monai.transforms.LoadImage`` into a :class:`CTVolume`.
 
     Args:
         path: a folder (scanned recursively) or one DICOM file.
-        series: SeriesInstanceUID, SeriesNumber or description substring; None for the largest
-            axial CT series.
+        series: SeriesInstanceUID or SeriesNumber; None for the largest axial CT series.
+        description: choose the series by a part of its SeriesDescription instead.
+        skip_bad_slices: leave bad files out (listed in ``source["skipped_files"]``) instead of
+            refusing the series (:class:`PositionSortedDicomReader`).
 
     Returns:
         CTVolume with (Z, Y, X) float32 HU, slices ascending along the slice normal.
     """
-    image = _monai_loader()(str(path), reader=PositionSortedDicomReader(series))
+    reader = PositionSortedDicomReader(series, description=description, skip_bad_slices=skip_bad_slices)
+    image = _monai_loader()(str(path), reader=reader)
     meta = image.meta
     return CTVolume(
         hu=np.ascontiguousarray(image.numpy(), dtype=np.float32),

@@ -1,15 +1,15 @@
 """Finding the DICOM series in a folder and choosing one.
 
 :func:`discover_series` scans a folder recursively, reads only headers, skips files that are not
-DICOM, warns about corrupted ones and groups the rest by SeriesInstanceUID into
-:class:`SeriesInfo` records. :func:`select_series` picks one by UID, SeriesNumber or description,
-or by default the largest axial CT series, and refuses other modalities and non-axial planes.
+DICOM (and the temporary folders of resample-med's own writers), records the DICOM files it cannot
+read and groups the rest by SeriesInstanceUID into :class:`SeriesInfo` records.
+:func:`select_series` picks one by UID or SeriesNumber, by description only when asked, or by
+default the largest axial CT series, and refuses other modalities and non-axial planes.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +18,14 @@ import numpy as np
 from pydicom.uid import UID
 
 from resample_med.io.dicom_headers import SliceRecord, plane_name, read_dataset, slice_record, tilt_deg
-from resample_med.io.errors import DicomInputError, DicomInputWarning
+from resample_med.io.errors import DicomInputError
+from resample_med.io.output_paths import TEMPORARY_NAME
 
 SUPPORTED_MODALITIES = frozenset({"CT"})
 """Modalities resample-med reconstructs."""
+
+DICOM_NAME_SUFFIXES = (".dcm", ".dicom", ".ima")
+"""A file named like this that does not parse is a bad DICOM file (e.g. cut inside its preamble), not a stranger."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class SeriesInfo:
         number: SeriesNumber, or None.
         folder: the folder that was scanned.
         records: the per-file header records (internal to the reader).
+        bad_files: (file, problem) of every DICOM file of the scanned folder that could not be read
+            (truncated, unreadable): it may belong to this series, whose reader refuses it by default.
     """
 
     uid: str
@@ -57,6 +63,7 @@ class SeriesInfo:
     number: int | None
     folder: Path
     records: tuple[SliceRecord, ...] = field(repr=False, compare=False, default=())
+    bad_files: tuple[tuple[Path, str], ...] = field(repr=False, compare=False, default=())
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -77,10 +84,11 @@ class SeriesInfo:
 
 
 def _iter_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, sorted, minus the temporary siblings of resample-med's writers."""
     files: list[Path] = []
     for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        files.extend(Path(root) / name for name in sorted(names))
+        dirs[:] = sorted(d for d in dirs if not TEMPORARY_NAME.match(d))
+        files.extend(Path(root) / name for name in sorted(names) if not TEMPORARY_NAME.match(name))
     return files
 
 
@@ -91,7 +99,7 @@ def _syntax_name(uid: str) -> str:
     return name or uid
 
 
-def _series_info(folder: Path, records: list[SliceRecord]) -> SeriesInfo:
+def _series_info(folder: Path, records: list[SliceRecord], bad_files: tuple[tuple[Path, str], ...]) -> SeriesInfo:
     first = records[0]
     slice_spacing = None
     normal = first.normal
@@ -114,6 +122,7 @@ def _series_info(folder: Path, records: list[SliceRecord]) -> SeriesInfo:
         number=first.series_number,
         folder=folder,
         records=tuple(records),
+        bad_files=bad_files,
     )
 
 
@@ -121,7 +130,8 @@ def discover_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     """All image series under ``path`` (a folder scanned recursively, or one file).
 
     Files that are not DICOM are skipped silently; DICOM files without an image (SR, DICOMDIR)
-    are skipped; corrupted DICOM files are skipped with one :class:`DicomInputWarning` listing them.
+    are skipped; DICOM files that cannot be read (corrupted, truncated even inside the preamble
+    when named ``*.dcm``, unreadable) are listed in each series' ``bad_files``.
 
     Returns:
         Series sorted by (SeriesNumber, description, uid).
@@ -136,36 +146,39 @@ def discover_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     if not files:
         raise DicomInputError(root, "the folder is empty (no files in it or its subfolders)")
     groups: dict[str, list[SliceRecord]] = defaultdict(list)
-    corrupted: list[str] = []
+    bad: list[tuple[Path, str]] = []
     n_dicom = 0
     for file in files:
         try:
             ds = read_dataset(file, pixels=False)
             if ds is None:
+                if file.suffix.lower() in DICOM_NAME_SUFFIXES:
+                    raise DicomInputError(file, "is named as DICOM but is not a readable DICOM file (truncated?)")
                 continue
             n_dicom += 1
             record = slice_record(file, ds)
         except DicomInputError as exc:
             if root.is_file():
                 raise
-            corrupted.append(f"{file.name} ({exc.problem})")
+            bad.append((file, exc.problem))
             continue
         if record is not None:
             groups[record.series_key].append(record)
-    if corrupted:
-        warnings.warn(
-            f"{root}: skipped {len(corrupted)} corrupted DICOM file(s): " + "; ".join(corrupted),
-            DicomInputWarning,
-            stacklevel=2,
-        )
     if not groups:
         what = "no DICOM files" if n_dicom == 0 else f"{n_dicom} DICOM file(s) but no readable image"
+        if bad:
+            what += f"; bad DICOM file(s): {describe_bad_files(bad)}"
         nifti = [f.name for f in files if f.name.lower().endswith((".nii", ".nii.gz"))]
         hint = f"; for NIfTI give the file itself, e.g. {nifti[0]}" if nifti else ""
         raise DicomInputError(root, f"holds {what} (scanned {len(files)} file(s)){hint}")
     folder = root if root.is_dir() else root.parent
-    series = [_series_info(folder, records) for records in groups.values()]
+    series = [_series_info(folder, records, tuple(bad)) for records in groups.values()]
     return sorted(series, key=lambda s: (s.number if s.number is not None else -1, s.description, s.uid))
+
+
+def describe_bad_files(bad: list[tuple[Path, str]] | tuple[tuple[Path, str], ...]) -> str:
+    """``name (problem); ...`` for messages."""
+    return "; ".join(f"{Path(path).name} ({problem})" for path, problem in bad)
 
 
 def _check_usable(series: SeriesInfo) -> SeriesInfo:
@@ -184,38 +197,57 @@ def _check_usable(series: SeriesInfo) -> SeriesInfo:
     return series
 
 
-def select_series(series: list[SeriesInfo], selector: str | int | None = None) -> SeriesInfo:
+def default_series(series: list[SeriesInfo]) -> SeriesInfo | None:
+    """The series chosen without a selector: the largest axial CT series (most slices, then largest
+    matrix, then the lowest SeriesNumber), or None when there is none."""
+    candidates = [s for s in series if s.modality in SUPPORTED_MODALITIES and s.orientation == "axial"]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda s: (s.n_slices, s.matrix[0] * s.matrix[1], -(s.number or 0)))
+
+
+def select_series(series: list[SeriesInfo], selector: str | int | None = None, *,
+                  description: str | None = None) -> SeriesInfo:
     """Choose one series from :func:`discover_series`'s list.
 
     Args:
         series: discovered series (non-empty).
-        selector: None for the largest axial CT series (most slices, then largest matrix, then
-            the lowest SeriesNumber);
-            a SeriesInstanceUID; a SeriesNumber (int or digit string); or a case-insensitive
-            substring of SeriesDescription that matches exactly one series.
+        selector: a SeriesInstanceUID or a SeriesNumber (int or digit string); a number selects
+            by number only, never by description. None (and no ``description``) for
+            :func:`default_series`.
+        description: a case-insensitive substring of SeriesDescription that matches exactly one series.
 
     Raises:
-        DicomInputError: nothing matches, the match is ambiguous, or the chosen series is not
-            axial CT (the message names the folder and lists what was found).
+        DicomInputError: nothing matches, the match is ambiguous, both ways of choosing are given,
+            or the chosen series is not axial CT (the message names the folder and lists what was found).
     """
     if not series:
         raise DicomInputError(".", "no series to choose from")
     folder = series[0].folder
     found = "; ".join(s.summary() for s in series)
-    if selector is None:
-        candidates = [s for s in series if s.modality in SUPPORTED_MODALITIES and s.orientation == "axial"]
-        if not candidates:
+    if selector is not None and description is not None:
+        raise DicomInputError(folder, "choose the series by UID/number (--series) or by description "
+                                      "(--series-description), not both")
+    if description is not None:
+        matches = [s for s in series if description.strip().lower() in s.description.lower()]
+        asked = f"SeriesDescription containing {description!r}"
+        hint = "give a longer part of the description, or the SeriesNumber or UID (--series)"
+    elif selector is not None:
+        text = str(selector).strip()
+        matches = [s for s in series if s.uid == text]
+        if not matches and text.lstrip("-").isdigit():
+            matches = [s for s in series if s.number == int(text)]
+        asked = f"SeriesInstanceUID or SeriesNumber {text!r}"
+        hint = "give the SeriesInstanceUID"
+    else:
+        chosen = default_series(series)
+        if chosen is None:
             raise DicomInputError(folder, f"no axial CT series found; found: {found}")
-        return max(candidates, key=lambda s: (s.n_slices, s.matrix[0] * s.matrix[1], -(s.number or 0)))
-    text = str(selector).strip()
-    matches = [s for s in series if s.uid == text]
-    if not matches and text.lstrip("-").isdigit():
-        matches = [s for s in series if s.number == int(text)]
-    if not matches and isinstance(selector, str):
-        matches = [s for s in series if text.lower() in s.description.lower()]
+        return chosen
     if not matches:
-        raise DicomInputError(folder, f"no series matches {selector!r} (UID, number or description); found: {found}")
+        by_description = "" if description is not None else "; to choose by description use --series-description"
+        raise DicomInputError(folder, f"no series with {asked}; found: {found}{by_description}")
     if len(matches) > 1:
         listed = "; ".join(s.summary() for s in matches)
-        raise DicomInputError(folder, f"{selector!r} matches {len(matches)} series, give a UID: {listed}")
+        raise DicomInputError(folder, f"{asked} matches {len(matches)} series, {hint}: {listed}")
     return _check_usable(matches[0])

@@ -9,13 +9,17 @@ from resample_med.io.nifti import is_nifti, load_nifti
 from resample_med.io.volume import CTVolume
 
 
-def load_volume(path: str | os.PathLike[str], series: str | int | None = None) -> CTVolume:
+def load_volume(path: str | os.PathLike[str], series: str | int | None = None, *, description: str | None = None,
+                skip_bad_slices: bool = False, fill_nonfinite: float | None = None) -> CTVolume:
     """Load a CT volume in HU from a DICOM folder (recursive), a DICOM file or a NIfTI file.
 
     Args:
         path: the input.
-        series: for DICOM folders, a SeriesInstanceUID, SeriesNumber or description substring;
-            None picks the largest axial CT series. Ignored for NIfTI.
+        series: for DICOM folders, a SeriesInstanceUID or SeriesNumber; None picks the largest
+            axial CT series. Ignored for NIfTI.
+        description: for DICOM folders, choose the series by a part of its SeriesDescription.
+        skip_bad_slices: DICOM: leave bad files out instead of refusing the series.
+        fill_nonfinite: NIfTI: HU value for NaN/Inf voxels instead of refusing the volume.
 
     Returns:
         :class:`CTVolume` with (Z, Y, X) float32 HU.
@@ -24,5 +28,5 @@ def load_volume(path: str | os.PathLike[str], series: str | int | None = None) -
         DicomInputError: naming the path and the problem.
     """
     if is_nifti(path):
-        return load_nifti(path)
-    return load_series(path, series)
+        return load_nifti(path, fill_nonfinite)
+    return load_series(path, series, description=description, skip_bad_slices=skip_bad_slices)

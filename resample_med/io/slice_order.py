@@ -47,6 +47,8 @@ class SortedSeries:
         flip_x, flip_y: whether columns / rows are reversed so that x runs to patient left and y
             to posterior (the display convention of a plain axial slice).
         rescale: (Z, 2) RescaleSlope and RescaleIntercept per slice.
+        dropped: (file, problem) of the series' files left out because their matrix or orientation
+            differs from the majority (the reader refuses them unless told to skip bad slices).
     """
 
     folder: Path
@@ -57,6 +59,7 @@ class SortedSeries:
     flip_x: bool
     flip_y: bool
     rescale: np.ndarray
+    dropped: tuple[tuple[Path, str], ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -73,8 +76,8 @@ def _warn(folder: Path, message: str) -> None:
     warnings.warn(f"{folder}: {message}", DicomInputWarning, stacklevel=3)
 
 
-def _majority(folder: Path, records: list[SliceRecord]) -> list[SliceRecord]:
-    """Keep the slices that share the most common matrix and orientation; warn about the rest."""
+def _majority(records: list[SliceRecord]) -> tuple[list[SliceRecord], list[tuple[Path, str]]]:
+    """(the slices that share the most common matrix and orientation, (file, problem) of the others)."""
 
     def signature(r: SliceRecord) -> tuple:
         ori = None if r.orientation is None else tuple(np.round(np.asarray(r.orientation) / ORIENTATION_TOLERANCE))
@@ -82,14 +85,14 @@ def _majority(folder: Path, records: list[SliceRecord]) -> list[SliceRecord]:
 
     counts = Counter(signature(r) for r in records)
     if len(counts) == 1:
-        return records
+        return records, []
     keep = counts.most_common(1)[0][0]
-    dropped = [r.path.name for r in records if signature(r) != keep]
-    _warn(
-        folder,
-        f"ignored {len(dropped)} slice(s) whose matrix or orientation differs from the series: {', '.join(dropped)}",
-    )
-    return [r for r in records if signature(r) == keep]
+    first = next(r for r in records if signature(r) == keep)
+    dropped = [
+        (r.path, f"matrix {r.rows}x{r.columns} or orientation differs from the series' {first.rows}x{first.columns}")
+        for r in records if signature(r) != keep
+    ]
+    return [r for r in records if signature(r) == keep], dropped
 
 
 def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
@@ -101,7 +104,7 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
     """
     if not records:
         raise DicomInputError(folder, "the series has no slices")
-    records = _majority(folder, list(records))
+    records, dropped = _majority(list(records))
     no_spacing = [r.path.name for r in records if r.pixel_spacing is None]
     if no_spacing:
         raise DicomInputError(
@@ -203,4 +206,5 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
         flip_x=flip_x,
         flip_y=flip_y,
         rescale=rescale,
+        dropped=tuple(dropped),
     )
