@@ -179,7 +179,7 @@ def test_interrupted_volume_resumes_only_the_remaining_slices(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         reconstruct_volume(volume, acquisition, "fbp", batch_size=2,
                            checkpoint=SliceCheckpoint.open(tmp_path / "partial", fingerprint))
-    assert SliceCheckpoint(tmp_path / "partial", fingerprint).done() == {0, 1}
+    assert SliceCheckpoint.open(tmp_path / "partial", fingerprint).done() == {0, 1}
     fail_second = False
     calls.clear()
     resumed = reconstruct_volume(volume, acquisition, "fbp", batch_size=2,
