@@ -10,15 +10,16 @@ For each series found under INPUT (:mod:`resample_med.cli.inputs`) the output fo
 * optionally ``reconstruction.nii.gz`` (+ ``std.nii.gz``) and ``preview.png``.
 
 While running, finished slices are kept in ``.partial/``; after Ctrl-C the same command resumes
-(``--overwrite`` starts over). Input folders are never written to.
+(``--overwrite`` starts over). Input folders are never written to; OUTPUT is created once the first
+input has loaded and is locked against a second run (:mod:`resample_med.cli.outputs`). A finished
+output is only reused for the same input and settings. ``--list-series`` shows the series of INPUT,
+``--dry-run`` what would be read and written; neither writes anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -30,8 +31,9 @@ import torch
 from tqdm import tqdm
 
 from resample_med.cli import common
-from resample_med.cli.inputs import Job, find_jobs
-from resample_med.config import RunConfig, load_config_file, resolve_config
+from resample_med.cli.inputs import Job, find_jobs, is_nifti, list_series
+from resample_med.cli.outputs import FINGERPRINT_KEY, OutputSession, finished, fingerprint, write_json
+from resample_med.config import ConfigError, RunConfig, load_config_file, resolve_config
 from resample_med.io import (
     CTVolume,
     DicomInputError,
@@ -41,11 +43,14 @@ from resample_med.io import (
     write_nifti,
     write_png_preview,
 )
-from resample_med.io.output_paths import check_output_path
+from resample_med.io.errors import NonFiniteError, OutputInUseError, OutputPathError
+from resample_med.io.output_paths import atomic_file, check_output_folder
 from resample_med.pipeline import (
     ACQUISITION_PRESETS,
     GEOMETRY_KINDS,
+    CheckpointMismatchError,
     SliceCheckpoint,
+    is_sinogram_file,
     load_measurements,
     reconstruct_slices,
     reconstruct_volume,
@@ -66,6 +71,8 @@ SINOGRAM_SLICE_SPACING_MM = 1.0
 """Slice spacing written for reconstructions of sinogram files, which carry no slice geometry."""
 OWNED_OUTPUTS = (DICOM_DIR, REPORT_FILE, CONFIG_FILE, NIFTI_FILE, STD_NIFTI_FILE, PNG_FILE, PARTIAL_DIR)
 """What a run writes in a series' output folder (and ``--overwrite`` removes)."""
+JOB_ERRORS = (DicomInputError, OutputPathError, CheckpointMismatchError, NonFiniteError, ConfigError)
+"""Problems of one series: reported, the series fails, the others go on."""
 
 
 def add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,11 +98,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", type=Path, metavar="INPUT",
                         help="DICOM folder, folder of studies, DICOM file, NIfTI file, or sinogram file")
-    parser.add_argument("output", type=Path, metavar="OUTPUT", help="output folder (created)")
+    parser.add_argument("output", type=Path, metavar="OUTPUT", nargs="?",
+                        help="output folder (created when the input has loaded; not needed with --list-series)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file (options override it)")
-    parser.add_argument("--series", metavar="SEL", help="series to use: SeriesInstanceUID, SeriesNumber or description")
+    parser.add_argument("--series", metavar="UID|NUMBER", help="series to use: SeriesInstanceUID or SeriesNumber")
+    parser.add_argument("--series-description", metavar="TEXT",
+                        help="series to use: the one whose SeriesDescription contains TEXT (case-insensitive)")
     parser.add_argument("--all-series", action="store_true", help="reconstruct every axial CT series of each study")
+    parser.add_argument("--list-series", action="store_true", help="list the series of INPUT and exit")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be read and written, write nothing")
     parser.add_argument("--slices", metavar="START:STOP", help="reconstruct only this slice range of each series")
+    parser.add_argument("--skip-bad-slices", action="store_true",
+                        help="reconstruct a DICOM series without its unreadable files (listed in report.json) "
+                             "instead of refusing it")
+    parser.add_argument("--fill-nonfinite", type=float, metavar="HU",
+                        help="replace NaN/Inf voxels of a NIfTI input by this HU value instead of refusing it")
     add_acquisition_arguments(parser)
     group = parser.add_argument_group("reconstruction")
     group.add_argument("--method", choices=sorted(METHODS), help="reconstruction method (default resample)")
@@ -151,6 +168,11 @@ def _photons(text: str) -> float | str:
 
 def run(args: argparse.Namespace) -> int:
     """Reconstruct every series under ``args.input``; returns the exit code."""
+    if args.list_series:
+        print("\n".join(list_series(args.input)))
+        return common.EXIT_OK
+    if args.output is None:
+        raise ConfigError("give the OUTPUT folder (only --list-series runs without one)")
     config = config_from_args(args)
     device = common.resolve_device(config.reconstruction.device)
     method = config.reconstruction.method
@@ -158,65 +180,150 @@ def run(args: argparse.Namespace) -> int:
         raise common.ConfigError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     preset = common.resolve_preset(config.reconstruction.preset, device)
     sampler = common.sampler_config(method, preset, config.sampler)
-    jobs = find_jobs(args.input, args.series, args.all_series)
+    jobs = find_jobs(args.input, args.series, args.all_series, description=args.series_description,
+                     reserved=[SUMMARY_FILE])
     source = args.input.resolve()
-    check_output_path(args.output, [source if source.is_dir() else source.parent], overwrite=True)
-    prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
-    runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, args.slices)
-    statuses: list[dict[str, Any]] = []
-    for job in tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2):
-        statuses.append(runner.run_job(job, args.output / job.label))
-    failed = [s for s in statuses if s["status"] == "failed"]
-    if len(jobs) > 1:
-        (args.output / SUMMARY_FILE).write_text(json.dumps(statuses, indent=2))
-        tqdm.write(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; summary in {args.output / SUMMARY_FILE}")
+    is_file_input = source.is_file() and (is_nifti(source) or is_sinogram_file(source))
+    out = check_output_folder(args.output, [source if source.is_dir() or is_file_input else source.parent])
+    options = InputOptions(args.slices, args.skip_bad_slices, args.fill_nonfinite)
+    with OutputSession(out) as session:
+        if args.dry_run:
+            runner = SeriesRunner(config, device, preset, sampler, None, args.overwrite, options, session)
+            for job in jobs:
+                print("\n".join(runner.plan(job)))
+            return common.EXIT_OK
+        prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
+        runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, options, session)
+        statuses: list[dict[str, Any]] = []
+        for job in tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2):
+            statuses.append(runner.run_job(job))
+        failed = [s for s in statuses if s["status"] == "failed"]
+        if len(jobs) > 1 and session.created:
+            write_json(out / SUMMARY_FILE, statuses)
+            tqdm.write(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; summary in {out / SUMMARY_FILE}")
     if not failed:
         return common.EXIT_OK
     return common.EXIT_BAD_INPUT if len(failed) == len(jobs) else common.EXIT_PARTIAL
 
 
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+    """How inputs are read: ``--slices``, ``--skip-bad-slices``, ``--fill-nonfinite``."""
+
+    slices: str | None = None
+    skip_bad_slices: bool = False
+    fill_nonfinite: float | None = None
+
+
 class SeriesRunner:
-    """Runs one job at a time with the shared configuration, prior and sampler config."""
+    """Runs one job at a time with the shared configuration, prior and sampler config, into ``session``'s OUT."""
 
     def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: Any, prior: Any,
-                 overwrite: bool, slices: str | None = None) -> None:
+                 overwrite: bool, options: InputOptions, session: OutputSession) -> None:
         self.config = config
         self.device = device
         self.preset = preset
         self.sampler = sampler
         self.prior = prior
         self.overwrite = overwrite
-        self.slices = slices
+        self.options = options
+        self.session = session
 
     def resolved_config(self) -> RunConfig:
         """The configuration as run: preset resolved, every sampler setting spelled out."""
         reconstruction = dataclasses.replace(self.config.reconstruction, preset=self.preset)
         return dataclasses.replace(self.config, reconstruction=reconstruction, sampler=common.config_dict(self.sampler))
 
-    def run_job(self, job: Job, out_dir: Path) -> dict[str, Any]:
-        """Reconstruct ``job`` into ``out_dir``; a bad input is reported and returned as failed."""
-        status: dict[str, Any] = {"series": job.name, "input": str(job.path), "output": str(out_dir)}
-        if job.error is not None:
-            tqdm.write(f"error: {job.error}", file=sys.stderr)
-            return {**status, "status": "failed", "error": str(job.error)}
-        if (out_dir / REPORT_FILE).is_file() and not self.overwrite:
-            tqdm.write(f"{job.name or out_dir}: already reconstructed in {out_dir} (--overwrite redoes it)")
-            return {**status, "status": "skipped"}
-        if self.overwrite:
-            _remove_outputs(out_dir)
+    def fingerprint(self, job: Job) -> dict[str, Any]:
+        """Everything the slices of ``job`` depend on (:func:`resample_med.cli.outputs.fingerprint`)."""
+        recon = self.config.reconstruction
+        return fingerprint(job, {
+            "slices": self.options.slices,
+            "skip_bad_slices": self.options.skip_bad_slices,
+            "fill_nonfinite": self.options.fill_nonfinite,
+            "acquisition": None if job.kind == "sinogram" else self.config.acquisition.to_dict(),
+            "method": recon.method,
+            "preset": self.preset,
+            "sampler": common.config_dict(self.sampler),
+            "model": recon.model,
+            "seed": recon.seed,
+            "n_samples": recon.n_samples,
+            "batch_size": recon.batch_size,
+        })
+
+    def run_job(self, job: Job) -> dict[str, Any]:
+        """Reconstruct ``job`` into its folder of OUT; a bad input or output is reported and returned as failed."""
+        status: dict[str, Any] = {"series": job.name, "input": str(job.path)}
         try:
-            written = self._reconstruct(job, out_dir)
-        except DicomInputError as err:
+            if job.error is not None:
+                raise job.error
+            out_dir = self.session.series_folder(job.label)
+            status["output"] = str(out_dir)
+            current = self.fingerprint(job)
+            if finished(out_dir, REPORT_FILE, current, self.overwrite) and not self.overwrite:
+                tqdm.write(f"{job.name or out_dir}: already reconstructed in {out_dir} (--overwrite redoes it)")
+                return {**status, "status": "skipped"}
+            written = self._reconstruct(job, out_dir, current)
+        except OutputInUseError:
+            raise
+        except JOB_ERRORS as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             return {**status, "status": "failed", "error": str(err)}
         tqdm.write(f"{job.name or job.path}: wrote {', '.join(str(p) for p in written)}")
         return {**status, "status": "done"}
 
-    def _reconstruct(self, job: Job, out_dir: Path) -> list[Path]:
-        """Load, reconstruct (resumably) and write one job's outputs."""
+    def plan(self, job: Job) -> list[str]:
+        """What running ``job`` would read and write (``--dry-run``), as lines."""
+        if job.error is not None:
+            return [f"{job.name}: would fail: {job.error}"]
+        out_dir = self.session.series_folder(job.label)
+        if job.series is not None:
+            read = f"read {job.series.n_slices} file(s) of series {job.series.summary()} in {job.path}"
+            if job.series.bad_files:
+                read += f"; {len(job.series.bad_files)} bad file(s) there would be refused (--skip-bad-slices)"
+        else:
+            read = f"read {job.path}"
+        written = [DICOM_DIR + "/", REPORT_FILE, CONFIG_FILE]
+        if self.config.output.nifti or job.kind == "sinogram":
+            written.append(NIFTI_FILE)
+        if self.config.output.png:
+            written.append(PNG_FILE)
+        try:
+            done = finished(out_dir, REPORT_FILE, self.fingerprint(job), self.overwrite)
+        except CheckpointMismatchError as err:
+            action = f"would refuse: {err}"
+        else:
+            replace = " (replacing the earlier output, --overwrite)" if (out_dir / REPORT_FILE).exists() else ""
+            action = "already reconstructed, nothing to do" if done else f"would reconstruct{replace}"
+        return [f"{job.name or job.path}:", f"  {read}", f"  write {out_dir}/ ({', '.join(written)})", f"  {action}"]
+
+    def _load(self, job: Job) -> Any:
+        """The input of ``job``: measurements of a sinogram file, else a :class:`CTVolume`, cut to ``--slices``."""
+        if job.kind == "sinogram":
+            measurements = load_measurements(job.path, device=self.device)
+            if self.options.slices is not None:
+                measurements = measurements.select(common.parse_slice_range(self.options.slices))
+                if measurements.n_slices == 0:
+                    raise common.ConfigError(f"{job.path}: --slices {self.options.slices} selects no slice")
+            return measurements
+        if job.kind == "nifti":
+            source = load_nifti(job.path, self.options.fill_nonfinite)
+        else:
+            source = load_series(job.path, job.series.uid, skip_bad_slices=self.options.skip_bad_slices)
+        if self.options.slices is not None:
+            source = common.crop_to_slices(source, self.options.slices, job.path)
+        return source
+
+    def _reconstruct(self, job: Job, out_dir: Path, current: dict[str, Any]) -> list[Path]:
+        """Load, reconstruct (resumably) and write one job's outputs; OUT is created only once the input has loaded."""
         started = time.perf_counter()
         recon = self.config.reconstruction
-        out_dir.mkdir(parents=True, exist_ok=True)
+        loaded = self._load(job)
+        self.session.prepare(out_dir, OWNED_OUTPUTS, self.overwrite)
+        checkpoint = SliceCheckpoint.open(out_dir / PARTIAL_DIR, current, restart=self.overwrite)
+        if checkpoint.done():
+            tqdm.write(f"{job.name or job.path}: resuming, {len(checkpoint.done())} slice(s) already reconstructed "
+                       f"in {checkpoint.folder}")
         with ExitStack() as stack:
             bar = stack.enter_context(tqdm(desc=job.name or "slices", unit="slice", leave=False))
             callback = _step_callback(bar)
@@ -231,52 +338,22 @@ class SeriesRunner:
                 n_samples=recon.n_samples, seed=recon.seed, callback=callback, on_slices=on_slices,
             )
             if job.kind == "sinogram":
-                measurements = load_measurements(job.path, device=self.device)
-                if self.slices is not None:
-                    measurements = measurements.select(common.parse_slice_range(self.slices))
-                    if measurements.n_slices == 0:
-                        raise common.ConfigError(f"{job.path}: --slices {self.slices} selects no slice")
-                checkpoint = self._checkpoint(out_dir, job, measurements.sinogram.shape, measurements.acquisition)
-                rec = reconstruct_slices(measurements, checkpoint=checkpoint, **common_args)
-                volume = _volume_from_slices(job.path, rec.hu, measurements.pixel_spacing_mm)
-                std, per_slice, acquisition = rec.std_hu, rec.per_slice, measurements.acquisition
+                rec = reconstruct_slices(loaded, checkpoint=checkpoint, **common_args)
+                volume = _volume_from_slices(job.path, rec.hu, loaded.pixel_spacing_mm)
+                std, per_slice, acquisition = rec.std_hu, rec.per_slice, loaded.acquisition
             else:
-                source = load_nifti(job.path) if job.kind == "nifti" else load_series(job.path, job.series.uid)
-                if self.slices is not None:
-                    source = common.crop_to_slices(source, self.slices, job.path)
-                checkpoint = self._checkpoint(out_dir, job, source.hu.shape, self.config.acquisition)
-                result = reconstruct_volume(source, self.config.acquisition, device=self.device,
+                result = reconstruct_volume(loaded, self.config.acquisition, device=self.device,
                                             checkpoint=checkpoint, **common_args)
                 volume, std, per_slice = result.volume, result.std_hu, result.per_slice
                 acquisition = self.config.acquisition
         written = self._write_outputs(job, out_dir, volume, std)
-        report = self._report(job, volume, acquisition, per_slice, time.perf_counter() - started, written)
-        (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        self.resolved_config().save(out_dir / CONFIG_FILE)
+        with atomic_file(out_dir / CONFIG_FILE) as temporary:
+            self.resolved_config().save(temporary)
+        report = self._report(job, volume, acquisition, per_slice, time.perf_counter() - started,
+                              [*written, out_dir / CONFIG_FILE])
+        write_json(out_dir / REPORT_FILE, {**report, FINGERPRINT_KEY: current})  # last: marks the output finished
         checkpoint.clear()
         return [out_dir / REPORT_FILE, *written]
-
-    def _checkpoint(self, out_dir: Path, job: Job, shape: tuple[int, ...], acquisition: Any) -> SliceCheckpoint:
-        """The resumable state of ``job``; its fingerprint is everything the slices depend on."""
-        recon = self.config.reconstruction
-        fingerprint = {
-            "input": str(job.path.resolve()),
-            "series": job.series.uid if job.series is not None else None,
-            "shape": list(shape),
-            "slices": self.slices,
-            "acquisition": acquisition.to_dict(),
-            "method": recon.method,
-            "sampler": common.config_dict(self.sampler),
-            "model": recon.model,
-            "seed": recon.seed,
-            "n_samples": recon.n_samples,
-            "batch_size": recon.batch_size,
-        }
-        checkpoint = SliceCheckpoint.open(out_dir / PARTIAL_DIR, fingerprint, restart=self.overwrite)
-        resumed = len(checkpoint.done())
-        if resumed:
-            tqdm.write(f"{job.name or job.path}: resuming, {resumed} slice(s) already reconstructed in {checkpoint.folder}")
-        return checkpoint
 
     def _write_outputs(self, job: Job, out_dir: Path, volume: CTVolume, std: np.ndarray | None) -> list[Path]:
         """Derived DICOM series and, as asked, NIfTI and PNG."""
@@ -302,7 +379,9 @@ class SeriesRunner:
             "input": {"path": str(job.path), "kind": job.kind,
                       "series": None if job.series is None else job.series.summary(),
                       "shape_zyx": list(volume.shape), "spacing_mm_zyx": list(volume.spacing_mm),
-                      "files": [str(f) for f in volume.source.get("files", [])]},
+                      "files": [str(f) for f in volume.source.get("files", [])],
+                      "skipped_files": volume.source.get("skipped_files", []),
+                      "nonfinite_filled": volume.source.get("nonfinite_filled")},
             "outputs": [str(p) for p in written],
             "method": self.config.reconstruction.method,
             "preset": self.preset,
@@ -342,12 +421,3 @@ def _volume_from_slices(path: Path, hu: np.ndarray, pixel_spacing_mm: float) -> 
         source={"format": "sinogram", "path": str(path)},
     )
 
-
-def _remove_outputs(out_dir: Path) -> None:
-    """Delete what an earlier run wrote in ``out_dir`` (only the files this command owns)."""
-    for name in OWNED_OUTPUTS:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
