@@ -200,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         failed = [s for s in statuses if s["status"] == "failed"]
         if len(jobs) > 1 and session.created:
             write_json(out / SUMMARY_FILE, statuses)
-            tqdm.write(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; summary in {out / SUMMARY_FILE}")
+            tqdm.write(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; "
+                       f"summary in {out / SUMMARY_FILE}")
     if not failed:
         return common.EXIT_OK
     return common.EXIT_BAD_INPUT if len(failed) == len(jobs) else common.EXIT_PARTIAL

@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, metavar="INPUT", help="DICOM folder or file, or NIfTI file")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="sinogram file to write (.npz, or .npy + .json)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config (its acquisition is used)")
-    parser.add_argument("--series", metavar="SEL", help="series: SeriesInstanceUID, SeriesNumber or description")
+    parser.add_argument("--series", metavar="UID|NUMBER", help="series: SeriesInstanceUID or SeriesNumber")
+    parser.add_argument("--series-description", metavar="TEXT", help="series: the one whose description contains TEXT")
     parser.add_argument("--slices", metavar="START:STOP", help="slice range (default: all)")
     parser.add_argument("--size", type=int, default=DEFAULT_IMAGE_SIZE, help="model grid side (default 256)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
@@ -38,7 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
     config = config_from_args(args)
-    volume = load_nifti(args.input) if is_nifti(args.input) else load_series(args.input, args.series)
+    if is_nifti(args.input):
+        volume = load_nifti(args.input)
+    else:
+        volume = load_series(args.input, args.series, description=args.series_description)
     if args.slices is not None:
         volume = common.crop_to_slices(volume, args.slices, args.input)
     measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size)), config.acquisition,
