@@ -4,12 +4,14 @@ Every slice of the chosen series (or ``--slices START:STOP``) is resampled to th
 measured with the acquisition options, the noise of each slice drawn from the seed exactly as
 ``reconstruct`` (with the same ``--slices``) draws it. The sinogram file (:mod:`resample_med.pipeline.sinogram_file`)
 holds the data, the geometry and the model-grid ground truth, so ``resample-med reconstruct
-OUTPUT.npz DIR`` reports metrics.
+OUTPUT.npz DIR`` reports metrics. ``--simulation independent`` computes the data with a finer
+model than the reconstruction's (no inverse crime, :mod:`resample_med.operators.fine_model`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from resample_med.cli import common
@@ -17,6 +19,7 @@ from resample_med.cli.inputs import is_nifti
 from resample_med.cli.reconstruct import add_acquisition_arguments, config_from_args
 from resample_med.io import iter_model_slices, load_nifti, load_series
 from resample_med.pipeline import save_measurements
+from resample_med.pipeline.acquisition import SIMULATION_KINDS
 from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE, simulate_model_slices
 
 
@@ -33,12 +36,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=DEFAULT_IMAGE_SIZE, help="model grid side (default 256)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_acquisition_arguments(parser)
+    parser.add_argument("--simulation", choices=SIMULATION_KINDS,
+                        help="matched: the reconstruction's own projector (the default; the inverse crime); "
+                             "independent: a 2x finer grid with detector-bin integration, same scanner")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
     config = config_from_args(args)
+    if args.simulation is not None:
+        config = dataclasses.replace(config, acquisition=config.acquisition.replace(simulation=args.simulation))
     if is_nifti(args.input):
         volume = load_nifti(args.input)
     else:
@@ -49,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
                                          config.reconstruction.seed)
     path = save_measurements(args.output, measurements)
     print(f"wrote {path}: {measurements.n_slices} slice(s), sinogram {tuple(measurements.sinogram.shape[1:])}, "
-          f"{config.acquisition.geometry} beam, {config.acquisition.n_views} views")
+          f"{config.acquisition.geometry} beam, {config.acquisition.n_views} views, "
+          f"{config.acquisition.simulation} simulation")
     return common.EXIT_OK

@@ -17,6 +17,11 @@ from resample_med.geometry import FanBeamGeometry, Geometry, ParallelBeamGeometr
 GeometryKind = Literal["parallel", "fan", "fan-clinical"]
 GEOMETRY_KINDS: tuple[str, ...] = ("parallel", "fan", "fan-clinical")
 
+SimulationKind = Literal["matched", "independent"]
+SIMULATION_KINDS: tuple[str, ...] = ("matched", "independent")
+"""How simulated data are computed: with the reconstruction's own projector (``matched``, the
+inverse crime) or with the finer model of :mod:`resample_med.operators.fine_model` (``independent``)."""
+
 FULL_SCAN_DEG: dict[str, float] = {"parallel": 180.0, "fan": 360.0}
 """Arc of a full scan per geometry kind that supports a limited arc."""
 
@@ -39,6 +44,10 @@ class AcquisitionConfig:
         det_spacing_mm: detector cell width in mm; ``None`` for the geometry's default.
         arc_deg: limited-angle arc in degrees (up to 180 for ``parallel``, 360 for ``fan``; not for
             ``fan-clinical``); ``None`` for the full scan.
+        simulation: ``"matched"`` projects the slice with the reconstruction's own projector;
+            ``"independent"`` with a 2x finer grid (bicubic upsampling) and two sub-rays per detector
+            bin, same physical scanner (:mod:`resample_med.operators.fine_model`). Only simulation
+            uses it; measured sinograms are reconstructed the same way either way.
     """
 
     geometry: GeometryKind = "parallel"
@@ -48,6 +57,7 @@ class AcquisitionConfig:
     det_count: int | None = None
     det_spacing_mm: float | None = None
     arc_deg: float | None = None
+    simulation: SimulationKind = "matched"
 
     def __post_init__(self) -> None:
         if self.geometry not in GEOMETRY_KINDS:
@@ -58,6 +68,8 @@ class AcquisitionConfig:
             raise ValueError(f"photons must be > 0 or None, got {self.photons}")
         if self.gaussian_sigma is not None and self.gaussian_sigma < 0:
             raise ValueError(f"gaussian_sigma must be >= 0 or None, got {self.gaussian_sigma}")
+        if self.simulation not in SIMULATION_KINDS:
+            raise ValueError(f"unknown simulation {self.simulation!r}; expected one of {SIMULATION_KINDS}")
         if self.photons is not None and self.gaussian_sigma is not None:
             raise ValueError("choose Poisson noise (photons) or Gaussian noise (gaussian_sigma), not both")
         if self.geometry == "fan-clinical" and (self.det_count is not None or self.det_spacing_mm is not None):

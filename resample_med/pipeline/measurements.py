@@ -13,6 +13,13 @@ Linearisation (used by every sampler): with ``x = HU/1000`` in model units,
 
 which keeps ``y_lin`` in the post-log units of ``y`` (the per-ray noise variance carries over
 unchanged) while the unknown is the model-unit image the prior was trained on.
+
+Simulation (``AcquisitionConfig.simulation``): ``"matched"`` computes ``A mu`` with the very
+projector that reconstructs (the inverse crime: the data then fit the model exactly up to the
+noise); ``"independent"`` computes the line integrals with the finer model of
+:mod:`resample_med.operators.fine_model` (2x grid, bicubic, detector-bin integration) and the
+same physical geometry, so the reconstruction model is wrong by its discretisation error, as on
+a real scanner.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from torch import Tensor
 
 from resample_med.operators import Projector, make_projector
+from resample_med.operators.fine_model import fine_line_integrals
 from resample_med.operators.noise import poisson_noise_variance, simulate_post_log
 from resample_med.pipeline.acquisition import AcquisitionConfig
 from resample_med.units import MU_WATER_PER_MM, hu_to_mu
@@ -135,14 +143,16 @@ def simulate_measurements(
     Args:
         hu: ``(N, H, W)`` (or ``(H, W)``) slices in HU, ``H == W``.
         pixel_spacing_mm: in-plane pixel spacing, so line integrals are in physical units.
-        acquisition: geometry, views and noise.
+        acquisition: geometry, views, noise and simulation model (``matched`` or ``independent``,
+            module docstring).
         generator: the only source of randomness (Poisson / Gaussian noise); ``None`` is allowed
             only for noiseless acquisitions.
         device: where the projector and data live.
 
     Returns:
         :class:`Measurements` with ``reference_hu`` set to the input (clipped at -1000 HU, the
-        lowest value the attenuation model can represent).
+        lowest value the attenuation model can represent) and the reconstruction grid's
+        projector, whichever model simulated the data.
     """
     hu_t = torch.as_tensor(np.asarray(hu) if not isinstance(hu, Tensor) else hu, dtype=torch.float32)
     if hu_t.ndim == 2:
@@ -154,7 +164,11 @@ def simulate_measurements(
         raise ValueError("a noisy acquisition needs an explicit torch.Generator for reproducibility")
     projector = projector_for(acquisition, int(hu_t.shape[-1]), pixel_spacing_mm, device)
     hu_t = hu_t.to(projector.device)
-    line_integrals = projector.forward(hu_to_mu(hu_t))
+    mu = hu_to_mu(hu_t)
+    if acquisition.simulation == "independent":
+        line_integrals = fine_line_integrals(mu, projector.geometry)
+    else:
+        line_integrals = projector.forward(mu)
     sinogram = simulate_post_log(line_integrals, acquisition.photons, acquisition.gaussian_sigma, generator)
     return Measurements(
         sinogram=sinogram,
