@@ -3,14 +3,22 @@
 One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_figure.png``:
 
     python benchmarks/evaluate.py                       # all 42 val slices, parallel+fan, 20/30/60 views
+    python benchmarks/evaluate.py --simulations independent matched   # both simulations (below)
     python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
     python benchmarks/evaluate.py --tune tv             # choose the TV weight once, write it to the package
     python benchmarks/evaluate.py --tune latent_dps --preset fast   # the same for Latent-DPS's step size
 
-Measurements are simulated with :func:`resample_med.pipeline.simulate_measurements` (Joseph
-projector, Poisson noise with ``--photons`` incident photons per ray, post-log) and linearised
-to model units with :func:`resample_med.pipeline.linearise`; every method then solves the same
-``y = A x + n`` with the per-ray noise std. Metrics (:mod:`resample_med.metrics`): PSNR and SSIM
+Measurements are simulated with :func:`resample_med.pipeline.simulate_measurements` (Poisson
+noise with ``--photons`` incident photons per ray, post-log) and linearised to model units with
+:func:`resample_med.pipeline.linearise`; every method then solves the same ``y = A x + n`` with
+the per-ray noise std and the 256^2 Joseph projector. ``--simulations`` chooses how the data are
+made: ``independent`` (default: a 2x finer bicubic grid with two sub-rays per detector bin, same
+scanner; :mod:`resample_med.operators.fine_model`) and/or ``matched`` (the reconstructing
+projector itself, the inverse crime); every table and JSON record names its simulation. With
+``--uncertainty-samples`` > 1, ReSample is also run with that many posterior samples on
+``--calibration-slices`` slices per setting: the row ``resample_posterior`` (their mean) and the
+uncertainty calibration section (per slice Spearman correlation of the std with the absolute
+error and coverage of the +-2 std band, :func:`resample_med.metrics.uncertainty_calibration`). Metrics (:mod:`resample_med.metrics`): PSNR and SSIM
 on the HU window [-1000, 1000] inside the reconstruction circle, HU-RMSE in the circle, the
 relative sinogram residual ``||A x - y|| / ||y||`` and ``chi2/m = ||A x - y||^2 / sum sigma^2``.
 """
@@ -48,11 +56,17 @@ TUNED_FILE = REPO_ROOT / "resample_med" / "sampling" / "tuned.py"
 PRIOR_METHODS = ("latent_dps", "resample", "resample_no_resampling", "resample_stochastic_encoding")
 BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
 ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
+POSTERIOR_ROW = "resample_posterior"
+"""Row of ReSample's posterior mean over ``--uncertainty-samples`` samples (with calibration figures)."""
+SIMULATIONS = ("independent", "matched")
+"""``--simulations`` choices, the default first (``AcquisitionConfig.simulation``)."""
 FIGURE_METHODS = ("fbp", "tv", "latent_dps", "resample")
 TV_GRID = tuple(float(w) for w in np.logspace(-4, -1, 7))
 """Candidate TV weights (normalised problem) for ``--tune tv``."""
 DPS_STEP_GRID = (1.0, 3.0, 10.0, 30.0)
 """Candidate Latent-DPS step sizes for ``--tune latent_dps``."""
+SIMULATION_TEXT = ("independent = a 2x finer bicubic grid projected with two sub-rays per detector bin and "
+                   "intensity averaged per bin, same scanner; matched = the reconstructing projector itself (the inverse crime)")
 STD_DISPLAY_MAX_HU = 200.0
 """Upper end of the uncertainty map's grey scale in the figure (HU)."""
 MIB = 2**20
@@ -60,14 +74,23 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class Setting:
-    """One acquisition of the benchmark."""
+    """One acquisition of the benchmark and how its data are simulated."""
 
     geometry: str
     n_views: int
+    simulation: str = SIMULATIONS[0]
 
     @property
     def label(self) -> str:
-        return f"{self.geometry}, {self.n_views} views"
+        return f"{self.geometry}, {self.n_views} views, {self.simulation} simulation"
+
+    @classmethod
+    def from_label(cls, label: str) -> "Setting":
+        """Inverse of :attr:`label`; labels of runs before simulations were named (``"fan, 20 views"``)
+        are ``matched``, the only simulation there was."""
+        parts = label.split(", ")
+        simulation = parts[2].removesuffix(" simulation") if len(parts) > 2 else "matched"
+        return cls(parts[0], int(parts[1].split()[0]), simulation)
 
 
 @dataclass
@@ -111,8 +134,9 @@ def evaluation_indices(n_total: int, n_slices: int | None) -> np.ndarray:
 
 def simulate(hu: np.ndarray, setting: Setting, args: argparse.Namespace) -> tuple[LinearProblem, torch.Tensor]:
     """Linear problem and reference HU ``(N, H, W)`` of one setting (noise seeded per setting)."""
-    acq = AcquisitionConfig(geometry=setting.geometry, n_views=setting.n_views, photons=args.photons)
-    seed = args.seed + 1000 * setting.n_views + (0 if setting.geometry == "parallel" else 17)
+    acq = AcquisitionConfig(geometry=setting.geometry, n_views=setting.n_views, photons=args.photons,
+                            simulation=setting.simulation)
+    seed = args.seed + 1000 * setting.n_views + (0 if setting.geometry == "parallel" else 17)  # same for both simulations
     gen = torch.Generator(device="cpu").manual_seed(seed)
     m = simulate_measurements(hu, args.pixel_spacing, acq, generator=gen, device="cpu")
     problem = linearise(m)
@@ -231,6 +255,8 @@ def load_prior(args: argparse.Namespace) -> tuple[Any, str]:
 
 def method_config(method: str, args: argparse.Namespace) -> Any:
     """The frozen config each method runs with (samplers: ``--preset``; TV: its tuned default)."""
+    if method == POSTERIOR_ROW:
+        return resolve_method_config("resample", args.preset)
     if method in PRIOR_METHODS:
         return resolve_method_config(method, args.preset)
     return resolve_method_config(method, "default")
@@ -278,6 +304,7 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
                          f"{r.seconds_per_slice:.2f} | {r.peak_memory_mib:.0f} |")
         lines.append("")
     lines += margins_section(results)
+    lines += calibration_section(results)
     if context.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in context["notes"]] + [""]
     if context.get("figure"):
@@ -301,6 +328,25 @@ def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
             dp, ds = _paired_differences(ours, by[base])
             lines.append(f"| {setting.label} | {base} | {dp.mean():+.2f} | {ds.mean():+.3f} | "
                          f"{int((dp > 0).sum())}/{dp.size} / {int((ds > 0).sum())}/{ds.size} slices |")
+    return lines + [""]
+
+
+def calibration_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
+    """Per-slice uncertainty calibration of the ``resample_posterior`` rows (absent without them)."""
+    rows = [(setting, r) for setting, rs in results.items() for r in rs if "spearman" in r.extra]
+    if not rows:
+        return []
+    lines = ["## Uncertainty calibration (ReSample's posterior std against the error of the posterior mean)", "",
+             "Per slice, inside the reconstruction circle: Spearman rank correlation of the per-pixel std with "
+             "|mean - truth| (1: the map ranks the errors perfectly, 0: unrelated) and the fraction of pixels with "
+             "|mean - truth| <= 2 std (0.954 for calibrated Gaussian errors). Mean ± std over slices, and the range.",
+             "", "| setting | slices | samples | Spearman | Spearman range | coverage of ±2 std | coverage range |",
+             "|---|---|---|---|---|---|---|"]
+    for setting, r in rows:
+        rho, cov = np.asarray(r.extra["spearman"], float), np.asarray(r.extra["coverage"], float)
+        lines.append(f"| {setting.label} | {len(rho)} | {r.extra['n_samples']} | {_mean_std(list(rho), '.2f')} | "
+                     f"{np.nanmin(rho):.2f} to {np.nanmax(rho):.2f} | {_mean_std(list(cov), '.3f')} | "
+                     f"{cov.min():.3f} to {cov.max():.3f} |")
     return lines + [""]
 
 
@@ -345,7 +391,13 @@ def make_figure(path: Path, columns: list[tuple[str, np.ndarray]], std_hu: np.nd
 
 
 def parse_settings(args: argparse.Namespace) -> list[Setting]:
-    return [Setting(g, v) for v in args.views for g in args.geometries]
+    return [Setting(g, v, sim) for sim in args.simulations for v in args.views for g in args.geometries]
+
+
+def figure_setting(args: argparse.Namespace) -> Setting:
+    """``--figure-setting`` under the first of ``--simulations``."""
+    geometry, views = args.figure_setting
+    return Setting(geometry, int(views), args.simulations[0])
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -362,7 +414,9 @@ def evaluate(args: argparse.Namespace) -> None:
         "command": args.command,
         "data": f"`{args.data.name}` split `{args.split}`, {len(idx)} of {len(hu_all)} slices "
                 f"(val indices {idx.tolist()}), pixel spacing {args.pixel_spacing} mm assumed",
-        "measurements": f"Poisson noise, I0 = {args.photons:g} photons/ray, post-log, linearised (seed {args.seed})",
+        "measurements": f"Poisson noise, I0 = {args.photons:g} photons/ray, post-log, linearised (seed {args.seed}); "
+                        f"simulation: {' and '.join(args.simulations)} ({SIMULATION_TEXT})",
+        "simulations": list(args.simulations),
         "prior": prior_text,
         "preset": args.preset,
         "preset_config": asdict(PRESETS[args.preset]),
@@ -391,14 +445,33 @@ def evaluate(args: argparse.Namespace) -> None:
             rows.append(score(method, cfg, images, problem, ref_hu, sec, peak, idx))
             print(f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
                   f"{sec:.2f} s/slice", flush=True)
-            if setting == Setting(*args.figure_setting) and method in FIGURE_METHODS:
+            if setting == figure_setting(args) and method in FIGURE_METHODS:
                 figure_data[method] = model_to_hu(images[: args.figure_slices, 0]).numpy()
+        if "resample" in methods and args.uncertainty_samples > 1 and args.calibration_slices and not out_of_time:
+            rows.append(posterior_row(problem, ref_hu, prior, idx, args))
         results[setting] = rows
         write_outputs(results, context, args)
-        if figure_data and setting == Setting(*args.figure_setting):
+        if figure_data and setting == figure_setting(args):
             add_figure(figure_data, hu, ids, problem, prior, setting, args, context)
             write_outputs(results, context, args)
     print(f"wrote {args.out / 'quality.md'}")
+
+
+def posterior_row(problem: LinearProblem, ref_hu: torch.Tensor, prior: Any, idx: np.ndarray,
+                  args: argparse.Namespace) -> MethodResult:
+    """ReSample with ``--uncertainty-samples`` posterior samples on ``--calibration-slices`` evenly
+    spaced evaluated slices: the posterior mean's metrics and the std map's calibration per slice."""
+    positions = evaluation_indices(len(idx), args.calibration_slices)
+    cfg = method_config(POSTERIOR_ROW, args)
+    images, std, sec, peak, _ = run_method("resample", problem, prior, cfg, args,
+                                           n_samples=args.uncertainty_samples, indices=positions)
+    row = score(POSTERIOR_ROW, cfg, images, restrict(problem, positions), ref_hu[positions], sec, peak, idx[positions])
+    spearman, coverage = metrics.uncertainty_calibration(model_to_hu(std[:, 0].double()),
+                                                         model_to_hu(images[:, 0].double()), ref_hu[positions])
+    row.extra = {"n_samples": args.uncertainty_samples, "spearman": spearman.tolist(), "coverage": coverage.tolist()}
+    print(f"[{problem.y.shape[0]} slices] posterior of {args.uncertainty_samples}: PSNR {np.mean(row.psnr):.2f} "
+          f"Spearman {np.nanmean(spearman):.2f} coverage {np.mean(coverage):.3f}", flush=True)
+    return row
 
 
 def add_figure(figure_data: dict[str, np.ndarray], hu: np.ndarray, ids: list[str], problem: LinearProblem,
@@ -425,7 +498,8 @@ def add_figure(figure_data: dict[str, np.ndarray], hu: np.ndarray, ids: list[str
 def write_outputs(results: dict[Setting, list[MethodResult]], context: dict[str, Any], args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.md").write_text(format_report(results, context))
-    raw = {"context": context, "results": {s.label: [asdict(r) for r in rows] for s, rows in results.items()}}
+    raw = {"context": context, "settings": {s.label: asdict(s) for s in results},
+           "results": {s.label: [asdict(r) for r in rows] for s, rows in results.items()}}
     (args.out / "quality.json").write_text(json.dumps(raw, indent=1))
 
 
@@ -446,14 +520,18 @@ def merge(args: argparse.Namespace) -> None:
     context["command"] = " ; ".join(r["context"]["command"] for r in raws) + f" ; {args.command}"
     context["notes"] = [n for r in raws for n in r["context"].get("notes", [])] + list(args.note)
     results: dict[Setting, list[MethodResult]] = {}
+    context["simulations"] = sorted({s for r in raws for s in r["context"].get("simulations", ["matched"])},
+                                    key=SIMULATIONS.index)
     for raw in raws:  # a method already present at a setting is kept from the earlier run
+        settings = raw.get("settings", {})
         for label, rows in raw["results"].items():
-            geometry, views = label.split(", ")
-            have = results.setdefault(Setting(geometry, int(views.split()[0])), [])
+            setting = Setting(**settings[label]) if label in settings else Setting.from_label(label)
+            have = results.setdefault(setting, [])
             have += [MethodResult(**r) for r in rows if r["method"] not in {h.method for h in have}]
-    order = list(BASE_METHODS) + list(ABLATIONS)
+    order = list(BASE_METHODS) + [POSTERIOR_ROW] + list(ABLATIONS)
     results = {s: sorted(rows, key=lambda r: order.index(r.method))
-               for s, rows in sorted(results.items(), key=lambda kv: (kv[0].n_views, kv[0].geometry != "parallel"))}
+               for s, rows in sorted(results.items(), key=lambda kv: (SIMULATIONS.index(kv[0].simulation),
+                                                                       kv[0].n_views, kv[0].geometry != "parallel"))}
     write_outputs(results, context, args)
     print(f"wrote {args.out / 'quality.md'}")
 
@@ -521,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometries", nargs="+", default=["parallel", "fan"], choices=["parallel", "fan"])
     p.add_argument("--views", nargs="+", type=int, default=[20, 30, 60])
     p.add_argument("--photons", type=float, default=1e5, help="incident photons per ray (Poisson noise)")
+    p.add_argument("--simulations", nargs="+", default=[SIMULATIONS[0]], choices=SIMULATIONS,
+                   help="how data are simulated: independent (finer model, default) and/or matched (the inverse crime)")
     p.add_argument("--pixel-spacing", type=float, default=1.4, help="mm per pixel of the 256^2 grid (not stored in the npz)")
     p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS))
     p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
@@ -534,7 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-setting", nargs=2, default=["parallel", "30"], metavar=("GEOMETRY", "VIEWS"),
                    type=lambda s: int(s) if s.isdigit() else s)
     p.add_argument("--figure-slices", type=int, default=3)
-    p.add_argument("--uncertainty-samples", type=int, default=4, help="ReSample samples for the figure's std map")
+    p.add_argument("--uncertainty-samples", type=int, default=4,
+                   help="ReSample posterior samples for the figure's std map and the calibration rows (1: neither)")
+    p.add_argument("--calibration-slices", type=int, default=8,
+                   help="evaluated slices (evenly spaced) with the posterior-mean row and uncertainty calibration (0: none)")
     p.add_argument("--tune-slices", type=int, default=6)
     p.add_argument("--budget-min", type=float, default=None, help="stop starting new runs after this many minutes")
     p.add_argument("--note", action="append", default=[], help="a note to add to the report (repeatable)")

@@ -60,3 +60,34 @@ def test_window_clips_and_torch_numpy_agree() -> None:
 def test_relative_sinogram_residual() -> None:
     y = np.ones((3, 4, 5))
     assert np.allclose(metrics.relative_sinogram_residual(y * 1.1, y), 0.1)
+
+
+def test_uncertainty_calibration_known_cases() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(-1000, 1000, size=(128, 128))
+    std = np.exp(rng.normal(3.0, 0.7, size=ref.shape))  # spatially varying, 20 HU typical
+    z = rng.normal(size=ref.shape)
+    stack = lambda *errors: (np.stack([std] * len(errors)), np.stack([ref + e for e in errors]))
+    std_s, recon = stack(1.5 * std, -3.0 * std, std * z, 20.0 * rng.normal(size=ref.shape))
+    rho, coverage = metrics.uncertainty_calibration(std_s, recon, np.stack([ref] * 4))
+    assert rho.shape == coverage.shape == (4,)
+    # |error| = 1.5 std: perfectly ranked, always inside the +-2 std band; 3 std: never inside
+    assert rho[0] == pytest.approx(1.0) and coverage[0] == 1.0
+    assert rho[1] == pytest.approx(1.0) and coverage[1] == 0.0
+    # calibrated Gaussian errors: P(|Z| <= 2) = 0.9545, and the map ranks the errors (rho > 0)
+    assert coverage[2] == pytest.approx(0.9545, abs=0.01) and rho[2] > 0.3
+    # errors unrelated to the map: no rank correlation
+    assert abs(rho[3]) < 0.05
+
+
+def test_uncertainty_calibration_mask_and_degenerate_map() -> None:
+    ref = np.zeros((32, 32))
+    recon = ref.copy()
+    recon[0, 0] = 500.0  # outside the circle: ignored
+    std = np.full((32, 32), 10.0)
+    rho, coverage = metrics.uncertainty_calibration(std, recon, ref)
+    assert np.isnan(rho) and coverage == 1.0  # a constant map ranks nothing
+    rho, coverage = metrics.uncertainty_calibration(std, recon, ref, mask=np.ones((32, 32), bool))
+    assert coverage == pytest.approx(1 - 1 / 1024)
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.uncertainty_calibration(std[:16], recon, ref)

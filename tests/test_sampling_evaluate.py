@@ -44,14 +44,23 @@ def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
                    "--figure-setting", "parallel", "8", "--figure-slices", "2", "--uncertainty-samples", "2",
                    "--out", str(out)])
     report = (out / "quality.md").read_text()
-    assert "## parallel, 8 views" in report and "## fan, 8 views" in report
+    # the default simulation is the independent one, and every table says so
+    assert "## parallel, 8 views, independent simulation" in report and "## fan, 8 views, independent simulation" in report
     assert "| tv |" in report and "| resample |" in report and "ReSample's margins" in report
     raw = json.loads((out / "quality.json").read_text())
-    rows = raw["results"]["parallel, 8 views"]
-    assert [r["method"] for r in rows] == ["fbp", "cgls", "tv", "latent_dps", "resample"]
-    assert all(len(r["psnr"]) == 3 and r["seconds_per_slice"] > 0 and r["peak_memory_mib"] > 0 for r in rows)
+    assert raw["context"]["simulations"] == ["independent"]
+    assert raw["settings"]["parallel, 8 views, independent simulation"]["simulation"] == "independent"
+    rows = raw["results"]["parallel, 8 views, independent simulation"]
+    assert [r["method"] for r in rows] == ["fbp", "cgls", "tv", "latent_dps", "resample", "resample_posterior"]
+    assert all(r["seconds_per_slice"] > 0 and r["peak_memory_mib"] > 0 for r in rows)
+    assert all(len(r["psnr"]) == 3 for r in rows[:-1])
     fbp, cgls = rows[0], rows[1]
     assert np.mean(fbp["psnr"]) > 10 and np.mean(cgls["ssim"]) > 0
+    # two posterior samples on the (up to 8) evaluated slices: the calibration per slice
+    posterior = rows[-1]
+    assert posterior["extra"]["n_samples"] == 2 and len(posterior["extra"]["coverage"]) == 3
+    assert all(0.0 <= c <= 1.0 for c in posterior["extra"]["coverage"])
+    assert "## Uncertainty calibration" in report and "| parallel, 8 views, independent simulation | 3 | 2 |" in report
     assert (out / "quality_figure.png").is_file()
 
 
@@ -73,13 +82,14 @@ def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: 
     evaluate.main(common + ["--methods", "tv", "resample", "--out", str(tmp_path / "all")])
     evaluate.main(common + ["--n-slices", "2", "--methods", "tv", "latent_dps", "--out", str(tmp_path / "subset")])
     evaluate.main(["--merge", str(tmp_path / "all"), str(tmp_path / "subset"), "--out", str(tmp_path / "merged")])
-    all_tv = json.loads((tmp_path / "all" / "quality.json").read_text())["results"]["parallel, 8 views"][0]
-    sub_tv = json.loads((tmp_path / "subset" / "quality.json").read_text())["results"]["parallel, 8 views"][0]
+    label = "parallel, 8 views, independent simulation"
+    all_tv = json.loads((tmp_path / "all" / "quality.json").read_text())["results"][label][0]
+    sub_tv = json.loads((tmp_path / "subset" / "quality.json").read_text())["results"][label][0]
     assert all_tv["slices"] == [0, 1, 2, 3] and sub_tv["slices"] == [0, 3]
     assert sub_tv["psnr"] == pytest.approx([all_tv["psnr"][0], all_tv["psnr"][3]], abs=1e-6)
     report = (tmp_path / "merged" / "quality.md").read_text()
     assert "| latent_dps | 2 |" in report and "| tv | 4 |" in report
-    assert "| parallel, 8 views | latent_dps |" in report and "/2 slices |" in report
+    assert f"| {label} | latent_dps |" in report and "/2 slices |" in report
 
 
 @pytest.mark.slow
@@ -95,3 +105,27 @@ def test_tune_writes_the_best_grid_value(tiny_case, tmp_path: Path, monkeypatch:
     text = tuned.read_text()
     assert "TV_WEIGHT = 0.0001" in text or "TV_WEIGHT = 0.5" in text
     assert "--tune tv on" in text and "val slices [1, 2]" in text
+
+
+@pytest.mark.slow
+def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> None:
+    """``--simulations independent matched`` gives a table per simulation with different data;
+    results written before simulations were named merge in as ``matched``."""
+    data, prior = tiny_case
+    evaluate = _load_evaluate()
+    evaluate.main(["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
+                   "--methods", "fbp", "--simulations", "independent", "matched", "--out", str(tmp_path / "both")])
+    raw = json.loads((tmp_path / "both" / "quality.json").read_text())
+    independent = raw["results"]["parallel, 8 views, independent simulation"][0]["psnr"]
+    matched = raw["results"]["parallel, 8 views, matched simulation"][0]["psnr"]
+    assert independent != matched and np.allclose(independent, matched, atol=3.0)
+    old = tmp_path / "old"
+    old.mkdir()
+    legacy = {"context": dict(raw["context"], simulations=None), "results": {
+        "parallel, 8 views": [dict(raw["results"]["parallel, 8 views, matched simulation"][0], method="cgls")]}}
+    del legacy["context"]["simulations"]
+    (old / "quality.json").write_text(json.dumps(legacy))
+    evaluate.main(["--merge", str(tmp_path / "both"), str(old), "--out", str(tmp_path / "merged")])
+    merged = json.loads((tmp_path / "merged" / "quality.json").read_text())
+    assert [r["method"] for r in merged["results"]["parallel, 8 views, matched simulation"]] == ["fbp", "cgls"]
+    assert merged["context"]["simulations"] == ["independent", "matched"]
