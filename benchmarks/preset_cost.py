@@ -33,6 +33,7 @@ import torch
 
 import evaluate as ev
 from resample_med.sampling import PRESETS, reconstruct
+from resample_med.sampling.baselines.tv import PRESETS as TV_PRESETS
 from resample_med.sampling.config import ReSampleConfig
 from resample_med.sampling.linalg import batch_sq_norm
 from resample_med.sampling.schedule import plan_steps
@@ -71,8 +72,12 @@ class OperationCounts:
 
 
 def count_operations(config: ReSampleConfig) -> OperationCounts:
-    """Operation counts of one ReSample run with ``config`` (every consistency at its cap)."""
-    plans = plan_steps(config.num_steps, config.schedule)
+    """Operation counts of one ReSample run with ``config`` (every consistency at its cap).
+
+    A warm start skips the steps before ``warm_start_step`` and adds one encode; from TV it adds
+    TV's PDHG and power iterations, each counted as a pixel iteration (one ``A`` and one ``A^T``).
+    """
+    plans = plan_steps(config.num_steps, config.schedule)[config.warm_start_step:]
     n_dps = sum(p.dps for p in plans)
     n_network = sum(not p.dps for p in plans) + sum(p.time_travel for p in plans)
     n_pixel = sum(p.consistency == "pixel" for p in plans)
@@ -80,6 +85,11 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
     latent_iters = n_latent * config.latent.max_iter
     pixel_iters = n_pixel * config.pixel.max_iter
     decodes, encodes = n_pixel + 1, n_pixel
+    if config.warm_start != "none":
+        encodes += 1
+    if config.warm_start == "tv":
+        tv_config = TV_PRESETS["default"]
+        pixel_iters += tv_config.max_iter + tv_config.power_iterations
     if config.final_consistency == "latent":
         latent_iters += config.final_max_iter
     elif config.final_consistency == "pixel":

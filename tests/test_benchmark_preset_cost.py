@@ -40,3 +40,13 @@ def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
     unit = preset_cost.UnitCosts(network=1.0, dps_gradient=0.0, latent_iteration=0.0, pixel_iteration=0.0,
                                  decode=0.0, encode=0.0)
     assert counts.seconds(unit) == pytest.approx(165.0)
+
+
+def test_warm_start_counts(preset_cost) -> None:
+    # from TV at step 10 of 20: pixel consistency at index 8, 6, 4, 2 only (4 steps), 10 network calls,
+    # one extra encode, and TV's 150 PDHG + 30 power iterations counted as pixel iterations
+    from dataclasses import replace
+
+    counts = preset_cost.count_operations(replace(FAST, warm_start="tv", warm_start_step=10))
+    assert counts == preset_cost.OperationCounts(network=10, dps_gradient=0, latent_iteration=0,
+                                                 pixel_iteration=4 * 20 + 20 + 150 + 30, decode=5, encode=5)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from resample_med.sampling.consistency import LatentConsistencyConfig, PixelConsistencyConfig
 from resample_med.sampling.schedule import ScheduleConfig
+from resample_med.sampling.warm_start import WARM_STARTS, WarmStart
 
 ResamplingKind = Literal["stochastic", "ddim", "encode"]
 FinalConsistency = Literal["latent", "pixel", "none"]
@@ -34,6 +35,15 @@ class ReSampleConfig:
             (official ``0.5 * ab_t``).
         final_consistency: consistency applied to the last latent before decoding.
         final_max_iter: iteration cap of the final consistency.
+        final_tau: discrepancy-principle factor of the final consistency (``None``: the ``tau`` of
+            its kind, ``pixel.tau`` or ``latent.tau``); above 1 the final fit stops before it puts
+            the noise back into the image (a looser fit).
+        warm_start: ``"none"`` (start from noise, the paper) or the classical estimate (``"fbp"``,
+            ``"tv"``) encoded and noised to step ``warm_start_step`` (SDEdit-style,
+            :mod:`~resample_med.sampling.warm_start`).
+        warm_start_step: the first step run with a warm start (``0 <= k < num_steps``; steps
+            ``0..k-1`` are skipped, so larger ``k`` = less noise added and fewer network calls);
+            must be 0 without a warm start.
         preview_every: a decoded preview is sent to the callback every this many steps (0: never).
     """
 
@@ -47,6 +57,9 @@ class ReSampleConfig:
     dps_scale: float = 0.5
     final_consistency: FinalConsistency = "latent"
     final_max_iter: int = 500
+    final_tau: float | None = None
+    warm_start: WarmStart = "none"
+    warm_start_step: int = 0
     preview_every: int = 10
 
     def __post_init__(self) -> None:
@@ -58,6 +71,18 @@ class ReSampleConfig:
             raise ValueError(f"resample_med/sampling/config.py: unknown resampling {self.resampling!r}")
         if self.final_consistency not in ("latent", "pixel", "none"):
             raise ValueError(f"resample_med/sampling/config.py: unknown final_consistency {self.final_consistency!r}")
+        if self.final_tau is not None and self.final_tau <= 0:
+            raise ValueError(f"resample_med/sampling/config.py: final_tau must be > 0 or None, got {self.final_tau}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(
+                f"resample_med/sampling/config.py: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}"
+            )
+        if self.warm_start == "none" and self.warm_start_step != 0:
+            raise ValueError("resample_med/sampling/config.py: warm_start_step applies to a warm start only; "
+                             "set warm_start to 'fbp' or 'tv', or warm_start_step to 0")
+        if not 0 <= self.warm_start_step < self.num_steps:
+            raise ValueError(f"resample_med/sampling/config.py: warm_start_step must lie in [0, num_steps - 1] = "
+                             f"[0, {self.num_steps - 1}], got {self.warm_start_step}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (nested)."""

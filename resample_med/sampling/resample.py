@@ -13,7 +13,9 @@ Per step ``i`` (train step ``t``, next ``t-1``):
    otherwise ``z_{t-1} = z'_{t-1}``.
 
 After the last step a final consistency is applied and the latent decoded. Slices in a batch,
-and ``n_samples`` posterior samples of each, run together as one batch.
+and ``n_samples`` posterior samples of each, run together as one batch. With a warm start
+(:mod:`~resample_med.sampling.warm_start`) the loop begins at step ``warm_start_step`` from the
+noised encoding of a classical estimate instead of at step 0 from pure noise.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from resample_med.sampling.resampling import ddim_from_z0, stochastic_encode, st
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
 from resample_med.sampling.rng import make_generator, standard_normal
 from resample_med.sampling.schedule import StepPlan, plan_steps
+from resample_med.sampling.warm_start import initial_estimate, warm_latent
 
 
 class _Problem:
@@ -72,14 +75,16 @@ def _time_travel(problem: _Problem, z_prime: Tensor, step: int, look_ahead: int,
 
 
 def _make_consistent(problem: _Problem, kind: str, z0: Tensor, config: ReSampleConfig,
-                     max_iter: int | None = None) -> tuple[Tensor, SolverTrace]:
-    """``z0_y`` from ``z0`` by the consistency named ``kind`` (``"pixel"`` | ``"latent"``)."""
+                     max_iter: int | None = None, threshold: Tensor | None = None) -> tuple[Tensor, SolverTrace]:
+    """``z0_y`` from ``z0`` by the consistency named ``kind`` (``"pixel"`` | ``"latent"``);
+    ``threshold`` replaces the latent fit's discrepancy level when given."""
     prior = problem.prior
     if kind == "pixel":
         return pixel_consistency(z0, problem.y, problem.operator, prior.decode, prior.encode,
                                  config.pixel, problem.threshold_px)
     latent_cfg = config.latent if max_iter is None else replace(config.latent, max_iter=max_iter)
-    return latent_consistency(z0, problem.y, problem.operator, prior.decode, latent_cfg, problem.threshold_lat)
+    return latent_consistency(z0, problem.y, problem.operator, prior.decode, latent_cfg,
+                              problem.threshold_lat if threshold is None else threshold)
 
 
 def _remap(config: ReSampleConfig, z0_y: Tensor, z_prime: Tensor, eps: Tensor, ab_t: float, ab_prev: float,
@@ -141,10 +146,18 @@ def resample(
         return None if thr is None else repeat_for_samples(thr, n_samples)
 
     problem = _Problem(prior, operator, y_rep, thresholds(cfg.pixel.tau), thresholds(cfg.latent.tau))
-    z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
+    start = cfg.warm_start_step
+    if cfg.warm_start == "none":
+        z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
+    else:
+        x_init = repeat_for_samples(initial_estimate(cfg.warm_start, y, operator, gen), n_samples)
+        z = warm_latent(prior, x_init, float(schedule.alpha_bar[start]), gen)
     records: list[dict] = []
+    n_run = cfg.num_steps - start
 
     for i, plan in enumerate(plans):
+        if i < start:
+            continue
         t = schedule.timesteps[i].to(y.device)
         ab_t, ab_prev = float(schedule.alpha_bar[i]), float(schedule.alpha_bar_prev[i])
         if plan.dps:
@@ -165,19 +178,23 @@ def resample(
             records.append(_trace_record(i, plan.consistency, trace, y_rep))
             z = _remap(cfg, z0_estimate, z_prime, eps, ab_t, ab_prev, gen)
         preview = None
-        if callback is not None and cfg.preview_every and (i + 1) % cfg.preview_every == 0:
+        done = i + 1 - start
+        if callback is not None and cfg.preview_every and done % cfg.preview_every == 0:
             with torch.no_grad():
                 preview = prior.decode(first_of_each(z0_estimate, n_samples))
-        notify(callback, ProgressEvent("sampling", i + 1, cfg.num_steps, preview))
+        notify(callback, ProgressEvent("sampling", done, n_run, preview))
 
     final_trace = None
+    final_threshold = None if cfg.final_tau is None else thresholds(cfg.final_tau)
     with torch.no_grad():
         if cfg.final_consistency == "latent":
-            z, final_trace = _make_consistent(problem, "latent", z, cfg, max_iter=cfg.final_max_iter)
+            z, final_trace = _make_consistent(problem, "latent", z, cfg, max_iter=cfg.final_max_iter,
+                                              threshold=final_threshold)
             x = prior.decode(z)
         elif cfg.final_consistency == "pixel":
             final_pixel = replace(cfg.pixel, max_iter=cfg.final_max_iter)
-            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, problem.threshold_px)
+            threshold = problem.threshold_px if final_threshold is None else final_threshold
+            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, threshold)
         else:
             x = prior.decode(z)
     if final_trace is not None:
