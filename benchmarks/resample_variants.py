@@ -6,7 +6,12 @@ variant chosen from this table is not chosen on the slices it is reported on:
 
     python benchmarks/resample_variants.py                  # writes benchmarks/results/resample_variants.md
     python benchmarks/resample_variants.py --with-default   # also the 50-step `default` preset (slow on CPU)
+    python benchmarks/resample_variants.py --only "as shipped|warm start" --settings parallel:30 fan:30 --append
+                                                            # a subset of rows, appended as a new section
 
+Data are simulated as in ``benchmarks/evaluate.py`` (``--simulation``: ``independent`` by default,
+or ``matched``, the inverse crime; every table names it). Each row also counts the slices on which
+it beats TV's PSNR and SSIM.
 Each row is one sampler configuration; the "+ CGLS to tau" rows take the "final: none" output
 (the decoded last latent) and fit it to the data by CGLS stopped at
 ``||A x - y||^2 <= tau * sum sigma^2``, i.e. a looser final data fit than the preset's tau = 1.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import shlex
 import sys
 import time
@@ -36,6 +42,8 @@ from resample_med.sampling.linalg import discrepancy_threshold
 from resample_med.units import model_to_hu
 
 TUNE_SLICES = (1, 14, 27, 40)
+WARM_START_STEPS = (6, 10, 14)
+"""Warm-start steps of the 20-step ``fast`` preset measured (noise level from high to low)."""
 """The val slices ``evaluate.py --tune tv`` chose the TV weight on (and ``--tune latent_dps`` the DPS step)."""
 
 SAMPLER_VARIANTS: dict[str, tuple[ReSampleConfig, int]] = {
@@ -49,14 +57,29 @@ SAMPLER_VARIANTS: dict[str, tuple[ReSampleConfig, int]] = {
     "fast, consistency at every step": (replace(FAST, schedule=replace(FAST.schedule, skip=1)), 1),
     "fast, mean of 4 posterior samples": (FAST, 4),
     "fast, final: none, mean of 4 posterior samples": (replace(FAST, final_consistency="none"), 4),
+    **{f"fast, warm start from TV at step {k} of 20": (replace(FAST, warm_start="tv", warm_start_step=k), 1)
+       for k in WARM_START_STEPS},
+    f"fast, warm start from FBP at step {WARM_START_STEPS[1]} of 20":
+        (replace(FAST, warm_start="fbp", warm_start_step=WARM_START_STEPS[1]), 1),
+    "fast, final tau = 4": (replace(FAST, final_tau=4.0), 1),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4":
+        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0), 1),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final: none":
+        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_consistency="none"), 1),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4, mean of 4 posterior samples":
+        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0), 4),
 }
 """Row label -> (config, posterior samples averaged)."""
 LOOSE_FIT_TAUS = (2.0, 4.0)
 
 
-def _scores(images: torch.Tensor, ref_hu: torch.Tensor) -> tuple[float, float]:
+Row = tuple[str, np.ndarray, np.ndarray, float]
+"""``(label, per-slice PSNR, per-slice SSIM, seconds per slice)``."""
+
+
+def _scores(images: torch.Tensor, ref_hu: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     hu = model_to_hu(images[:, 0].double())
-    return float(metrics.psnr(hu, ref_hu).mean()), float(metrics.ssim(hu, ref_hu).mean())
+    return metrics.psnr(hu, ref_hu), metrics.ssim(hu, ref_hu)
 
 
 def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
@@ -65,8 +88,9 @@ def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - start
 
 
-def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, with_default: bool) -> list[tuple[str, float, float, float]]:
-    """``(label, PSNR, SSIM, seconds per slice)`` of TV and every variant on one setting."""
+def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, with_default: bool,
+                only: str | None = None) -> list[Row]:
+    """TV and every variant (whose label matches the regular expression ``only``, if given) on one setting."""
     n = problem.y.shape[0]
 
     def method(name: str, config: object, n_samples: int = 1) -> torch.Tensor:
@@ -80,14 +104,17 @@ def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, wit
     variants = dict(SAMPLER_VARIANTS)
     if with_default:
         variants["default preset (50 steps, latent consistency)"] = (DEFAULT, 1)
+    if only is not None:
+        variants = {label: v for label, v in variants.items() if re.search(only, label)}
     decoded = None
     for label, (config, n_samples) in variants.items():
         images, sec = _timed(lambda: method("resample", config, n_samples))
         rows.append((label, *_scores(images, ref_hu), sec / n))
-        print(f"{label}: PSNR {rows[-1][1]:.2f} SSIM {rows[-1][2]:.3f}", flush=True)
+        print(f"{label}: PSNR {rows[-1][1].mean():.2f} SSIM {rows[-1][2].mean():.3f} {sec / n:.1f} s/slice", flush=True)
         if label == "fast, final: none":
             decoded = images
-    assert decoded is not None
+    if decoded is None:  # the loose-fit rows start from the "final: none" output
+        return rows
     for tau in LOOSE_FIT_TAUS:
         threshold = discrepancy_threshold(problem.y, problem.noise_std, tau)
         fitted, sec = _timed(lambda: pixel_least_squares(decoded, problem.y, problem.operator,
@@ -101,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
     p.add_argument("--slices", nargs="+", type=int, default=list(TUNE_SLICES), help="val indices")
     p.add_argument("--settings", nargs="+", default=["parallel:30", "fan:20"], help="GEOMETRY:VIEWS")
+    p.add_argument("--simulation", default=ev.SIMULATIONS[0], choices=ev.SIMULATIONS,
+                   help="how the data are simulated (as benchmarks/evaluate.py --simulations)")
+    p.add_argument("--only", metavar="REGEX", help="run only the variants whose row label matches")
+    p.add_argument("--append", action="store_true", help="append the tables as a new section of --out")
     p.add_argument("--photons", type=float, default=1e5)
     p.add_argument("--pixel-spacing", type=float, default=1.4)
     p.add_argument("--seed", type=int, default=0)
@@ -115,24 +146,34 @@ def main(argv: list[str] | None = None) -> None:
     hu_all, _ = ev.load_split(args.data, "val")
     idx = np.asarray(args.slices)
     prior, prior_text = ev.load_prior(run_args)
-    lines = ["# ReSample variants against TV (choosing the sampler settings)", "",
+    title = (f"## Run of {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}: {len(idx)} slices, {args.simulation} simulation"
+             if args.append else "# ReSample variants against TV (choosing the sampler settings)")
+    lines = [title, "",
              f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
              f"- **Machine:** {ev.machine_description(torch.device('cpu'))}",
              f"- **Command:** `python benchmarks/resample_variants.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
-             f"- **Slices:** val {idx.tolist()} (the TV-tuning slices), I0 = {args.photons:g}, prior {prior_text}",
+             f"- **Slices:** val {idx.tolist()} ({len(idx)} slices; {list(TUNE_SLICES)} are the TV-tuning slices), "
+             f"I0 = {args.photons:g}, prior {prior_text}",
+             f"- **Simulation:** {args.simulation} ({ev.SIMULATION_TEXT})",
              "- PSNR / SSIM as in `quality.md` (HU window [-1000, 1000], reconstruction circle), mean over the slices; "
-             "s/slice at batch = all slices (relative costs only).", ""]
+             "wins = slices on which the row beats TV; s/slice at batch = all slices (relative costs only).", ""]
+    heading = "###" if args.append else "##"
+    previous = args.out.read_text().rstrip("\n") + "\n\n" if args.append and args.out.is_file() else ""
     for text in args.settings:
         geometry, views = text.split(":")
-        setting = ev.Setting(geometry, int(views))
+        setting = ev.Setting(geometry, int(views), args.simulation)
         problem_all, ref_all = ev.simulate(hu_all, setting, run_args)
         problem, ref_hu = ev.restrict(problem_all, idx), ref_all[idx]
-        lines += [f"## {setting.label}", "", "| configuration | PSNR (dB) | SSIM | s/slice |", "|---|---|---|---|"]
-        for label, psnr, ssim, sec in run_setting(problem, ref_hu, prior, args.with_default):
-            lines.append(f"| {label} | {psnr:.2f} | {ssim:.3f} | {'-' if np.isnan(sec) else f'{sec:.1f}'} |")
+        lines += [f"{heading} {setting.label}", "", "| configuration | PSNR (dB) | SSIM | wins vs TV (PSNR / SSIM) | s/slice |",
+                  "|---|---|---|---|---|"]
+        rows = run_setting(problem, ref_hu, prior, args.with_default, args.only)
+        _, tv_psnr, tv_ssim, _ = rows[0]
+        for label, psnr, ssim, sec in rows:
+            wins = "-" if label.startswith("TV") else f"{int((psnr > tv_psnr).sum())}/{len(psnr)} / {int((ssim > tv_ssim).sum())}/{len(ssim)}"
+            lines.append(f"| {label} | {psnr.mean():.2f} | {ssim.mean():.3f} | {wins} | {'-' if np.isnan(sec) else f'{sec:.1f}'} |")
         lines.append("")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        args.out.write_text(previous + "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 
