@@ -4,6 +4,8 @@ One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_
 
     python benchmarks/evaluate.py                       # all 42 val slices, parallel+fan, 20/30/60 views
     python benchmarks/evaluate.py --simulations independent matched   # both simulations (below)
+    python benchmarks/evaluate.py --preset fast --sampler warm_start=tv --sampler warm_start_step=14 \
+        --sampler final_tau=4 --resample-samples 4   # a candidate configuration, mean of 4 samples
     python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
     python benchmarks/evaluate.py --tune tv             # choose the TV weight once, write it to the package
     python benchmarks/evaluate.py --tune latent_dps --preset fast   # the same for Latent-DPS's step size
@@ -36,12 +38,13 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from resample_med import metrics
 from resample_med.pipeline import AcquisitionConfig, LinearProblem, linearise, simulate_measurements
@@ -56,6 +59,8 @@ TUNED_FILE = REPO_ROOT / "resample_med" / "sampling" / "tuned.py"
 PRIOR_METHODS = ("latent_dps", "resample", "resample_no_resampling", "resample_stochastic_encoding")
 BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
 ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
+RESAMPLE_ROWS = ("resample", *ABLATIONS)
+"""Rows that are the mean of ``--resample-samples`` posterior samples."""
 POSTERIOR_ROW = "resample_posterior"
 """Row of ReSample's posterior mean over ``--uncertainty-samples`` samples (with calibration figures)."""
 SIMULATIONS = ("independent", "matched")
@@ -254,12 +259,31 @@ def load_prior(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def method_config(method: str, args: argparse.Namespace) -> Any:
-    """The frozen config each method runs with (samplers: ``--preset``; TV: its tuned default)."""
+    """The frozen config each method runs with (samplers: ``--preset``, ReSample and its ablations
+    with the ``--sampler`` overrides; TV: its tuned default)."""
     if method == POSTERIOR_ROW:
-        return resolve_method_config("resample", args.preset)
-    if method in PRIOR_METHODS:
+        method = "resample"
+    if method == "latent_dps":
         return resolve_method_config(method, args.preset)
+    if method in PRIOR_METHODS:
+        return sampler_config(args, resample_variant=method)
     return resolve_method_config(method, "default")
+
+
+def sampler_config(args: argparse.Namespace, resample_variant: str = "resample") -> Any:
+    """``--preset``'s ReSample config with the ``--sampler KEY=VALUE`` overrides (values read as YAML)."""
+    config = resolve_method_config(resample_variant, args.preset)
+    changes = {}
+    for item in args.sampler:
+        key, sep, value = item.partition("=")
+        if not sep or key not in {f.name for f in fields(config)}:
+            sys.exit(f"benchmarks/evaluate.py: --sampler {item!r} is not KEY=VALUE with KEY a ReSampleConfig field "
+                     f"({', '.join(f.name for f in fields(config))})")
+        changes[key] = yaml.safe_load(value)
+    try:
+        return replace(config, **changes)
+    except (TypeError, ValueError) as err:
+        sys.exit(f"benchmarks/evaluate.py: --sampler {' '.join(args.sampler)}: {err}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +309,11 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
     lines += [f"- **Date:** {context['date']}", f"- **Machine:** {context['machine']}",
               f"- **Command:** `{context['command']}`", f"- **Data:** {context['data']}",
               f"- **Measurements:** {context['measurements']}", f"- **Prior:** {context['prior']}",
-              f"- **Sampler preset:** `{context['preset']}` (`{json.dumps(context['preset_config'])}`)",
+              f"- **Sampler preset:** `{context['preset']}`"
+              + (f" with `{' '.join(context['sampler_overrides'])}`" if context.get("sampler_overrides") else "")
+              + (f", ReSample rows the mean of {context['resample_samples']} posterior samples"
+                 if context.get("resample_samples", 1) > 1 else "")
+              + f" (`{json.dumps(context['preset_config'])}`)",
               f"- **TV weight:** {context['tv_weight']}", ""]
     lines += ["PSNR and SSIM on the HU window [-1000, 1000] (mapped to [0, 1]) inside the reconstruction circle; "
               "HU-RMSE inside the circle; residual = ||A x - y|| / ||y|| of the linearised data; chi2/m = "
@@ -419,7 +447,9 @@ def evaluate(args: argparse.Namespace) -> None:
         "simulations": list(args.simulations),
         "prior": prior_text,
         "preset": args.preset,
-        "preset_config": asdict(PRESETS[args.preset]),
+        "preset_config": asdict(sampler_config(args)),
+        "sampler_overrides": list(args.sampler),
+        "resample_samples": args.resample_samples,
         "tv_weight": f"{TVConfig().weight:g}",
         "notes": list(args.note),
     }
@@ -441,7 +471,8 @@ def evaluate(args: argparse.Namespace) -> None:
                 out_of_time = True
                 break
             cfg = method_config(method, args)
-            images, _, sec, peak, _ = run_method(method, problem, prior, cfg, args)
+            n_samples = args.resample_samples if method in RESAMPLE_ROWS else 1
+            images, _, sec, peak, _ = run_method(method, problem, prior, cfg, args, n_samples=n_samples)
             rows.append(score(method, cfg, images, problem, ref_hu, sec, peak, idx))
             print(f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
                   f"{sec:.2f} s/slice", flush=True)
@@ -605,6 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS))
     p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="sampler preset (ReSample, Latent-DPS)")
+    p.add_argument("--sampler", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the preset's ReSample config (repeatable), e.g. warm_start=tv "
+                        "warm_start_step=14 final_tau=4")
+    p.add_argument("--resample-samples", type=int, default=1,
+                   help="ReSample (and ablation) rows are the mean of this many posterior samples")
     p.add_argument("--model", default="default", help="'default' (the shipped prior) or a bundle folder")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8)

@@ -129,3 +129,25 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
     merged = json.loads((tmp_path / "merged" / "quality.json").read_text())
     assert [r["method"] for r in merged["results"]["parallel, 8 views, matched simulation"]] == ["fbp", "cgls"]
     assert merged["context"]["simulations"] == ["independent", "matched"]
+
+
+@pytest.mark.slow
+def test_sampler_overrides_and_posterior_means(tiny_case, tmp_path: Path) -> None:
+    """A candidate configuration runs through the harness without a preset of its own."""
+    data, prior = tiny_case
+    evaluate = _load_evaluate()
+    common = ["--data", str(data), "--model", str(prior), "--n-slices", "2", "--views", "8", "--geometries", "fan",
+              "--methods", "resample", "--preset", "fast", "--figure-setting", "parallel", "0",
+              "--uncertainty-samples", "1", "--out", str(tmp_path / "out")]
+    evaluate.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=14", "--sampler", "final_tau=4",
+                            "--resample-samples", "2"])
+    raw = json.loads((tmp_path / "out" / "quality.json").read_text())
+    row = raw["results"]["fan, 8 views, independent simulation"][0]
+    assert row["config"]["warm_start"] == "tv" and row["config"]["warm_start_step"] == 14
+    assert row["config"]["final_tau"] == 4 and raw["context"]["resample_samples"] == 2
+    assert "with `warm_start=tv warm_start_step=14 final_tau=4`, ReSample rows the mean of 2" in \
+        (tmp_path / "out" / "quality.md").read_text()
+    with pytest.raises(SystemExit, match="--sampler 'warm_starts=tv' is not KEY=VALUE"):
+        evaluate.main(common + ["--sampler", "warm_starts=tv"])
+    with pytest.raises(SystemExit, match="warm_start_step must lie in"):
+        evaluate.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=40"])
