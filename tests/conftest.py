@@ -1,7 +1,10 @@
-"""Shared pytest fixtures: where ../shared is, and skipping cleanly without it or without CUDA."""
+"""Shared pytest fixtures: where ../shared is, and skipping cleanly without it, without CUDA or
+without a display."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,34 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+
+DISPLAY_FIXTURES = frozenset({"qapp", "qtbot", "make_napari_viewer", "make_napari_viewer_proxy"})
+"""Fixtures that create a QApplication: without a display Qt aborts the whole pytest process."""
+
+NO_DISPLAY_REASON = (
+    "no display: these tests need an X server; install Xvfb (Debian/Ubuntu: apt-get install xvfb) "
+    "and pytest-xvfb starts it, or run pytest under xvfb-run -a"
+)
+HEADLESS_QT_PLATFORMS = ("offscreen", "minimal")
+
+
+def display_available() -> bool:
+    """Whether Qt can open a display here (pytest-xvfb has set ``DISPLAY`` by now when it started Xvfb)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("QT_QPA_PLATFORM", "") in HEADLESS_QT_PLATFORMS:
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip (with how to enable them) the tests that would create a QApplication without a display."""
+    if display_available():
+        return
+    skip = pytest.mark.skip(reason=NO_DISPLAY_REASON)
+    for item in items:
+        if DISPLAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
