@@ -116,10 +116,36 @@ def test_any_leading_batch_dims() -> None:
 
 def test_wrong_shape_or_dtype_is_reported() -> None:
     projector = make_projector(GEOMETRIES["parallel"])
-    with pytest.raises(ValueError, match="projector.py: image must have shape"):
+    with pytest.raises(ValueError, match=rf"image has shape \({TINY}, {TINY + 1}\), expected \(\.\.\., {TINY}, {TINY}\)"):
         projector.forward(torch.zeros(TINY, TINY + 1))
-    with pytest.raises(ValueError, match="projector.py: input is torch.float64"):
+    views, bins = projector.sinogram_shape
+    with pytest.raises(ValueError, match=rf"sinogram has shape \(2, {views + 1}, {bins}\), expected \(\.\.\., {views}, {bins}\)"):
+        projector.adjoint(np.zeros((2, views + 1, bins), dtype=np.float32))
+    with pytest.raises(ValueError, match="image is a torch.float64 tensor on cpu but the projector holds torch.float32"):
         projector.forward(torch.zeros(TINY, TINY, dtype=torch.float64))
+    with pytest.raises(TypeError, match="torch.Tensor or a numpy array, got list"):
+        projector.forward([[0.0] * TINY] * TINY)
+
+
+def test_numpy_in_numpy_out_and_transpose_operator() -> None:
+    projector = make_projector(GEOMETRIES["parallel"])
+    x, y = _random_pair(projector, torch.Generator().manual_seed(5), 2)
+    for dtype in (np.float32, np.float64):
+        sinogram = projector.forward(x.numpy().astype(dtype))
+        assert isinstance(sinogram, np.ndarray) and sinogram.dtype == dtype
+        np.testing.assert_allclose(sinogram, projector.forward(x).numpy(), rtol=1e-5, atol=1e-5)
+        back = projector.T(y.numpy().astype(dtype))
+        assert isinstance(back, np.ndarray) and back.dtype == dtype
+        np.testing.assert_allclose(back, projector.adjoint(y).numpy(), rtol=1e-5, atol=1e-5)
+    assert isinstance(projector.fbp(y.numpy()), np.ndarray)
+    adjoint = projector.T
+    assert adjoint.image_shape == projector.sinogram_shape and adjoint.sinogram_shape == projector.image_shape
+    assert adjoint.T is projector
+    torch.testing.assert_close(adjoint.adjoint(x), projector.forward(x))
+    # <A x, y> == <x, A^T y> through the transpose operator
+    lhs = float((projector(x) * y).sum())
+    rhs = float((x * projector.T(y)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-4)
 
 
 def test_subset_equals_rows_of_the_full_operator() -> None:

@@ -3,14 +3,19 @@
 ``forward`` applies the system matrix ``A`` of Joseph's method (Joseph 1982, IEEE TMI 1(3):192-196;
 :mod:`resample_med.operators.joseph`) with ``torch.sparse.mm``, ``adjoint`` its stored exact transpose; both are differentiable and each is the other's backward.
 Images are ``(..., H, W)`` attenuation in 1/mm (any units work: the operator is linear), sinograms
-``(..., V, D)`` line integrals in (image units) x mm. Build projectors with
-:func:`resample_med.operators.make_projector`, which caches them.
+``(..., V, D)`` line integrals in (image units) x mm. Every method takes torch tensors (returning
+tensors, differentiable) or numpy arrays (returning numpy arrays in the input's float dtype, like
+ASTRA and tomosipo); ``P.T`` is the adjoint as an operator of its own (``P.T(y) == P.adjoint(y)``).
+Build projectors with :func:`resample_med.operators.make_projector`, which caches them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 
 from resample_med.geometry import Geometry
@@ -27,10 +32,7 @@ POWER_ITERATION_RTOL = 1e-7
 def _flatten(x: torch.Tensor, trailing: tuple[int, int], what: str) -> tuple[torch.Tensor, torch.Size]:
     """``(..., a, b) -> (B, a * b)`` and the leading shape."""
     if x.dim() < 2 or tuple(x.shape[-2:]) != trailing:
-        raise ValueError(
-            f"resample_med/operators/projector.py: {what} must have shape (..., {trailing[0]}, {trailing[1]}), "
-            f"got {tuple(x.shape)}"
-        )
+        raise ValueError(f"{what} has shape {tuple(x.shape)}, expected (..., {trailing[0]}, {trailing[1]})")
     lead = x.shape[:-2]
     return x.reshape(-1, trailing[0] * trailing[1]), lead
 
@@ -87,44 +89,83 @@ class Projector:
             f"nnz={self.nnz}, device={self.device}, dtype={self.dtype})"
         )
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _check(self, x: torch.Tensor, what: str, trailing: tuple[int, int]) -> None:
+        """Raise a ValueError naming what is wrong with input ``x``: type, shape, dtype or device."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+        if x.dim() < 2 or tuple(x.shape[-2:]) != trailing:
+            raise ValueError(
+                f"{what} has shape {tuple(x.shape)}, expected (..., {trailing[0]}, {trailing[1]}) for this projector "
+                f"({type(self.geometry).__name__}: image {self.image_shape}, sinogram {self.sinogram_shape} = "
+                f"(views, detector bins))"
+            )
         if x.device != self.device or x.dtype != self.dtype:
             raise ValueError(
-                f"resample_med/operators/projector.py: input is {x.dtype} on {x.device} but the projector is "
-                f"{self.dtype} on {self.device}; use projector.to(device, dtype) or make_projector(..., device, dtype)"
+                f"{what} is a {x.dtype} tensor on {x.device} but the projector holds {self.dtype} on {self.device}; "
+                f"convert the input (x.to(projector.device, projector.dtype)) or make the projector with "
+                f"make_projector(geometry, device, dtype)"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], x: Any, what: str,
+               trailing: tuple[int, int]) -> Any:
+        """``fn(x)`` for a tensor; for a numpy array, on a tensor copy, returned as numpy in ``x``'s float dtype."""
+        if isinstance(x, np.ndarray):
+            out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+            tensor = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+            self._check(tensor, what, trailing)
+            with torch.no_grad():
+                return fn(tensor).cpu().numpy().astype(out_dtype, copy=False)
+        self._check(x, what, trailing)
+        return fn(x)
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Line integrals ``A x``: ``(..., H, W) -> (..., V, D)``; differentiable (backward = ``A^T``)."""
-        self._check(x)
-        flat, lead = _flatten(x, self.image_shape, "image")
-        return apply_sparse(self._system, flat).reshape(*lead, *self.sinogram_shape)
+
+        def project(image: torch.Tensor) -> torch.Tensor:
+            flat, lead = _flatten(image, self.image_shape, "image")
+            return apply_sparse(self._system, flat).reshape(*lead, *self.sinogram_shape)
+
+        return self._apply(project, x, "image", self.image_shape)
 
     __call__ = forward
 
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+    def adjoint(self, y: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Exact adjoint ``A^T y``: ``(..., V, D) -> (..., H, W)``; differentiable (backward = ``A``)."""
-        self._check(y)
-        flat, lead = _flatten(y, self.sinogram_shape, "sinogram")
-        return apply_sparse(self._system.transposed(), flat).reshape(*lead, *self.image_shape)
+
+        def backproject(sinogram: torch.Tensor) -> torch.Tensor:
+            flat, lead = _flatten(sinogram, self.sinogram_shape, "sinogram")
+            return apply_sparse(self._system.transposed(), flat).reshape(*lead, *self.image_shape)
+
+        return self._apply(backproject, y, "sinogram", self.sinogram_shape)
 
     backward = adjoint
     backprojection = adjoint
 
-    def filter_sinogram(self, y: torch.Tensor, filter_name: str = "ramp") -> torch.Tensor:
+    @property
+    def T(self) -> AdjointProjector:  # noqa: N802 (the usual name of a transpose)
+        """The adjoint ``A^T`` as an operator: ``P.T(y) == P.adjoint(y)``, ``P.T.T is P``."""
+        return AdjointProjector(self)
+
+    def filter_sinogram(self, y: torch.Tensor | np.ndarray, filter_name: str = "ramp") -> torch.Tensor | np.ndarray:
         """FBP filtering step (fan: with cosine pre-weight): ``(..., V, D) -> (..., V, D)``.
 
         ``filter_name``: ``ramp``, ``shepp-logan``, ``cosine`` or ``hann``.
         """
+        if isinstance(y, np.ndarray):
+            return self._apply(lambda s: fbp_module.filter_sinogram(s, self.geometry, filter_name), y, "sinogram",
+                               self.sinogram_shape)
         return fbp_module.filter_sinogram(y, self.geometry, filter_name)
 
-    def fbp(self, y: torch.Tensor, filter_name: str = "ramp") -> torch.Tensor:
+    def fbp(self, y: torch.Tensor | np.ndarray, filter_name: str = "ramp") -> torch.Tensor | np.ndarray:
         """Filtered backprojection ``(..., V, D) -> (..., H, W)``; ``fbp(forward(x)) ~= x``.
 
         See :mod:`resample_med.operators.fbp` for the method (pixel-driven, weighted for fan beam).
         """
-        self._check(y)
-        filtered = self.filter_sinogram(y, filter_name)
+        return self._apply(lambda s: self._fbp(s, filter_name), y, "sinogram", self.sinogram_shape)
+
+    def _fbp(self, y: torch.Tensor, filter_name: str) -> torch.Tensor:
+        """:meth:`fbp` on a checked tensor."""
+        filtered = fbp_module.filter_sinogram(y, self.geometry, filter_name)
         flat, lead = _flatten(filtered, self.sinogram_shape, "sinogram")
         if self._fbp_matrix is None:
             matrix = csr_from_scipy(fbp_module.build_fbp_backprojector(self.geometry), self.dtype)
@@ -167,3 +208,43 @@ class Projector:
                 if abs(estimate - previous) <= POWER_ITERATION_RTOL * estimate:
                     break
         return estimate
+
+
+class AdjointProjector:
+    """``A^T`` of a :class:`Projector` as an operator: ``forward`` is ``A^T`` and ``adjoint`` is ``A``.
+
+    Shapes swap accordingly: ``image_shape`` is the projector's ``(V, D)`` sinogram shape (this
+    operator's input) and ``sinogram_shape`` its ``(H, W)`` output. Tensors and numpy arrays work as
+    for the projector.
+    """
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Input shape ``(V, D)``."""
+        return self.projector.sinogram_shape
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        """Output shape ``(H, W)``."""
+        return self.projector.image_shape
+
+    @property
+    def T(self) -> Projector:  # noqa: N802
+        """The projector itself."""
+        return self.projector
+
+    def forward(self, y: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """``A^T y``: ``(..., V, D) -> (..., H, W)``."""
+        return self.projector.adjoint(y)
+
+    __call__ = forward
+
+    def adjoint(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """``A x``: ``(..., H, W) -> (..., V, D)``."""
+        return self.projector.forward(x)
+
+    def __repr__(self) -> str:
+        return f"{self.projector!r}.T"
