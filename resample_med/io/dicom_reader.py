@@ -36,6 +36,7 @@ from resample_med.io.hu_checks import check_input_hu
 from resample_med.io.pixel_decoding import decode_hu
 from resample_med.io.slice_order import SortedSeries, sort_slices
 from resample_med.io.volume import CTVolume
+from resample_med.quiet import third_party_quiet
 
 DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
 """File suffixes :meth:`PositionSortedDicomReader.verify_suffix` accepts (folders always)."""
@@ -221,7 +222,8 @@ def load_series(path: str | os.PathLike[str], series: str | int | None = None, *
         CTVolume with (Z, Y, X) float32 HU, slices ascending along the slice normal.
     """
     reader = PositionSortedDicomReader(series, description=description, skip_bad_slices=skip_bad_slices)
-    image = _monai_loader()(str(path), reader=reader)
+    with third_party_quiet():
+        image = _monai_loader()(str(path), reader=reader)
     meta = image.meta
     return CTVolume(
         hu=np.ascontiguousarray(image.numpy(), dtype=np.float32),

@@ -31,6 +31,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 
 from resample_med.models.config import ArchitectureConfig, PriorConfig, get_architecture
 from resample_med.models.networks import apply_unet, build_autoencoder, build_scheduler, build_unet
+from resample_med.quiet import third_party_quiet
 
 AUTOENCODER_DIR = "autoencoder"
 UNET_DIR = "unet"
@@ -147,9 +148,10 @@ class LatentDiffusionBundle(torch.nn.Module):
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: model folder not found")
         config = PriorConfig.load(path / PRIOR_CONFIG_NAME)
-        autoencoder = load_pretrained_strict(AutoencoderKL, path / AUTOENCODER_DIR)
-        unet = load_pretrained_strict(UNet2DModel, path / UNET_DIR)
-        scheduler = DDIMScheduler.from_pretrained(path / SCHEDULER_DIR, local_files_only=True)
+        with third_party_quiet():
+            autoencoder = load_pretrained_strict(AutoencoderKL, path / AUTOENCODER_DIR)
+            unet = load_pretrained_strict(UNet2DModel, path / UNET_DIR)
+            scheduler = DDIMScheduler.from_pretrained(path / SCHEDULER_DIR, local_files_only=True)
         stored = float(autoencoder.config.scaling_factor)
         if abs(stored - config.latent_scale_factor) > 1e-6 * max(1.0, abs(stored)):
             raise ValueError(
