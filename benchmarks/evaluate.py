@@ -617,23 +617,28 @@ def tune(args: argparse.Namespace) -> None:
     print(f"{tunable.description} {best:.3g} written to {TUNED_FILE}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The harness's options; ``prog`` names the command in usage lines (``resample-med evaluate``)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--tune", choices=sorted(TUNABLES),
                       help="choose the TV weight or the Latent-DPS step size (--preset) on spare val slices and store it")
     mode.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                       help="combine the quality.json of runs split over processes into --out/quality.md")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--split", default="val")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="npz of 256x256 HU slices with train/val splits (../shared/data/ct_hu256.npz)")
+    p.add_argument("--split", default="val", help="split of the npz to evaluate on")
     p.add_argument("--n-slices", type=int, default=None, help="evenly spaced subset of the split (default: all)")
-    p.add_argument("--geometries", nargs="+", default=["parallel", "fan"], choices=["parallel", "fan"])
-    p.add_argument("--views", nargs="+", type=int, default=[20, 30, 60])
+    p.add_argument("--geometries", nargs="+", default=["parallel", "fan"], choices=["parallel", "fan"],
+                   help="beam geometries to evaluate")
+    p.add_argument("--views", nargs="+", type=int, default=[20, 30, 60], help="numbers of projection views")
     p.add_argument("--photons", type=float, default=1e5, help="incident photons per ray (Poisson noise)")
     p.add_argument("--simulations", nargs="+", default=[SIMULATIONS[0]], choices=SIMULATIONS,
                    help="how data are simulated: independent (finer model, default) and/or matched (the inverse crime)")
     p.add_argument("--pixel-spacing", type=float, default=1.4, help="mm per pixel of the 256^2 grid (not stored in the npz)")
-    p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS))
+    p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS),
+                   help="reconstruction methods to compare")
     p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="sampler preset (ReSample, Latent-DPS)")
     p.add_argument("--sampler", action="append", default=[], metavar="KEY=VALUE",
@@ -642,28 +647,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample-samples", type=int, default=1,
                    help="ReSample (and ablation) rows are the mean of this many posterior samples")
     p.add_argument("--model", default="default", help="'default' (the shipped prior) or a bundle folder")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=8, help="slices reconstructed together")
+    p.add_argument("--seed", type=int, default=0, help="seed of noise and sampling")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 is far faster when other processes share the cores)")
     p.add_argument("--figure-setting", nargs=2, default=["parallel", "30"], metavar=("GEOMETRY", "VIEWS"),
-                   type=lambda s: int(s) if s.isdigit() else s)
-    p.add_argument("--figure-slices", type=int, default=3)
+                   type=lambda s: int(s) if s.isdigit() else s, help="the setting the figure shows")
+    p.add_argument("--figure-slices", type=int, default=3, help="slices shown in the figure")
     p.add_argument("--uncertainty-samples", type=int, default=4,
                    help="ReSample posterior samples for the figure's std map and the calibration rows (1: neither)")
     p.add_argument("--calibration-slices", type=int, default=8,
                    help="evaluated slices (evenly spaced) with the posterior-mean row and uncertainty calibration (0: none)")
-    p.add_argument("--tune-slices", type=int, default=6)
+    p.add_argument("--tune-slices", type=int, default=6, help="spare val slices --tune chooses on")
     p.add_argument("--budget-min", type=float, default=None, help="stop starting new runs after this many minutes")
     p.add_argument("--note", action="append", default=[], help="a note to add to the report (repeatable)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder of quality.md, quality.json and the figure")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Run the harness with ``argv`` (default ``sys.argv[1:]``); ``prog`` names it in usage lines."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     args.command = "python benchmarks/evaluate.py " + " ".join(shlex.quote(a) for a in argv)
     if args.threads:
         torch.set_num_threads(args.threads)

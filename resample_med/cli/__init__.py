@@ -1,4 +1,4 @@
-"""The ``resample-med`` command line: ``demo | reconstruct | simulate | evaluate | train``.
+"""The ``resample-med`` command line: ``demo | reconstruct | simulate | evaluate | cache | train``.
 
 Every subcommand calls the same engine as the napari plugin and the Python API
 (:mod:`resample_med.pipeline`). Exit codes: 0 success; 1 some series of a folder of studies
@@ -13,25 +13,33 @@ import sys
 from collections.abc import Sequence
 
 from resample_med import __version__
-from resample_med.cli import common, demo, evaluate, reconstruct, simulate
-from resample_med.config import ConfigError
-from resample_med.io import DicomInputError
-from resample_med.io.errors import OutputPathError
-from resample_med.pipeline import CheckpointMismatchError, SinogramFileError
+from resample_med.cli import cache, common, demo, evaluate, reconstruct, simulate
 
-INPUT_ERRORS = (DicomInputError, OutputPathError, SinogramFileError, ConfigError, CheckpointMismatchError,
-                FileNotFoundError)
-"""Errors reported as one line and exit code 2."""
+TRAIN_COMMAND = "train"
 
 RESUME_HINT = "; finished slices are kept, run the same command again to resume (--overwrite starts over)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand."""
-    from resample_med.training.cli import add_train_parser
+def input_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as one line and exit code 2 (imported when a command runs, not for ``--help``)."""
+    from resample_med.config import ConfigError
+    from resample_med.io.errors import DicomInputError, OutputPathError
+    from resample_med.pipeline.checkpoint import CheckpointMismatchError
+    from resample_med.pipeline.sinogram_file import SinogramFileError
 
+    return (DicomInputError, OutputPathError, SinogramFileError, ConfigError, CheckpointMismatchError,
+            FileNotFoundError)
+
+
+def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand.
+
+    ``with_train=False`` registers ``train`` as a stub that takes any arguments: the training
+    parser lists the training presets, which imports torch and diffusers, so :func:`main` builds it
+    only when the command is ``train``.
+    """
     parser = argparse.ArgumentParser(
-        prog="resample-med", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="resample-med", description=common.plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"resample-med {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,14 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_parser(subparsers)
     simulate.add_parser(subparsers)
     evaluate.add_parser(subparsers)
-    add_train_parser(subparsers)
+    cache.add_parser(subparsers)
+    if with_train:
+        from resample_med.training.cli import add_train_parser
+
+        add_train_parser(subparsers)
+    else:
+        subparsers.add_parser(TRAIN_COMMAND, help="train the latent diffusion prior on CT slices", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
-    parser = build_parser()
+    parser = build_parser(with_train=False)
     args, extra = parser.parse_known_args(argv)
+    if args.command == TRAIN_COMMAND:
+        parser = build_parser(with_train=True)
+        args, extra = parser.parse_known_args(argv)
     if args.command == evaluate.COMMAND:
         args.harness_args = extra  # everything after `evaluate` belongs to the harness
     elif extra:
@@ -54,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None) or args.func
     try:
         result = handler(args)
-    except INPUT_ERRORS as err:
+    except input_errors() as err:
         print(f"resample-med {args.command}: error: {err}", file=sys.stderr)
         return common.EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from resample_med.config import AUTO, CPU_PRESET, CUDA_PRESET, ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -30,8 +32,22 @@ PRIOR_FREE_METHODS = ("fbp", "cgls", "tv")
 REPORTED_PACKAGES = ("torch", "diffusers", "numpy", "pydicom", "SimpleITK", "monai")
 
 
+_SPHINX_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`~?\.?([^`<]*?)\s*(?:<[^>]*>)?`")
+"""``:mod:`x```, ``:func:`~.y```, ``:py:class:`z``` and ``:ref:`text <target>``` roles."""
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_help(text: str | None) -> str:
+    """A docstring as ``--help`` shows it: Sphinx roles and double-backtick literals as plain text."""
+    text = _SPHINX_ROLE.sub(r"\1", text or "")
+    text = _LITERAL.sub(r"\1", text)
+    return re.sub(r"(\S)::$", r"\1:", text, flags=re.M)
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    import torch
+
     if device == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

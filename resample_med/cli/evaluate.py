@@ -23,8 +23,8 @@ HARNESS_MODULE = "resample_med_evaluate_harness"
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate``; :func:`resample_med.cli.main` hands every following argument to the harness."""
     parser = subparsers.add_parser(COMMAND, help="run the evaluation harness (benchmarks/evaluate.py)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   add_help=False)
+                                   description=common.plain_help(__doc__),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     parser.set_defaults(handler=run)
 
 
@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[HARNESS_MODULE] = module  # dataclasses in the script look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    result = module.main(args.harness_args)
+    result = module.main(args.harness_args, prog=f"resample-med {COMMAND}")
     return result if isinstance(result, int) else common.EXIT_OK

@@ -15,25 +15,21 @@ import dataclasses
 from pathlib import Path
 
 from resample_med.cli import common
-from resample_med.cli.inputs import is_nifti
 from resample_med.cli.reconstruct import add_acquisition_arguments, config_from_args
-from resample_med.io import iter_model_slices, load_nifti, load_series
-from resample_med.pipeline import save_measurements
 from resample_med.pipeline.acquisition import SIMULATION_KINDS
-from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE, simulate_model_slices
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``simulate``."""
     parser = subparsers.add_parser("simulate", help="simulate sparse-view measurements of a CT into a sinogram file",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=common.plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", type=Path, metavar="INPUT", help="DICOM folder or file, or NIfTI file")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="sinogram file to write (.npz, or .npy + .json)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config (its acquisition is used)")
     parser.add_argument("--series", metavar="UID|NUMBER", help="series: SeriesInstanceUID or SeriesNumber")
     parser.add_argument("--series-description", metavar="TEXT", help="series: the one whose description contains TEXT")
     parser.add_argument("--slices", metavar="START:STOP", help="slice range (default: all)")
-    parser.add_argument("--size", type=int, default=DEFAULT_IMAGE_SIZE, help="model grid side (default 256)")
+    parser.add_argument("--size", type=int, help="model grid side (default 256, the shipped prior's)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_acquisition_arguments(parser)
     parser.add_argument("--simulation", choices=SIMULATION_KINDS,
@@ -44,6 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
+    from resample_med.cli.inputs import is_nifti
+    from resample_med.io import iter_model_slices, load_nifti, load_series
+    from resample_med.pipeline import save_measurements
+    from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE, simulate_model_slices
+
     config = config_from_args(args)
     if args.simulation is not None:
         config = dataclasses.replace(config, acquisition=config.acquisition.replace(simulation=args.simulation))
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         volume = load_series(args.input, args.series, description=args.series_description)
     if args.slices is not None:
         volume = common.crop_to_slices(volume, args.slices, args.input)
-    measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size)), config.acquisition,
+    measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size or DEFAULT_IMAGE_SIZE)), config.acquisition,
                                          config.reconstruction.seed)
     path = save_measurements(args.output, measurements)
     print(f"wrote {path}: {measurements.n_slices} slice(s), sinogram {tuple(measurements.sinogram.shape[1:])}, "

@@ -1,31 +1,21 @@
 """The latent diffusion prior: architecture presets, the bundle, and the shipped default model."""
 
-from resample_med.models.bundle import (
-    DEFAULT_MODEL_DIR,
-    LatentDiffusionBundle,
-    create_bundle,
-    load_default_model,
-)
-from resample_med.models.config import (
-    ARCHITECTURES,
-    ArchitectureConfig,
-    AutoencoderArchitecture,
-    NoiseSchedule,
-    PriorConfig,
-    UNetArchitecture,
-    get_architecture,
-)
+from resample_med._lazy import lazy_namespace
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_MODEL_DIR",
-    "ArchitectureConfig",
-    "AutoencoderArchitecture",
-    "LatentDiffusionBundle",
-    "NoiseSchedule",
-    "PriorConfig",
-    "UNetArchitecture",
-    "create_bundle",
-    "get_architecture",
-    "load_default_model",
-]
+_EXPORTS: dict[str, str | None] = {
+    "DEFAULT_MODEL_DIR": "bundle",
+    "LatentDiffusionBundle": "bundle",
+    "create_bundle": "bundle",
+    "load_default_model": "bundle",
+    "ARCHITECTURES": "config",
+    "ArchitectureConfig": "config",
+    "AutoencoderArchitecture": "config",
+    "NoiseSchedule": "config",
+    "PriorConfig": "config",
+    "UNetArchitecture": "config",
+    "get_architecture": "config",
+}
+"""Public name -> submodule defining it (``None``: a submodule), imported on first use."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -7,17 +7,20 @@
 >>> x = P.fbp(y)               # filtered backprojection, (..., 256, 256)
 """
 
-from resample_med.operators import noise, torch_radon
-from resample_med.operators.cache import cache_dir, clear_memory_cache, make_projector
-from resample_med.operators.filters import FILTER_NAMES
-from resample_med.operators.projector import Projector
+from resample_med._lazy import lazy_namespace
 
-__all__ = [
-    "FILTER_NAMES",
-    "Projector",
-    "cache_dir",
-    "clear_memory_cache",
-    "make_projector",
-    "noise",
-    "torch_radon",
-]
+_EXPORTS: dict[str, str | None] = {
+    "noise": None,
+    "torch_radon": None,
+    "cache_dir": "cache",
+    "cache_info": "cache",
+    "clear_disk_cache": "cache",
+    "clear_memory_cache": "cache",
+    "make_projector": "cache",
+    "FILTER_NAMES": "filters",
+    "Projector": "projector",
+}
+"""Public name -> submodule defining it (``None``: a submodule), imported on first use."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -5,6 +5,11 @@ Disk layout: ``$RESAMPLE_MED_CACHE`` (default ``~/.cache/resample_med/operators`
 component tensors (int32 indices, float32 values); files are written to a temporary name and renamed,
 so readers never see a partial file, and loaded memory-mapped. A geometry whose angles are a subset of
 a full-view operator already in memory is served by that operator's rows instead of a new build.
+
+The folder is capped (:data:`DEFAULT_CACHE_LIMIT_GB`, or ``$RESAMPLE_MED_CACHE_LIMIT_GB``; one fan-beam
+512x512 geometry takes about 1.3 GB): after each new file, the least recently used files are deleted
+until the folder fits (a file's modification time records its last use). ``resample-med cache info``
+lists the folder, ``resample-med cache clear`` empties it (:func:`cache_info`, :func:`clear_disk_cache`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,15 @@ CACHE_ENV_VAR = "RESAMPLE_MED_CACHE"
 
 DEFAULT_CACHE_DIR = Path("~/.cache/resample_med/operators")
 """Cache folder when ``RESAMPLE_MED_CACHE`` is unset."""
+
+CACHE_LIMIT_ENV_VAR = "RESAMPLE_MED_CACHE_LIMIT_GB"
+"""Environment variable with the size cap of the on-disk cache in GB (10^9 bytes)."""
+
+DEFAULT_CACHE_LIMIT_GB = 5.0
+"""Size cap of the on-disk cache when ``RESAMPLE_MED_CACHE_LIMIT_GB`` is unset (a few large geometries)."""
+
+CACHE_FILE_PATTERN = "*-v*.pt"
+"""Names of cache files (``<kind>-<key>-v<version>.pt``); nothing else in the folder is touched."""
 
 FORMAT_VERSION = 2
 """Bump when the system-matrix definition or the file layout changes (old files are then ignored)."""
@@ -51,6 +67,92 @@ def cache_dir() -> Path:
 def cache_path(geometry: Geometry) -> Path:
     """File holding ``geometry``'s system matrix."""
     return cache_dir() / f"{geometry.kind}-{geometry.cache_key()}-v{FORMAT_VERSION}.pt"
+
+
+def cache_limit_bytes() -> int:
+    """The size cap of the on-disk cache in bytes (``$RESAMPLE_MED_CACHE_LIMIT_GB`` or the default)."""
+    text = os.environ.get(CACHE_LIMIT_ENV_VAR)
+    if text is None:
+        return int(DEFAULT_CACHE_LIMIT_GB * 1e9)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{CACHE_LIMIT_ENV_VAR}={text!r}: give the cache size cap in GB, e.g. 5") from None
+    if value < 0:
+        raise ValueError(f"{CACHE_LIMIT_ENV_VAR}={text!r}: the cap must be >= 0 GB")
+    return int(value * 1e9)
+
+
+@dataclass(frozen=True)
+class CacheFile:
+    """One file of the on-disk cache: path, size in bytes and last use (seconds since the epoch)."""
+
+    path: Path
+    size_bytes: int
+    last_used: float
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """The on-disk cache: its folder, files (least recently used first), total size and cap in bytes."""
+
+    folder: Path
+    files: list[CacheFile]
+    limit_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+
+def cache_info() -> CacheInfo:
+    """What the on-disk cache holds, least recently used first."""
+    folder = cache_dir()
+    files = []
+    for path in folder.glob(CACHE_FILE_PATTERN) if folder.is_dir() else []:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # evicted by another process meanwhile
+            continue
+        files.append(CacheFile(path, stat.st_size, stat.st_mtime))
+    files.sort(key=lambda f: f.last_used)
+    return CacheInfo(folder, files, cache_limit_bytes())
+
+
+def evict(limit_bytes: int | None = None, keep: Path | None = None) -> list[CacheFile]:
+    """Delete least recently used cache files until the folder fits ``limit_bytes`` (default: the cap).
+
+    ``keep`` (the file just written) is never deleted, even when it alone exceeds the cap. Returns
+    the deleted files.
+    """
+    info = cache_info()
+    limit = info.limit_bytes if limit_bytes is None else limit_bytes
+    total = info.total_bytes
+    removed = []
+    for entry in info.files:
+        if total <= limit:
+            break
+        if keep is not None and entry.path == keep:
+            continue
+        entry.path.unlink(missing_ok=True)
+        total -= entry.size_bytes
+        removed.append(entry)
+    return removed
+
+
+def clear_disk_cache() -> list[CacheFile]:
+    """Delete every cache file (and forget the in-memory projectors); returns what was deleted."""
+    clear_memory_cache()
+    return evict(limit_bytes=0)
+
+
+def _touch(path: Path) -> None:
+    """Record a use of ``path`` for least-recently-used eviction (best effort on read-only caches)."""
+    try:
+        now = time.time()
+        os.utime(path, (now, now))
+    except OSError:
+        pass
 
 
 def clear_memory_cache() -> None:
@@ -129,7 +231,9 @@ def _base_system(geometry: Geometry) -> SparsePair:
         if loaded is None:
             system = SparsePair.from_scipy(build_system_matrix(geometry), torch.float32)
             _save(geometry, system, path)
+            evict(keep=path)
         else:
+            _touch(path)
             system = loaded
     _remember(_BASE, geometry, system)
     return system

@@ -18,58 +18,34 @@ linearisation), :mod:`.slices` (batched reconstruction of slices), :mod:`.volume
 :mod:`.seeding` (per-slice random streams).
 """
 
-from resample_med.pipeline.acquisition import (
-    ACQUISITION_PRESETS,
-    DEFAULT_ACQUISITION,
-    GEOMETRY_KINDS,
-    AcquisitionConfig,
-)
-from resample_med.pipeline.checkpoint import CheckpointMismatchError, SliceCheckpoint
-from resample_med.pipeline.measurements import (
-    AttenuationOperator,
-    LinearProblem,
-    Measurements,
-    linearise,
-    noise_variance,
-    projector_for,
-    simulate_measurements,
-)
-from resample_med.pipeline.sinogram_file import (
-    SinogramFileError,
-    is_sinogram_file,
-    load_measurements,
-    save_measurements,
-)
-from resample_med.pipeline.slices import SliceReconstruction, reconstruct_slices
-from resample_med.pipeline.volume import (
-    VolumeReconstruction,
-    reconstruct_volume,
-    select_slices,
-    simulate_model_slices,
-)
+from resample_med._lazy import lazy_namespace
 
-__all__ = [
-    "ACQUISITION_PRESETS",
-    "DEFAULT_ACQUISITION",
-    "GEOMETRY_KINDS",
-    "AcquisitionConfig",
-    "AttenuationOperator",
-    "CheckpointMismatchError",
-    "LinearProblem",
-    "Measurements",
-    "SinogramFileError",
-    "SliceCheckpoint",
-    "SliceReconstruction",
-    "VolumeReconstruction",
-    "is_sinogram_file",
-    "linearise",
-    "load_measurements",
-    "noise_variance",
-    "projector_for",
-    "reconstruct_slices",
-    "reconstruct_volume",
-    "save_measurements",
-    "select_slices",
-    "simulate_measurements",
-    "simulate_model_slices",
-]
+_EXPORTS: dict[str, str | None] = {
+    "ACQUISITION_PRESETS": "acquisition",
+    "DEFAULT_ACQUISITION": "acquisition",
+    "GEOMETRY_KINDS": "acquisition",
+    "AcquisitionConfig": "acquisition",
+    "CheckpointMismatchError": "checkpoint",
+    "SliceCheckpoint": "checkpoint",
+    "AttenuationOperator": "measurements",
+    "LinearProblem": "measurements",
+    "Measurements": "measurements",
+    "linearise": "measurements",
+    "noise_variance": "measurements",
+    "projector_for": "measurements",
+    "simulate_measurements": "measurements",
+    "SinogramFileError": "sinogram_file",
+    "is_sinogram_file": "sinogram_file",
+    "load_measurements": "sinogram_file",
+    "save_measurements": "sinogram_file",
+    "SliceReconstruction": "slices",
+    "reconstruct_slices": "slices",
+    "VolumeReconstruction": "volume",
+    "reconstruct_volume": "volume",
+    "select_slices": "volume",
+    "simulate_model_slices": "volume",
+}
+"""Public name -> submodule defining it (``None``: a submodule), imported on first use."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -7,20 +7,21 @@ resampling), :mod:`~.schedule` (which step runs what), :mod:`~.resample` (the lo
 :mod:`~.config` (settings and presets).
 """
 
-from resample_med.sampling.config import PRESETS, ReSampleConfig
-from resample_med.sampling.prior import LatentPrior, LinearOperator
-from resample_med.sampling.registry import METHODS, reconstruct, resolve_method_config
-from resample_med.sampling.result import ProgressEvent, Reconstruction, ReconstructionCancelled
+from resample_med._lazy import lazy_namespace
 
-__all__ = [
-    "METHODS",
-    "PRESETS",
-    "LatentPrior",
-    "LinearOperator",
-    "ProgressEvent",
-    "ReSampleConfig",
-    "Reconstruction",
-    "ReconstructionCancelled",
-    "reconstruct",
-    "resolve_method_config",
-]
+_EXPORTS: dict[str, str | None] = {
+    "PRESETS": "config",
+    "ReSampleConfig": "config",
+    "LatentPrior": "prior",
+    "LinearOperator": "prior",
+    "METHODS": "names",
+    "reconstruct": "registry",
+    "resolve_method_config": "registry",
+    "ProgressEvent": "result",
+    "Reconstruction": "result",
+    "ReconstructionCancelled": "result",
+}
+"""Public name -> submodule defining it (``None``: a submodule), imported on first use."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

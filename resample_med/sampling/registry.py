@@ -10,19 +10,10 @@ from torch import Tensor
 
 from resample_med.sampling.baselines import cgls, fbp, latent_dps, tv
 from resample_med.sampling.config import resolve_config
+from resample_med.sampling.names import METHODS, RESAMPLE_VARIANTS
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resample import resample
 from resample_med.sampling.result import ProgressCallback, Reconstruction
-
-RESAMPLE_VARIANTS: dict[str, str] = {
-    "resample": "stochastic",
-    "resample_no_resampling": "ddim",
-    "resample_stochastic_encoding": "encode",
-}
-"""ReSample and its ablations, by the ``resampling`` setting each forces."""
-
-METHODS: tuple[str, ...] = ("fbp", "cgls", "tv", "latent_dps", *RESAMPLE_VARIANTS)
-"""Every method name :func:`reconstruct` accepts."""
 
 _BASELINE_PRESETS: dict[str, dict[str, Any]] = {
     "fbp": fbp.PRESETS,
