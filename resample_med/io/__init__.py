@@ -10,45 +10,42 @@ normal, and every input problem is a :class:`DicomInputError` naming the file an
 ...     back = s.to_source(recon_256)                     # (Y, X) on the source grid
 """
 
-from resample_med.io.dicom_reader import PositionSortedDicomReader, iter_series_slices, load_series, open_series
-from resample_med.io.dicom_writer import rescale_for_int16, write_derived_series
-from resample_med.io.discovery import SeriesInfo, discover_series, select_series
-from resample_med.io.errors import DicomInputError, DicomInputWarning, MissingDecoderError, OutputPathError
-from resample_med.io.load import load_volume
-from resample_med.io.model_grid import MODEL_GRID_PRESETS, ModelGrid, ModelGridConfig, ModelSlice, iter_model_slices
-from resample_med.io.nifti import load_nifti, write_nifti
-from resample_med.io.preview import HU_WINDOWS, HUWindow, to_display, write_png_preview
-from resample_med.io.sample import SAMPLE_CTS, load_sample_ct, sample_ct_path
-from resample_med.io.volume import CTVolume
+from resample_med._lazy import lazy_namespace
 
-__all__ = [
-    "HU_WINDOWS",
-    "MODEL_GRID_PRESETS",
-    "SAMPLE_CTS",
-    "CTVolume",
-    "DicomInputError",
-    "DicomInputWarning",
-    "HUWindow",
-    "MissingDecoderError",
-    "ModelGrid",
-    "ModelGridConfig",
-    "ModelSlice",
-    "OutputPathError",
-    "PositionSortedDicomReader",
-    "SeriesInfo",
-    "discover_series",
-    "iter_model_slices",
-    "iter_series_slices",
-    "load_nifti",
-    "load_sample_ct",
-    "load_series",
-    "load_volume",
-    "open_series",
-    "rescale_for_int16",
-    "sample_ct_path",
-    "select_series",
-    "to_display",
-    "write_derived_series",
-    "write_nifti",
-    "write_png_preview",
-]
+_EXPORTS: dict[str, str | None] = {
+    "PositionSortedDicomReader": "dicom_reader",
+    "iter_series_slices": "dicom_reader",
+    "load_series": "dicom_reader",
+    "open_series": "dicom_reader",
+    'rescale_for_int16': 'dicom_writer',
+    "write_derived_series": "dicom_writer",
+    "SeriesInfo": "discovery",
+    "discover_series": "discovery",
+    "select_series": "discovery",
+    "DicomInputError": "errors",
+    "DicomInputWarning": "errors",
+    "MissingDecoderError": "errors",
+    "OutputPathError": "errors",
+    "load_volume": "load",
+    "MODEL_GRID_PRESETS": "model_grid",
+    "ModelGrid": "model_grid",
+    "ModelGridConfig": "model_grid",
+    "ModelSlice": "model_grid",
+    "iter_model_slices": "model_grid",
+    "load_nifti": "nifti",
+    "write_nifti": "nifti",
+    "HU_WINDOWS": "preview",
+    "HUWindow": "preview",
+    "to_display": "preview",
+    "write_png_preview": "preview",
+    "write_contact_sheet": "preview",
+    "SAMPLE_CTS": "sample",
+    "DEFAULT_SAMPLE": "sample",
+    "load_sample_ct": "sample",
+    "sample_ct_path": "sample",
+    "CTVolume": "volume",
+}
+"""Public name -> submodule defining it (``None``: a submodule), imported on first use."""
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -2,7 +2,9 @@
 
 The series is a new CT series in the source's study and frame of reference: new
 SeriesInstanceUID and SOPInstanceUIDs (``pydicom.uid.generate_uid``), ImageType
-DERIVED\\SECONDARY\\AXIAL, a SeriesDescription naming the method, per-slice
+DERIVED\\SECONDARY\\AXIAL, a SeriesDescription naming the method once and the caller's
+description (the acquisition), DerivationDescription and ImageComments saying how the images were
+made (for instance on the model grid and interpolated back to the source grid), per-slice
 ImagePositionPatient / ImageOrientationPatient / PixelSpacing / SliceThickness of the source
 geometry, int16 pixels with RescaleSlope/Intercept chosen to hold the HU range, the patient and
 study modules copied, and a ReferencedSeriesSequence plus per-slice SourceImageSequence pointing
@@ -27,7 +29,7 @@ import resample_med
 from resample_med.io.errors import DicomInputWarning
 from resample_med.io.hu_checks import require_finite
 from resample_med.io.output_paths import atomic_directory, check_output_path, input_paths
-from resample_med.io.preview import HU_WINDOWS
+from resample_med.io.preview import HUWindow, resolve_window
 from resample_med.io.volume import CTVolume
 
 INT16_MIN, INT16_MAX = -32768, 32767
@@ -106,6 +108,8 @@ def _series_template(
     study_uid: str,
     frame_uid: str,
     referenced: Sequence | None,
+    derivation: str,
+    window: str | HUWindow | tuple[float, float],
 ) -> pydicom.Dataset:
     """The attributes every slice of the derived series shares (all but position, UIDs and pixels)."""
     source = volume.source
@@ -130,10 +134,12 @@ def _series_template(
     default_number = int(source.get("SeriesNumber") or 0) + DERIVED_SERIES_NUMBER_OFFSET
     ds.SeriesNumber = default_number if series_number is None else series_number
     ds.SeriesDescription = f"{method} {description}".strip()[:MAX_DESCRIPTION]
-    ds.DerivationDescription = (
+    ds.DerivationDescription = " ".join(filter(None, [
         f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
-        f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}"
-    )
+        f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}.", derivation,
+    ]))
+    if derivation:
+        ds.ImageComments = derivation
     ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
     now = dt.datetime.now()
     ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
@@ -149,7 +155,7 @@ def _series_template(
     ds.Rows, ds.Columns = volume.hu.shape[1], volume.hu.shape[2]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleType = "HU"
-    window = HU_WINDOWS[DEFAULT_DISPLAY_WINDOW]
+    window = resolve_window(window)
     ds.WindowCenter, ds.WindowWidth = window.center, window.width
     return ds
 
@@ -162,6 +168,8 @@ def write_derived_series(
     description: str,
     *,
     series_number: int | None = None,
+    derivation: str = "",
+    window: str | HUWindow | tuple[float, float] = DEFAULT_DISPLAY_WINDOW,
     overwrite: bool = False,
 ) -> Path:
     """Write ``hu`` (Z, Y, X) on ``volume``'s grid as a derived DICOM CT series in ``out_dir``.
@@ -175,6 +183,11 @@ def write_derived_series(
         method: reconstruction method, e.g. "resample".
         description: what else to say, e.g. "30 views, 1e5 photons".
         series_number: SeriesNumber; default source SeriesNumber + 1000.
+        derivation: how the images were made beyond method and description (e.g. "reconstructed
+            on the 256x256 model grid, interpolated back to the 512x512 source grid"); appended to
+            DerivationDescription and written as ImageComments.
+        window: WindowCenter/WindowWidth written (a name in :data:`HU_WINDOWS`, a window, or
+            (center, width)).
         overwrite: replace an existing ``out_dir``.
 
     Returns:
@@ -206,7 +219,8 @@ def write_derived_series(
         warnings.warn(
             f"{target}: HU from {float(hu.min()):.6g} to {float(hu.max()):.6g} exceed int16 pixels; stored with "
             f"RescaleSlope {slope_text}, i.e. in steps of {slope:.3g} HU", DicomInputWarning, stacklevel=2)
-    template = _series_template(volume, method, description, series_number, study_uid, frame_uid, referenced)
+    template = _series_template(volume, method, description, series_number, study_uid, frame_uid, referenced,
+                                derivation, window)
     template.RescaleSlope, template.RescaleIntercept = slope_text, intercept_text
     positions = volume.slice_positions()
     sop_uids = list(source.get("SOPInstanceUIDs", []))

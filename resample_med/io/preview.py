@@ -1,4 +1,4 @@
-"""PNG previews of HU slices in a chosen display window."""
+"""PNG previews of HU slices in a chosen display window: one slice, or a contact sheet of several."""
 
 from __future__ import annotations
 
@@ -36,8 +36,23 @@ HU_WINDOWS: dict[str, HUWindow] = {
     "lung": HUWindow(-600.0, 1500.0),
     "bone": HUWindow(400.0, 1800.0),
     "model": HUWindow(0.0, 2000.0),
+    "full": HUWindow(500.0, 3000.0),
+    "uncertainty": HUWindow(50.0, 100.0),
 }
-"""Named windows: soft tissue 40/400, lung -600/1500, bone 400/1800, model [-1000, 1000]."""
+"""Named windows: soft tissue 40/400, lung -600/1500, bone 400/1800, model [-1000, 1000], full
+[-1000, 2000] (air to dense bone), uncertainty [0, 100] HU (posterior std maps)."""
+
+CLI_WINDOWS: tuple[str, ...] = ("soft-tissue", "lung", "bone", "full")
+"""Window names of ``--window`` (a hyphen where :data:`HU_WINDOWS` has an underscore)."""
+
+CONTACT_SHEET_SLICES = 9
+"""Slices on a contact sheet (evenly spaced over the volume; all of them when fewer)."""
+
+CONTACT_SHEET_TILE_PX = 256
+"""Tiles larger than this are downsampled (nearest neighbour) so that sheets stay small."""
+
+LABEL_HEIGHT_PX = 12
+"""Band above each tile holding its slice number."""
 
 
 def resolve_window(window: str | HUWindow | tuple[float, float]) -> HUWindow:
@@ -45,6 +60,7 @@ def resolve_window(window: str | HUWindow | tuple[float, float]) -> HUWindow:
     if isinstance(window, HUWindow):
         return window
     if isinstance(window, str):
+        window = window.replace("-", "_")
         if window not in HU_WINDOWS:
             raise KeyError(f"unknown HU window '{window}'; choose from {sorted(HU_WINDOWS)} or give (center, width)")
         return HU_WINDOWS[window]
@@ -94,3 +110,59 @@ def write_png_preview(
     with atomic_file(target) as temporary:
         Image.fromarray(to_display(hu, window), mode="L").save(temporary, format="PNG")
     return target
+
+
+def contact_sheet_indices(n_slices: int, n_tiles: int = CONTACT_SHEET_SLICES) -> list[int]:
+    """``n_tiles`` slice indices evenly spaced over ``0 .. n_slices - 1`` (every slice when fewer)."""
+    if n_slices <= n_tiles:
+        return list(range(n_slices))
+    return sorted({int(round(i)) for i in np.linspace(0, n_slices - 1, n_tiles)})
+
+
+def write_contact_sheet(
+    image: np.ndarray | CTVolume,
+    path: str | os.PathLike[str],
+    window: str | HUWindow | tuple[float, float] = "soft_tissue",
+    *,
+    n_tiles: int = CONTACT_SHEET_SLICES,
+    overwrite: bool = False,
+) -> Path:
+    """Write a grid of evenly spaced slices, each labelled with its slice number, as one PNG.
+
+    Args:
+        image: (Z, H, W) or (H, W) HU, or a :class:`CTVolume`.
+        path: output .png file (refused inside the volume's input folder).
+        window: a name in :data:`HU_WINDOWS` (``soft-tissue`` spelling accepted), a :class:`HUWindow`
+            or (center, width).
+        n_tiles: how many slices (all of them when the volume has fewer); the grid is about square.
+        overwrite: replace an existing file.
+    """
+    from PIL import Image, ImageDraw
+
+    inputs = input_folders(image) if isinstance(image, CTVolume) else []
+    target = check_output_path(Path(path), inputs, overwrite=overwrite)
+    hu = np.asarray(image.hu if isinstance(image, CTVolume) else image)
+    if hu.ndim == 2:
+        hu = hu[None]
+    if hu.ndim != 3 or hu.shape[0] == 0:
+        raise ValueError(f"contact sheet needs (Z, H, W) or (H, W) HU, got shape {hu.shape}")
+    indices = contact_sheet_indices(hu.shape[0], n_tiles)
+    step = max(1, int(np.ceil(max(hu.shape[1:]) / CONTACT_SHEET_TILE_PX)))
+    tiles = [to_display(hu[i, ::step, ::step], window) for i in indices]
+    rows, cols = _grid(len(tiles))
+    height, width = tiles[0].shape
+    sheet = Image.new("L", (cols * width, rows * (height + LABEL_HEIGHT_PX)), color=0)
+    draw = ImageDraw.Draw(sheet)
+    for k, (index, tile) in enumerate(zip(indices, tiles)):
+        x, y = (k % cols) * width, (k // cols) * (height + LABEL_HEIGHT_PX)
+        sheet.paste(Image.fromarray(tile), (x, y + LABEL_HEIGHT_PX))
+        draw.text((x + 2, y), f"slice {index}", fill=255)
+    with atomic_file(target) as temporary:
+        sheet.save(temporary, format="PNG")
+    return target
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of an about square grid of ``n`` tiles."""
+    cols = int(np.ceil(np.sqrt(n)))
+    return int(np.ceil(n / cols)), cols

@@ -49,7 +49,7 @@ class TVConfig:
     step_ratio: float = 1.0
     init: Literal["fbp", "zeros"] = "fbp"
     power_iterations: int = 30
-    report_every: int = 50
+    report_every: int = 10
 
 
 PRESETS: dict[str, TVConfig] = {"paper": TVConfig(), "default": TVConfig(), "fast": TVConfig(max_iter=80)}
