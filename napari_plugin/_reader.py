@@ -89,7 +89,10 @@ def volume_layer_data(volume: CTVolume, name: str) -> LayerData:
 
 
 def _is_plain(value: object) -> bool:
-    """Whether ``value`` is a short scalar worth keeping in layer metadata (UIDs, IDs, names)."""
+    """Whether ``value`` is worth keeping in layer metadata: a scalar (UIDs, IDs, names) or a mapping of
+    scalars (the patient/study header a derived DICOM series copies)."""
+    if isinstance(value, dict):
+        return all(isinstance(v, (str, int, float, bool)) for v in value.values())
     return isinstance(value, (str, int, float, bool))
 
 

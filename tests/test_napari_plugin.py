@@ -104,7 +104,11 @@ def test_plugin_is_discovered_with_widget_reader_and_sample_data():
     contributions = manifest.contributions
     assert [w.display_name for w in contributions.widgets] == [WIDGET]
     assert contributions.readers[0].accepts_directories
-    assert [s.key for s in contributions.sample_data] == ["sample_ct"]
+    assert [s.key for s in contributions.sample_data] == ["sample_ct", "sample_ct_head"]
+    names = [s.display_name for s in contributions.sample_data]
+    assert "in distribution" in names[0] and "Chest" in names[0]
+    assert "out of distribution" in names[1] and "Head" in names[1]
+    assert [w.filename_extensions for w in contributions.writers] == [[".dcm"]]
 
 
 def test_fbp_run_adds_overlaying_layers_and_metrics(docked, qtbot):
@@ -304,3 +308,45 @@ def test_sample_data_loads_in_hu(make_napari_viewer):
     assert layer.data.ndim == 3
     assert all(s > 0 for s in layer.scale)
     assert layer.data.min() < -900 and layer.data.max() > 200  # air and bone in HU
+
+
+def test_head_sample_is_named_out_of_distribution(make_napari_viewer):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open_sample(PLUGIN, "sample_ct_head")
+    assert "out of distribution" in layer.name
+    (chest,) = viewer.open_sample(PLUGIN, "sample_ct")
+    assert "in distribution" in chest.name
+
+
+def test_writer_saves_a_layer_as_a_derived_series_in_the_source_study(tmp_path):
+    import pydicom
+
+    from napari_plugin._reader import volume_layer_data
+    from napari_plugin._writer import write_dicom_series
+    from resample_med.io import load_sample_ct, load_volume
+
+    source = load_sample_ct("small")
+    data, kwargs, _kind = volume_layer_data(source, name="small")
+    (folder,) = write_dicom_series(str(tmp_path / "saved.dcm"), data + 5.0, kwargs)
+    assert Path(folder) == tmp_path / "saved"
+    saved = load_volume(folder)
+    np.testing.assert_allclose(saved.hu, source.hu + 5.0, atol=0.5)
+    np.testing.assert_allclose(saved.spacing_mm[1:], source.spacing_mm[1:], rtol=1e-6)
+    np.testing.assert_allclose(saved.origin_mm, source.origin_mm, atol=1e-4)
+    ds = pydicom.dcmread(next(Path(folder).glob("*.dcm")))
+    assert ds.StudyInstanceUID == source.source["StudyInstanceUID"]
+    assert ds.SeriesInstanceUID != source.source["SeriesInstanceUID"]
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.source["SeriesInstanceUID"]
+    assert str(ds.PatientName) == str(source.source["header"]["PatientName"])
+    assert "napari layer 'small'" in ds.ImageComments
+    with pytest.raises(ValueError, match="2D or 3D image layer"):
+        write_dicom_series(str(tmp_path / "bad.dcm"), np.zeros((2, 2, 4, 4)), {})
+
+
+def test_save_layer_through_napari_picks_the_dicom_writer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(phantom_volume(n_slices=2, size=32), name="recon", scale=VOXEL_SPACING,
+                             translate=ORIGIN_ZYX)
+    written = layer.save(str(tmp_path / "recon.dcm"), plugin=PLUGIN)
+    assert written == [str(tmp_path / "recon")]
+    assert len(list((tmp_path / "recon").glob("*.dcm"))) == 2
