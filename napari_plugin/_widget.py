@@ -351,7 +351,8 @@ class ReconstructionWidget(Container):
         )
         # Qt may deliver a queued update after the result; updates of a finished run are dropped.
         worker.yielded.connect(lambda update: self._on_update(update, placement) if self.worker is worker else None)
-        worker.returned.connect(lambda result: self._on_result(result, request, placement, source))
+        identity = self._dicom_identity() if isinstance(source, SourceSlices) else {}
+        worker.returned.connect(lambda result: self._on_result(result, request, placement, source, identity))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._finish)  # also after napari's own task-manager cancel
         self.worker = worker
@@ -402,8 +403,15 @@ class ReconstructionWidget(Container):
                 contrast_limits=WINDOW_PRESETS[self.window.value].contrast_limits, **where.kwargs(),
             )
 
+    def _dicom_identity(self) -> dict[str, Any]:
+        """The image layer's DICOM identity (study, frame of reference, patient, direction) from our reader,
+        copied onto result layers so that saving one as a derived series keeps it in the source's study."""
+        layer = self.image.value
+        metadata = layer.metadata if layer is not None else {}
+        return {key: metadata[key] for key in ("source", "direction") if key in metadata}
+
     def _on_result(self, result: RunResult | None, request: ReconstructionRequest, placement: Placement,
-                   source: SourceSlices | SinogramSlices) -> None:
+                   source: SourceSlices | SinogramSlices, identity: dict[str, Any] | None = None) -> None:
         """GUI thread: add the result layers and show the metrics (or report cancellation)."""
         self._finish()
         if result is None:
@@ -421,12 +429,13 @@ class ReconstructionWidget(Container):
         layers["image"] = self.viewer.add_image(
             shaped(result.hu), name=result_name(label, details), colormap="gray",
             contrast_limits=WINDOW_PRESETS[self.window.value].contrast_limits, **placement.kwargs(),
-            metadata={"units": "HU", "method": request.method, "info": result.info},
+            metadata={"units": "HU", "method": request.method, "info": result.info, **(identity or {})},
         )
         if result.std_hu is not None:
             layers["std"] = self.viewer.add_image(
                 shaped(result.std_hu), name=result_name(label, details, "std"), colormap="magma",
                 contrast_limits=UNCERTAINTY_WINDOW.contrast_limits, **placement.kwargs(), visible=False,
+                metadata={"units": "HU", "method": f"{request.method} std", **(identity or {})},
             )
         if result.abs_difference_hu is not None:
             layers["difference"] = self.viewer.add_image(

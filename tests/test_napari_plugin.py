@@ -350,3 +350,25 @@ def test_save_layer_through_napari_picks_the_dicom_writer(make_napari_viewer, tm
     written = layer.save(str(tmp_path / "recon.dcm"), plugin=PLUGIN)
     assert written == [str(tmp_path / "recon")]
     assert len(list((tmp_path / "recon").glob("*.dcm"))) == 2
+
+
+def test_saved_reconstruction_stays_in_the_source_study(make_napari_viewer, qtbot, tmp_path):
+    import pydicom
+
+    from napari_plugin._reader import volume_layer_data
+    from resample_med.io import load_sample_ct
+
+    source = load_sample_ct("small")
+    viewer = make_napari_viewer()
+    data, kwargs, _kind = volume_layer_data(source, name="small")
+    layer = viewer.add_image(data, **kwargs)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.image.value = layer
+    widget.method.value = "fbp"
+    widget.noise.value = False
+    run_and_wait(qtbot, widget)
+    (folder,) = widget.last_layers["image"].save(str(tmp_path / "fbp.dcm"), plugin=PLUGIN)
+    ds = pydicom.dcmread(next(Path(folder).glob("*.dcm")))
+    assert ds.StudyInstanceUID == source.source["StudyInstanceUID"]
+    assert ds.FrameOfReferenceUID == source.source["FrameOfReferenceUID"]
+    assert ds.SeriesDescription.startswith("fbp ")
