@@ -136,10 +136,13 @@ def write_contact_sheet(
             or (center, width).
         n_tiles: how many slices (all of them when the volume has fewer); the grid is about square.
         overwrite: replace an existing file.
+
+    Raises:
+        NonFiniteError: a shown slice holds NaN or Inf (nothing is written).
     """
     from PIL import Image, ImageDraw
 
-    inputs = input_folders(image) if isinstance(image, CTVolume) else []
+    inputs = input_paths(image) if isinstance(image, CTVolume) else []
     target = check_output_path(Path(path), inputs, overwrite=overwrite)
     hu = np.asarray(image.hu if isinstance(image, CTVolume) else image)
     if hu.ndim == 2:
@@ -147,6 +150,7 @@ def write_contact_sheet(
     if hu.ndim != 3 or hu.shape[0] == 0:
         raise ValueError(f"contact sheet needs (Z, H, W) or (H, W) HU, got shape {hu.shape}")
     indices = contact_sheet_indices(hu.shape[0], n_tiles)
+    require_finite(hu[indices], target)
     step = max(1, int(np.ceil(max(hu.shape[1:]) / CONTACT_SHEET_TILE_PX)))
     tiles = [to_display(hu[i, ::step, ::step], window) for i in indices]
     rows, cols = _grid(len(tiles))
