@@ -112,6 +112,9 @@ def test_slice_bar_fractions():
     assert bar.bar.total == 10 and bar.bar.n == 0
     bar.on_step(ProgressEvent("sampling", 5, 20))
     assert bar.bar.n == pytest.approx(1.0)  # a quarter of a batch of 4
+    bar.on_step(ProgressEvent("sampling", 20, 20))
+    bar.on_slices(1, 10)  # the batch's slices are then placed one by one: the bar does not go back
+    assert bar.bar.n == pytest.approx(4.0)
     bar.on_slices(8, 10)
     bar.on_step(ProgressEvent("sampling", 10, 20))
     assert bar.bar.n == pytest.approx(9.0)  # the last batch holds 2 slices

@@ -524,7 +524,7 @@ class SliceBar:
         """Slice-level progress (finished or restored slices)."""
         self.done = done
         self.bar.total = total
-        self.bar.n = done
+        self.bar.n = max(self.bar.n, done)  # a batch's steps may already have counted its slices
         self.bar.refresh()
 
     def on_step(self, event: ProgressEvent) -> None:
@@ -533,7 +533,7 @@ class SliceBar:
         in_batch = min(self.batch_size, max(0, total - self.done))
         fraction = min(1.0, event.step / event.total) if event.total else 0.0
         self.bar.n = self.done + in_batch * fraction
-        self.bar.set_postfix_str(f", {event.stage} {event.step}/{event.total}", refresh=True)
+        self.bar.set_postfix_str(f"{event.stage} {event.step}/{event.total}", refresh=True)
 
 
 def _acquisition_text(acquisition: Any, short: bool = False) -> str:
