@@ -129,7 +129,7 @@ def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_n
     assert Path(summary["samples_png"]).is_file()
 
     # the held-out denoising loss (fixed noise and timesteps) is lower than the untrained UNet's
-    val_z = torch.load(run / "latents.pt")["latents"][:8] * bundle.latent_scale_factor
+    val_z = torch.load(run / "latents.pt")["latents"][0, :8] * bundle.latent_scale_factor
     untrained = train_diffusion(dataclasses.replace(cfg, out_dir=str(tmp_path / "dm0"), max_steps=0))
     fresh = LatentDiffusionBundle.load(tmp_path / "dm0" / "model")
     patch = bundle.config.architecture.unet.patch_size
@@ -182,3 +182,72 @@ def test_training_slices_from_a_dicom_file() -> None:
     assert len(slices) == 1 and slices.hu.shape == (1, 256, 256)
     assert slices.hu.dtype == torch.int16 and int(slices.hu.min()) >= -1024
     assert slices.summary["origin"] == "volumes"
+
+
+def test_patient_balance_weights_and_draws(phantom_npz: Path, tmp_path: Path) -> None:
+    # second npz: one patient with 6 slices, so patients hold 2,2,2,2,1 (first file) and 6 slices
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, images_hu=np.zeros((6, SIZE, SIZE), dtype=np.int16), split=np.array(["train"] * 6),
+             license_class=np.array(["open"] * 6), patient=np.array(["p0"] * 6))
+    from resample_med.training.data import load_slices, load_validation_slices
+
+    both = load_slices([phantom_npz, extra])
+    assert len(both) == 15 and both.summary["patients"] == 6  # "p0" of each file are different patients
+    uniform, by_patient = both.sampling_weights(0.0), both.sampling_weights(1.0)
+    assert torch.allclose(uniform, torch.full((15,), 1 / 15, dtype=torch.float64))
+    per_patient = torch.zeros(6, dtype=torch.float64).index_add_(
+        0, torch.as_tensor(np.unique(both.patient, return_inverse=True)[1]), by_patient)
+    assert torch.allclose(per_patient, torch.full((6,), 1 / 6, dtype=torch.float64))
+    draws = both.draw(6000, 1.0, torch.Generator().manual_seed(0))
+    assert abs(float((draws >= 9).double().mean()) - 1 / 6) < 0.03  # the 6-slice patient: 1/6 of draws, not 6/15
+    assert torch.equal(both.draw(5, 0.0, torch.Generator().manual_seed(1)),
+                       torch.randint(0, 15, (5,), generator=torch.Generator().manual_seed(1)))
+    val = load_validation_slices([phantom_npz, extra], SliceSelection(splits=("val",), license_classes=None))
+    assert val is not None and len(val) == 2  # only the first npz has val slices
+
+
+def test_zoom_out_shrinks_the_body_and_pads_with_air() -> None:
+    from resample_med.training.augment import AIR_MODEL_UNITS, rotate_and_zoom
+
+    x = torch.full((1, 1, SIZE, SIZE), AIR_MODEL_UNITS)
+    x[..., 4:-4, 4:-4] = 0.0  # water filling 24 of 32 pixels across
+    z = rotate_and_zoom(x, torch.zeros(1), torch.tensor([0.5]))
+    body = (z > AIR_MODEL_UNITS / 2)[0, 0]
+    assert 5 <= int(body.any(0).sum()) <= 14  # about half as wide
+    assert torch.allclose(z[..., :8, :], torch.full_like(z[..., :8, :], AIR_MODEL_UNITS))
+    same = rotate_and_zoom(x, torch.zeros(1), torch.ones(1))
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    from resample_med.training.autoencoder import encoder_state_hash, load_autoencoder
+
+    run = tmp_path / "dec"
+    train_autoencoder(dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run),
+                                          init_from=str(trained_ae), trainable="decoder", max_steps=4, cpu_bf16=True))
+    before, after = load_autoencoder(trained_ae), load_autoencoder(run)
+    assert encoder_state_hash(before) == encoder_state_hash(after)
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    # a bundle continued with the decoder-tuned autoencoder keeps its UNet's latent scale
+    first = dataclasses.replace(DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "a"),
+                                autoencoder=str(trained_ae), max_steps=2)
+    train_diffusion(first)
+    source = LatentDiffusionBundle.load(tmp_path / "a" / "model")
+    cont = dataclasses.replace(first, out_dir=str(tmp_path / "b"), autoencoder=str(run),
+                               init_from=str(tmp_path / "a" / "model"), max_steps=0)
+    train_diffusion(cont)
+    continued = LatentDiffusionBundle.load(tmp_path / "b" / "model")
+    assert continued.latent_scale_factor == source.latent_scale_factor
+    assert torch.equal(continued.autoencoder.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    with pytest.raises(ValueError, match="trainable='encoder'"):
+        train_autoencoder(dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),),
+                                              out_dir=str(tmp_path / "bad"), trainable="encoder"))
+
+
+def test_diffusion_with_zoom_levels_and_patient_balance(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "z"),
+                              autoencoder=str(trained_ae), max_steps=3, zoom_levels=(1.0, 0.7),
+                              patient_balance=0.5, cpu_bf16=True)
+    assert train_diffusion(cfg)["steps"] == 3
+    latents = torch.load(tmp_path / "z" / "latents.pt")["latents"]
+    assert latents.shape[:2] == (2, 9) and not torch.equal(latents[0], latents[1])

@@ -16,6 +16,7 @@ whole slices (``"cpu"`` / ``"gpu"`` presets, ``crop_size=None``). The run folder
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from resample_med.models.networks import build_autoencoder, count_parameters
 from resample_med.training.augment import AugmentConfig
 from resample_med.training.augment import augment as augment_batch
 from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
-from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
+from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, resolve_device, write_json
 from resample_med.training.schedule import Budget, LRSchedule
@@ -41,7 +42,13 @@ AUTOENCODER_DIR = "autoencoder"
 
 @dataclass(frozen=True)
 class AutoencoderTrainConfig:
-    """Every knob of autoencoder training; see ``AUTOENCODER_PRESETS``."""
+    """Every knob of autoencoder training; see ``AUTOENCODER_PRESETS``.
+
+    ``patient_balance``: exponent of the per-patient slice weights (``SliceSet.sampling_weights``).
+    ``trainable``: ``"all"``, or ``"decoder"`` to fine-tune the decoder only: the encoder (and so
+    the latent space a trained UNet lives in) stays fixed, so a continued bundle keeps its UNet.
+    ``cpu_bf16``: bf16 autocast for training steps on the CPU (validation stays fp32).
+    """
 
     data: tuple[str, ...] = ()
     out_dir: str = "runs/autoencoder"
@@ -61,6 +68,9 @@ class AutoencoderTrainConfig:
     val_every: int = 1000
     checkpoint_every: int = 250
     val_batch_size: int = 8
+    patient_balance: float = 0.0
+    trainable: str = "all"
+    cpu_bf16: bool = False
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -87,6 +97,12 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
         architecture="cpu", augment=AugmentConfig(crop_size=64), batch_size=16, lr=1e-3
     ),
     "cpu": AutoencoderTrainConfig(architecture="cpu", augment=AugmentConfig(crop_size=None), batch_size=2, lr=5e-4),
+    # Continue a shipped bundle's autoencoder without moving its latent space (so its UNet stays
+    # valid): decoder only, bf16 autocast, patient-balanced, zoom-outs to 0.8 (benchmarks/results/prior_recipe.md).
+    "cpu_continue": AutoencoderTrainConfig(
+        architecture="cpu", augment=AugmentConfig(crop_size=None, zoom_range=(0.8, 1.0)), batch_size=2, lr=2e-4,
+        trainable="decoder", cpu_bf16=True, patient_balance=0.5,
+    ),
     "gpu": AutoencoderTrainConfig(
         architecture="full", augment=AugmentConfig(crop_size=None), batch_size=16, lr=5e-4, val_every=500
     ),
@@ -119,14 +135,30 @@ def validate_autoencoder(model: AutoencoderKL, val: SliceSet, device: torch.devi
     return metrics
 
 
-def _validation_set(cfg: AutoencoderTrainConfig) -> SliceSet | None:
-    """Held-out slices of the same npz (split 'val'), or None when there are none."""
-    if len(cfg.data) != 1 or not cfg.data[0].endswith(".npz"):
-        return None
-    try:
-        return load_npz_slices(cfg.data[0], cfg.val_selection)
-    except ValueError:
-        return None
+ENCODER_PARTS = ("encoder", "quant_conv")
+"""The submodules of ``AutoencoderKL`` that map an image to its latent posterior."""
+
+TRAINABLE_PARTS = ("all", "decoder")
+
+
+def encoder_state_hash(model: AutoencoderKL) -> str:
+    """SHA-1 of the encoder's weights: two autoencoders with equal hashes have the same latent space."""
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        if k.split(".")[0] in ENCODER_PARTS:
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _trainable_parameters(model: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
+    """The parameters to optimise; with ``"decoder"`` the encoder parts are frozen."""
+    if trainable not in TRAINABLE_PARTS:
+        raise ValueError(f"trainable={trainable!r}: choose one of {', '.join(TRAINABLE_PARTS)}")
+    if trainable == "decoder":
+        for name in ENCODER_PARTS:
+            getattr(model, name).requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
@@ -139,13 +171,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     write_json(run_dir / "train_config.json", dataclasses.asdict(cfg))
 
     data = load_slices(cfg.data, cfg.selection)
-    val = _validation_set(cfg)
+    val = load_validation_slices(cfg.data, cfg.val_selection)
     if cfg.init_from is not None:
         model = load_autoencoder(cfg.init_from)
     else:
         model = build_autoencoder(get_architecture(cfg.architecture), seed=cfg.seed)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, train_seconds = 0, 0.0
     if cfg.resume:
@@ -169,10 +201,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         lr = schedule(step - start_step, budget.progress(step))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(0, len(data), (cfg.batch_size,), generator=generator)
+        index = data.draw(cfg.batch_size, cfg.patient_balance, generator)
         x = augment_batch(data.model_units(index).to(device), cfg.augment, generator)
-        with autocast(device):
+        with autocast(device, cfg.cpu_bf16), torch.set_grad_enabled(cfg.trainable == "all"):
             posterior = model.encode(x).latent_dist
+        with autocast(device, cfg.cpu_bf16):
             rec = model.decode(posterior.sample(generator=generator)).sample
         l1 = (rec.float() - x).abs().mean()
         kl = posterior.kl().float().mean() / x[0].numel()

@@ -8,10 +8,13 @@ min-SNR-gamma weighting of Hang et al. 2023 (SNR_t = ab_t / (1 - ab_t)):
     L = E_t [ w_t |f(z_t, t) - target|^2 ],  w_t = min(SNR_t, gamma) / SNR_t        (epsilon)
                                               w_t = min(SNR_t, gamma) / (SNR_t + 1)  (v)
 
-Latents are computed once per run (and cached in ``latents.pt`` keyed by the autoencoder's
-weights); horizontal / vertical flips of the latents augment them. The scale s = 1 / std(mu) is
-measured on the training latents unless the UNet continues from a bundle whose autoencoder is
-unchanged (then the bundle's s is kept, since the UNet was trained on it). An EMA of the UNet is
+Latents are computed once per run (and cached in ``latents.pt`` keyed by the encoder's weights),
+for each zoom-out level of ``zoom_levels`` (the slice shrunk about its centre, air around it: see
+``augment.rotate_and_zoom``); horizontal / vertical flips of the latents augment them, and a
+zoom level is drawn per sample. Slices are drawn with patient balancing
+(``SliceSet.sampling_weights``). The scale s = 1 / std(mu) is measured on the training latents
+unless the UNet continues from a bundle whose encoder is unchanged (then the bundle's s is kept,
+since the UNet was trained on it; a decoder-only fine-tuned autoencoder keeps the latent space). An EMA of the UNet is
 what ships. The run folder holds ``checkpoint.pt``, ``loss_log.jsonl``, sample grids and
 ``model/`` (the full bundle).
 """
@@ -19,7 +22,6 @@ what ships. The run folder holds ``checkpoint.pt``, ``loss_log.jsonl``, sample g
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,9 @@ from resample_med.models.config import ArchitectureConfig, AutoencoderArchitectu
 from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
 from resample_med.models.sample import sample_images
 from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
-from resample_med.training.data import SliceSelection, SliceSet, load_npz_slices, load_slices
+from resample_med.training.augment import rotate_and_zoom
+from resample_med.training.autoencoder import encoder_state_hash
+from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, resolve_device, write_json
@@ -52,6 +56,9 @@ class DiffusionTrainConfig:
 
     ``autoencoder``: a folder holding ``autoencoder/`` (stage-1 run or bundle); ``init_from``: a
     bundle to continue (its UNet, and its autoencoder unless ``autoencoder`` is also given).
+    ``patient_balance``: exponent of the per-patient slice weights; ``zoom_levels``: zoom-out
+    factors (1 = as stored) whose latents are precomputed and drawn uniformly; ``cpu_bf16``: bf16
+    autocast for training steps on the CPU.
     """
 
     data: tuple[str, ...] = ()
@@ -81,6 +88,9 @@ class DiffusionTrainConfig:
     checkpoint_every: int = 250
     encode_batch_size: int = 16
     half_weights: bool = False
+    patient_balance: float = 0.0
+    zoom_levels: tuple[float, ...] = (1.0,)
+    cpu_bf16: bool = False
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -104,17 +114,14 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
         progress_bar=False,
     ),
     "cpu": DiffusionTrainConfig(architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995),
+    # Continue a shipped UNet: bf16 autocast, patient-balanced, zoom-out level 0.8 beside the
+    # slices as stored (benchmarks/results/prior_recipe.md).
+    "cpu_continue": DiffusionTrainConfig(
+        architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995, cpu_bf16=True,
+        patient_balance=0.5, zoom_levels=(1.0, 0.8),
+    ),
     "gpu": DiffusionTrainConfig(architecture="full", batch_size=128, lr=4e-4, sample_every=2000, half_weights=True),
 }
-
-
-def _state_hash(model: torch.nn.Module) -> str:
-    """SHA-1 of a model's weights: tells whether two autoencoders are the same."""
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _autoencoder_architecture(model: AutoencoderKL) -> AutoencoderArchitecture:
@@ -131,29 +138,37 @@ def _autoencoder_architecture(model: AutoencoderKL) -> AutoencoderArchitecture:
 
 @torch.no_grad()
 def encode_latents(
-    autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int
+    autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int, zoom: float = 1.0
 ) -> torch.Tensor:
-    """Unscaled posterior means mu(x) of every slice: (N, C, h, w) float32 on the CPU."""
+    """Unscaled posterior means mu(x) of every slice zoomed out by ``zoom``: (N, C, h, w) float32 on the CPU."""
     autoencoder.eval()
     out = []
     for i in range(0, len(slices), batch_size):
         x = slices.model_units(slice(i, i + batch_size)).to(device)
+        if zoom != 1.0:
+            n = x.shape[0]
+            x = rotate_and_zoom(x, torch.zeros(n, device=device), torch.full((n,), zoom, device=device))
         with autocast(device):
             out.append(autoencoder.encode(x).latent_dist.mean.float().cpu())
     return torch.cat(out)
 
 
 def _cached_latents(
-    run_dir: Path, autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int
+    run_dir: Path,
+    autoencoder: AutoencoderKL,
+    slices: SliceSet,
+    device: torch.device,
+    batch_size: int,
+    zoom_levels: tuple[float, ...],
 ) -> torch.Tensor:
-    """``encode_latents`` cached in ``run_dir/latents.pt`` for this autoencoder and these slices."""
-    key = f"{_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}"
+    """``encode_latents`` at each zoom level, (L, N, C, h, w), cached in ``run_dir/latents.pt``."""
+    key = f"{encoder_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}:{list(zoom_levels)}"
     path = run_dir / LATENT_CACHE
     if path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True)
         if cached.get("key") == key:
             return cached["latents"]
-    latents = encode_latents(autoencoder, slices, device, batch_size)
+    latents = torch.stack([encode_latents(autoencoder, slices, device, batch_size, z) for z in zoom_levels])
     torch.save({"key": key, "latents": latents}, path)
     return latents
 
@@ -165,6 +180,7 @@ def diffusion_loss(
     generator: torch.Generator,
     min_snr_gamma: float,
     patch_size: int = 1,
+    cpu_bf16: bool = False,
 ) -> torch.Tensor:
     """Min-SNR-weighted denoising loss (module docstring) of a batch of scaled latents z0 (B, C, h, w)."""
     b = z0.shape[0]
@@ -179,7 +195,7 @@ def diffusion_loss(
     else:
         target = eps
         weight = snr.clamp(max=min_snr_gamma) / snr
-    with autocast(z0.device):
+    with autocast(z0.device, cpu_bf16):
         pred = apply_unet(unet, zt, t, patch_size)
     per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
     return (weight * per_sample).mean()
@@ -221,8 +237,9 @@ def _prepare_models(cfg: DiffusionTrainConfig, device: torch.device) -> tuple[La
         if cfg.autoencoder is None:
             return bundle, False
         new_ae = load_pretrained_strict(AutoencoderKL, _autoencoder_folder(cfg.autoencoder))
-        if _state_hash(new_ae) == _state_hash(bundle.autoencoder):
-            return bundle, False
+        if encoder_state_hash(new_ae) == encoder_state_hash(bundle.autoencoder):
+            # same latent space (e.g. a decoder-only fine-tune): keep the UNet's scale
+            return LatentDiffusionBundle(new_ae, bundle.unet, bundle.scheduler, bundle.config), False
         arch = dataclasses.replace(bundle.config.architecture, autoencoder=_autoencoder_architecture(new_ae))
         return LatentDiffusionBundle(new_ae, bundle.unet, bundle.scheduler, PriorConfig(architecture=arch)), True
     if cfg.autoencoder is None:
@@ -268,17 +285,12 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     bundle, measure_scale = _prepare_models(cfg, device)
     bundle.to(device)
     data = load_slices(cfg.data, cfg.selection)
-    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size)
-    scale = 1.0 / float(latents.std()) if measure_scale else bundle.latent_scale_factor
+    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size, cfg.zoom_levels)
+    scale = 1.0 / float(latents[0].std()) if measure_scale else bundle.latent_scale_factor
     bundle.set_latent_scale_factor(scale)
     z_train = latents * scale
-    val_z = None
-    if len(cfg.data) == 1 and cfg.data[0].endswith(".npz"):
-        try:
-            val = load_npz_slices(cfg.data[0], cfg.val_selection)
-            val_z = encode_latents(bundle.autoencoder, val, device, cfg.encode_batch_size) * scale
-        except ValueError:
-            val_z = None
+    val = load_validation_slices(cfg.data, cfg.val_selection)
+    val_z = None if val is None else encode_latents(bundle.autoencoder, val, device, cfg.encode_batch_size) * scale
 
     unet = bundle.unet.train().requires_grad_(True)
     patch = bundle.config.architecture.unet.patch_size
@@ -315,9 +327,11 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         lr = schedule(step - start_step, budget.progress(step))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = torch.randint(0, len(z_train), (cfg.batch_size,), generator=generator)
-        z0 = _flip(z_train[index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
-        loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch)
+        index = data.draw(cfg.batch_size, cfg.patient_balance, generator)
+        level = (torch.randint(0, len(cfg.zoom_levels), (cfg.batch_size,), generator=generator)
+                 if len(cfg.zoom_levels) > 1 else torch.zeros(cfg.batch_size, dtype=torch.long))
+        z0 = _flip(z_train[level, index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
+        loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch, cfg.cpu_bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
