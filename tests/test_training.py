@@ -251,3 +251,16 @@ def test_diffusion_with_zoom_levels_and_patient_balance(trained_ae: Path, phanto
     assert train_diffusion(cfg)["steps"] == 3
     latents = torch.load(tmp_path / "z" / "latents.pt")["latents"]
     assert latents.shape[:2] == (2, 9) and not torch.equal(latents[0], latents[1])
+
+
+def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["train", "autoencoder", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(tmp_path / "cli"),
+         "--max-steps", "2", "--init-from", str(trained_ae), "--trainable", "decoder", "--patient-balance", "0.5",
+         "--cpu-bf16", "--device", "cpu"]
+    )
+    args.func(args)
+    config = json.loads((tmp_path / "cli" / "train_config.json").read_text())
+    assert (config["trainable"], config["patient_balance"], config["cpu_bf16"]) == ("decoder", 0.5, True)

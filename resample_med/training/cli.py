@@ -12,6 +12,8 @@ Examples::
         --preset cpu --out runs/ldm --max-minutes 40
     resample-med train diffusion --data ../shared/data/ct_hu256.npz \
         --init-from resample_med/default_model --preset gpu --out runs/ldm_gpu --max-minutes 8
+    resample-med train autoencoder --data ../shared/data/ct_hu256.npz ../shared/data/ct_extra_hu256.npz \
+        --init-from resample_med/default_model --preset cpu_continue --out runs/ae2 --max-minutes 60
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _COMMON_OVERRIDES = {
     "seed": "seed",
     "num_threads": "num_threads",
     "architecture": "architecture",
+    "patient_balance": "patient_balance",
+    "cpu_bf16": "cpu_bf16",
 }
 
 
@@ -54,6 +58,10 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-threads", type=int, help="torch CPU threads")
+    p.add_argument("--patient-balance", type=float,
+                   help="slice i of a patient with n slices is drawn with weight n^-B (0: uniform over slices, 1: over patients)")
+    p.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast for training steps on the CPU (about 2x faster on CPUs with AVX512-BF16)")
     p.add_argument("--all-licences", action="store_true",
                    help="train on every licence class of the npz, not only 'open'")
 
@@ -69,6 +77,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     ae = stages.add_parser("autoencoder", help="stage 1: the image <-> latent autoencoder")
     _add_common(ae, sorted(AUTOENCODER_PRESETS))
     ae.add_argument("--crop-size", type=int, help="random crop side in pixels (the autoencoder is convolutional)")
+    ae.add_argument("--trainable", choices=["all", "decoder"],
+                    help="'decoder' fine-tunes the decoder only, keeping the latent space a trained UNet lives in")
     ae.set_defaults(func=lambda args: run_training("autoencoder", args))
 
     dm = stages.add_parser("diffusion", help="stage 2: the latent UNet on precomputed latents")
@@ -97,6 +107,8 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder
 
         cfg = AUTOENCODER_PRESETS[opts.get("preset") or "cpu"]
+        if opts.get("trainable") is not None:
+            changes["trainable"] = opts["trainable"]
         if opts.get("crop_size") is not None:
             changes["augment"] = dataclasses.replace(cfg.augment, crop_size=opts["crop_size"])
         summary = train_autoencoder(dataclasses.replace(cfg, **changes))
