@@ -17,15 +17,21 @@ from training):
    *train* slices against val: what a perfect sampler would score), autoencoder reconstructions,
    and a trivial baseline (Gaussian N(0, I) latents decoded: the decoder without the UNet).
 
+4. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` with no final
+   data fit (the decoded last latent, so the image is the prior's, pulled to the data only through
+   the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
+   and fan, Poisson I0 = 1e5, simulated as ``benchmarks/evaluate.py`` simulates (its default).
+
 Writes ``prior_quality.md`` and ``prior_quality.json`` and a PNG with 16 samples beside 16 real val
 slices (window [-1000, 1000]) into ``--out``; prints everything.
 
-    python benchmarks/prior_quality.py --out benchmarks/results/prior_quality
+    python benchmarks/prior_quality.py --strength --out benchmarks/results/prior_quality
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -141,6 +147,39 @@ def side_by_side_png(samples_hu: torch.Tensor, real_hu: torch.Tensor, path: Path
     return path
 
 
+STRENGTH_SETTINGS = (("parallel", 30), ("fan", 30))
+STRENGTH_PHOTONS = 1e5
+STRENGTH_PIXEL_MM = 1.4
+
+
+def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict[str, dict[str, float]]:
+    """Mean PSNR / SSIM of TV and of ReSample ``fast`` without a final data fit, per setting."""
+    import evaluate as ev  # the harness that simulates and scores (benchmarks/evaluate.py)
+    from resample_variants import TUNE_SLICES
+
+    from resample_med import metrics
+    from resample_med.sampling import reconstruct
+    from resample_med.sampling.config import FAST
+
+    hu_all, _ = ev.load_split(data, "val")
+    idx = np.asarray(TUNE_SLICES)
+    sim_args = argparse.Namespace(photons=STRENGTH_PHOTONS, seed=seed, pixel_spacing=STRENGTH_PIXEL_MM, device="cpu")
+    out: dict[str, dict[str, float]] = {}
+    for geometry, views in STRENGTH_SETTINGS:
+        setting = ev.Setting(geometry, views)
+        problem_all, ref_all = ev.simulate(hu_all, setting, sim_args)
+        problem, ref_hu = ev.restrict(problem_all, idx), ref_all[idx]
+        for label, method, config in (("TV", "tv", None),
+                                      ("ReSample fast, final: none", "resample", dataclasses.replace(FAST, final_consistency="none"))):
+            rec = reconstruct(method, problem.y, problem.operator, prior=bundle, config=config, noise_std=problem.noise_std,
+                              generator=torch.Generator().manual_seed(seed))
+            hu = model_to_hu(rec.image[:, 0].double())
+            out[f"{setting.label}: {label}"] = {"psnr_db": float(metrics.psnr(hu, ref_hu).mean()),
+                                                "ssim": float(metrics.ssim(hu, ref_hu).mean())}
+            print(f"{setting.label}: {label}: {out[f'{setting.label}: {label}']}", flush=True)
+    return out
+
+
 def markdown(report: dict) -> str:
     """The report as a markdown table."""
     ae = report["autoencoder_val"]
@@ -160,6 +199,10 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {name} | {d['w1_hu']:.1f} | {d['hist_intersection']:.3f} | {d['fd_random_features']:.4g} | {d['log_psd_mse']:.4f} |"
         )
+    if "strength" in report:
+        lines += ["", "Prior strength (val slices that tuned TV, 30 views, I0 = 1e5, mean over the slices):", "",
+                  "| setting: method | PSNR (dB) | SSIM |", "|---|---|---|"]
+        lines += [f"| {k} | {v['psnr_db']:.2f} | {v['ssim']:.3f} |" for k, v in report["strength"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strength", action="store_true", help="also ReSample fast (no final fit) vs TV (minutes on a CPU)")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -213,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
             "N(0, I) latents decoded (trivial baseline)": distances(noise_decoded, real_val, net),
         },
     }
+    if args.strength:
+        report["strength"] = prior_strength(bundle, Path(args.data), args.seed)
     report["seconds"] = time.perf_counter() - t0
     side_by_side_png(samples, real_val, out / "samples_vs_real.png")
     if args.png:
