@@ -370,7 +370,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
     if cfg.init_from is not None:
         training["continued_from"] = bundle.config.training
-    bundle.config = dataclasses.replace(bundle.config, data=data.summary, training=training)
+    # the weights changed: metrics measured on the bundle this run started from no longer hold
+    bundle.config = dataclasses.replace(bundle.config, data=data.summary, training=training, metrics={})
     bundle.save(run_dir / MODEL_DIR, half=cfg.half_weights)
     summary["samples_png"] = str(sample_grid())
     write_json(run_dir / "summary.json", summary)
