@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from resample_med.cli import common
+from resample_med.cli import cluster, common
 from resample_med.config import ConfigError, RunConfig, load_config_file, resolve_config
 from resample_med.io.errors import DicomInputError, NonFiniteError, OutputInUseError, OutputPathError
 from resample_med.io.preview import CLI_WINDOWS
@@ -138,6 +138,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--json", action="store_true", dest="json_summary",
                        help="print a machine-readable summary on stdout (messages go to stderr)")
     group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    cluster.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -221,6 +222,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             raise common.ConfigError(f"--threads {args.threads}: give at least 1")
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
+    if cluster.wanted(args):
+        return cluster.run(args, config)
     device = common.resolve_device(config.reconstruction.device)
     method = config.reconstruction.method
     if method not in METHODS:

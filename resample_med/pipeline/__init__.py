@@ -15,7 +15,8 @@ volume, with resumable checkpoints::
 Modules: :mod:`.acquisition` (what is measured), :mod:`.measurements` (simulation and
 linearisation), :mod:`.slices` (batched reconstruction of slices), :mod:`.volume` (volumes),
 :mod:`.checkpoint` (resume state), :mod:`.sinogram_file` (measurements on disk),
-:mod:`.seeding` (per-slice random streams).
+:mod:`.seeding` (per-slice random streams), :mod:`.studies` (many studies, local or on a Ray
+cluster through :mod:`.ray_executor`).
 """
 
 from resample_med._lazy import lazy_namespace
@@ -44,6 +45,8 @@ _EXPORTS: dict[str, str | None] = {
     "reconstruct_volume": "volume",
     "select_slices": "volume",
     "simulate_model_slices": "volume",
+    "SharedStorageError": "studies",
+    "reconstruct_studies": "studies",
 }
 """Public name -> submodule defining it (``None``: a submodule), imported on first use."""
 

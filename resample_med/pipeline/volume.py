@@ -66,6 +66,7 @@ def reconstruct_volume(
     callback: ProgressCallback | None = None,
     on_slices: SliceProgress | None = None,
     checkpoint: SliceCheckpoint | None = None,
+    first_index: int = 0,
 ) -> VolumeReconstruction:
     """Simulate ``acquisition`` on every slice of ``volume`` and reconstruct it with ``method``.
 
@@ -79,6 +80,9 @@ def reconstruct_volume(
         device: where projector and data live (the prior must already be there).
         on_slices: slice-level progress ``(n_finished, n_total)``.
         checkpoint: where finished slices are kept for resuming; ``None`` keeps nothing.
+        first_index: index of slice 0 of ``volume`` in the series it was cut from (seeds,
+            checkpoint keys and report rows use series indices, so a chunk of a series gives the
+            same slices as the whole series, see :mod:`resample_med.pipeline.studies`).
 
     Returns:
         :class:`VolumeReconstruction`.
@@ -99,29 +103,29 @@ def reconstruct_volume(
             if std_out is None:
                 std_out = np.zeros(volume.hu.shape, dtype=np.float32)
             std_out[model_slice.index] = model_slice.to_source(std)
-        rows[model_slice.index] = {"index": int(model_slice.index), **row}
+        rows[model_slice.index] = {"index": first_index + int(model_slice.index), **row}
         if on_slices is not None:
             on_slices(len(rows), n_total)
 
     pending: list[Any] = []
 
     def flush() -> None:
-        measurements = simulate_model_slices(pending, acquisition, seed, device)
+        measurements = simulate_model_slices(pending, acquisition, seed, device, first_index)
         rec = reconstruct_slices(
             measurements, method, prior, config, batch_size=len(pending), n_samples=n_samples,
-            seed=seed, callback=callback, first_index=int(pending[0].index),
+            seed=seed, callback=callback, first_index=first_index + int(pending[0].index),
         )
         for i, model_slice in enumerate(pending):
             std = None if rec.std_hu is None else rec.std_hu[i]
             row = {**rec.per_slice[i], "resumed": False}
             if checkpoint is not None:
-                checkpoint.save(int(model_slice.index), rec.hu[i], std, row)
+                checkpoint.save(first_index + int(model_slice.index), rec.hu[i], std, row)
             place(model_slice, rec.hu[i], std, row)
         pending.clear()
 
     for model_slice in iter_model_slices(volume, size=image_size):
-        if int(model_slice.index) in done:
-            hu, std, row = checkpoint.load(int(model_slice.index))  # type: ignore[union-attr]
+        if first_index + int(model_slice.index) in done:
+            hu, std, row = checkpoint.load(first_index + int(model_slice.index))  # type: ignore[union-attr]
             place(model_slice, hu, std, {**row, "resumed": True})
             continue
         pending.append(model_slice)
@@ -170,11 +174,12 @@ def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
 
 
 def simulate_model_slices(model_slices: list[Any], acquisition: AcquisitionConfig, seed: int,
-                          device: torch.device | str | None = None) -> Measurements:
+                          device: torch.device | str | None = None, first_index: int = 0) -> Measurements:
     """Measurements of model slices (:class:`~resample_med.io.ModelSlice`, one volume, same grid).
 
-    The noise of slice ``k`` comes from its own generator derived from ``(seed, k)``, so the data
-    of a slice do not depend on which other slices are simulated with it.
+    The noise of slice ``k`` comes from its own generator derived from ``(seed, first_index + k)``,
+    so the data of a slice do not depend on which other slices are simulated with it, nor on
+    which chunk of its series (starting at series index ``first_index``) it was cut into.
     """
     if not model_slices:
         raise ValueError("no slices to simulate")
@@ -182,7 +187,7 @@ def simulate_model_slices(model_slices: list[Any], acquisition: AcquisitionConfi
     parts = [
         simulate_measurements(
             np.asarray(s.hu)[None], spacing, acquisition,
-            generator=make_generator(seed, "noise", int(s.index), device=device), device=device,
+            generator=make_generator(seed, "noise", first_index + int(s.index), device=device), device=device,
         )
         for s in model_slices
     ]
