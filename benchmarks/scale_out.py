@@ -287,8 +287,9 @@ def scaling_model(costs: dict[str, Any], task_s: float, io: float, read_k: float
         "Reading it:",
         "",
         f"- With `fast` on a GPU (about {h200_seconds_per_batch('fast') / 16 * 1e3:.0f} ms/slice at batch 16) the "
-        f"worker's own single-threaded I/O ({io * 1e3:.0f} ms/slice) is the limit long before the GPU: give each "
-        "GPU worker more CPUs for decoding, or run the `default` preset, whose GPU time dominates.",
+        f"worker's own single-threaded I/O ({io * 1e3:.0f} ms/slice, "
+        f"{io / (h200_seconds_per_batch('fast') / 16):.1f}x the GPU time) halves or worse what each GPU delivers: "
+        "give each GPU worker more CPUs for decoding, or run the `default` preset, whose GPU time dominates.",
         "- With `default` the GPU dominates; N GPUs scale linearly until the shared file system saturates "
         "(the column above, at 1 GB/s; scale it with your file system's bandwidth; metadata-heavy NFS saturates "
         "earlier on file operations).",
