@@ -45,6 +45,12 @@ class ReSampleConfig:
             ``0..k-1`` are skipped, so larger ``k`` = less noise added and fewer network calls);
             must be 0 without a warm start.
         preview_every: a decoded preview is sent to the callback every this many steps (0: never).
+        z_weight: volume mode's coupling along z: every hard data-consistency step (and the final
+            fit) also penalises ``z_weight * ||A||^2 * ||x_{k+1} - x_k||^2`` between z-adjacent
+            slices of the batch, so they are solved jointly
+            (:mod:`~resample_med.sampling.zcoupling`). 0 (every preset): slices independent. Set by
+            the volume pipeline (:mod:`resample_med.pipeline.slabs`), whose batches are contiguous
+            slices in z order; its tuned default is :data:`resample_med.sampling.tuned.RESAMPLE_Z_WEIGHT`.
     """
 
     num_steps: int = 500
@@ -61,6 +67,7 @@ class ReSampleConfig:
     warm_start: WarmStart = "none"
     warm_start_step: int = 0
     preview_every: int = 10
+    z_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -73,6 +80,8 @@ class ReSampleConfig:
             raise ValueError(f"resample_med/sampling/config.py: unknown final_consistency {self.final_consistency!r}")
         if self.final_tau is not None and self.final_tau <= 0:
             raise ValueError(f"resample_med/sampling/config.py: final_tau must be > 0 or None, got {self.final_tau}")
+        if not self.z_weight >= 0:
+            raise ValueError(f"resample_med/sampling/config.py: z_weight must be >= 0, got {self.z_weight}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(
                 f"resample_med/sampling/config.py: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}"

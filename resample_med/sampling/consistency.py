@@ -6,6 +6,10 @@
 
 Both stop per item by the discrepancy principle ``||y - A x||^2 <= tau * sum sigma_i^2`` when
 the noise level is known (the official code stops at a fixed 1e-6 loss, which over-fits noise).
+
+In volume mode (``z_scale > 0``) both problems gain the penalty ``z_scale ||D_z x||^2`` on the
+differences of z-adjacent slices of the batch (:mod:`~resample_med.sampling.zcoupling`), so the
+slices are fitted jointly; ``z_scale = 0`` is slice mode.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from resample_med.sampling.linalg import SolverTrace, batch_sq_norm, cgls, expand_batch
+from resample_med.sampling.linalg import SolverTrace, batch_sq_norm, expand_batch
 from resample_med.sampling.prior import LinearOperator
+from resample_med.sampling.zcoupling import z_coupled_cgls, z_difference
 
 Decoder = Callable[[Tensor], Tensor]
 
@@ -71,27 +76,36 @@ def _make_optimizer(name: str, param: Tensor, lr: float, weight_decay: float) ->
 
 def _gradient_fit(
     var0: Tensor,
-    residual_fn: Callable[[Tensor], Tensor],
+    image_fn: Callable[[Tensor], Tensor],
+    y: Tensor,
+    operator: LinearOperator,
     *,
     optimizer: str,
     lr: float,
     weight_decay: float,
     max_iter: int,
     threshold: Tensor | None,
+    z_scale: float = 0.0,
+    stride: int = 1,
 ) -> tuple[Tensor, SolverTrace]:
-    """Minimise ``sum_b ||residual_fn(v)_b||^2`` over ``v`` from ``var0`` with Adam(W); items
-    whose squared residual falls to ``threshold`` are frozen where they are."""
+    """Minimise ``sum_b ||y_b - A image_fn(v)_b||^2 (+ z_scale ||D_z image_fn(v)||^2)`` over ``v``
+    from ``var0`` with Adam(W); items whose squared data residual falls to ``threshold`` are frozen
+    where they are."""
     var = var0.detach().clone().requires_grad_(True)
     opt = _make_optimizer(optimizer, var, lr, weight_decay)
     iterations = torch.zeros(var.shape[0], dtype=torch.long, device=var.device)
     res_sq = torch.zeros(var.shape[0], device=var.device)
     for _ in range(max_iter):
         with torch.enable_grad():
-            res_sq = batch_sq_norm(residual_fn(var))
+            image = image_fn(var)
+            res_sq = batch_sq_norm(y - operator.forward(image))
             active = torch.ones_like(res_sq, dtype=torch.bool) if threshold is None else res_sq > threshold
             if not bool(active.any()):
                 break
-            (grad,) = torch.autograd.grad(res_sq.sum(), var)
+            loss = res_sq.sum()
+            if z_scale > 0:
+                loss = loss + z_scale * z_difference(image, stride).pow(2).sum()
+            (grad,) = torch.autograd.grad(loss, var)
         frozen = var.detach().clone()
         var.grad = grad
         opt.step()
@@ -100,7 +114,7 @@ def _gradient_fit(
         iterations += active.long()
     else:
         with torch.no_grad():
-            res_sq = batch_sq_norm(residual_fn(var))
+            res_sq = batch_sq_norm(y - operator.forward(image_fn(var)))
     return var.detach(), SolverTrace(iterations=iterations, residual_sq=res_sq.detach())
 
 
@@ -111,8 +125,11 @@ def latent_consistency(
     decode: Decoder,
     config: LatentConsistencyConfig,
     threshold: Tensor | None = None,
+    *,
+    z_scale: float = 0.0,
+    stride: int = 1,
 ) -> tuple[Tensor, SolverTrace]:
-    """``z0_y = argmin_z ||y - A D(z)||^2`` from ``z0_hat`` (ReSample eq. 7).
+    """``z0_y = argmin_z ||y - A D(z)||^2 (+ z_scale ||D_z D(z)||^2)`` from ``z0_hat`` (ReSample eq. 7).
 
     Args:
         z0_hat: ``(B, C, h, w)`` start (Tweedie estimate).
@@ -121,18 +138,21 @@ def latent_consistency(
         decode: ``D``, differentiable.
         config: optimiser settings.
         threshold: ``(B,)`` discrepancy levels (:func:`~resample_med.sampling.linalg.discrepancy_threshold`).
+        z_scale: weight of the z-difference penalty (volume mode; 0: slices independent).
+        stride: items between z neighbours (``n_samples``).
 
     Returns:
         ``z0_y (B, C, h, w)`` and a :class:`SolverTrace`.
     """
     return _gradient_fit(
-        z0_hat,
-        lambda z: y - operator.forward(decode(z)),
+        z0_hat, decode, y, operator,
         optimizer=config.optimizer,
         lr=config.lr,
         weight_decay=config.weight_decay,
         max_iter=config.max_iter,
         threshold=threshold,
+        z_scale=z_scale,
+        stride=stride,
     )
 
 
@@ -142,23 +162,30 @@ def pixel_least_squares(
     operator: LinearOperator,
     config: PixelConsistencyConfig,
     threshold: Tensor | None = None,
+    *,
+    z_scale: float = 0.0,
+    stride: int = 1,
 ) -> tuple[Tensor, SolverTrace]:
-    """``x* = argmin_x ||y - A x||^2`` from ``x0`` (ReSample eq. 8), by CGLS or AdamW.
+    """``x* = argmin_x ||y - A x||^2 (+ z_scale ||D_z x||^2)`` from ``x0`` (ReSample eq. 8), by
+    CGLS or AdamW; ``z_scale > 0`` couples z-adjacent items (volume mode, ``stride`` = items between
+    z neighbours).
 
     Shapes: ``x0 (B, 1, H, W)``, ``y (B, 1, V, D)``.
     """
     if config.solver == "cgls":
-        return cgls(operator, y, x0.detach(), max_iter=config.max_iter, threshold=threshold)
+        return z_coupled_cgls(operator, y, x0.detach(), z_scale=z_scale, stride=stride, max_iter=config.max_iter,
+                              threshold=threshold)
     if config.solver == "adamw":
         # The official code minimises the *mean* squared residual; Adam is invariant to that scale.
         return _gradient_fit(
-            x0,
-            lambda x: y - operator.forward(x),
+            x0, lambda x: x, y, operator,
             optimizer="adamw",
             lr=config.lr,
             weight_decay=config.weight_decay,
             max_iter=config.max_iter,
             threshold=threshold,
+            z_scale=z_scale,
+            stride=stride,
         )
     raise ValueError(f"resample_med/sampling/consistency.py: unknown pixel solver {config.solver!r} (cgls | adamw)")
 
@@ -171,13 +198,17 @@ def pixel_consistency(
     encode: Decoder,
     config: PixelConsistencyConfig,
     threshold: Tensor | None = None,
+    *,
+    z_scale: float = 0.0,
+    stride: int = 1,
 ) -> tuple[Tensor, SolverTrace]:
-    """Pixel-space consistency: ``z0_y = E(argmin_x ||y - A x||^2)`` from ``x = D(z0_hat)``.
+    """Pixel-space consistency: ``z0_y = E(argmin_x ||y - A x||^2 (+ z_scale ||D_z x||^2))`` from
+    ``x = D(z0_hat)``.
 
     Returns ``z0_y (B, C, h, w)`` and the pixel solver's :class:`SolverTrace`.
     """
     with torch.no_grad():
         x0 = decode(z0_hat)
-    x_star, trace = pixel_least_squares(x0, y, operator, config, threshold)
+    x_star, trace = pixel_least_squares(x0, y, operator, config, threshold, z_scale=z_scale, stride=stride)
     with torch.no_grad():
         return encode(x_star), trace

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from resample_med.sampling.prior import LinearOperator
+from resample_med.sampling.rng import Generator, single_generator
 
 _TINY = 1e-30
 """Guards divisions by squared norms that reach exactly zero (a converged or zero item)."""
@@ -131,7 +132,7 @@ def operator_norm(
     image_shape: tuple[int, ...],
     *,
     n_iter: int,
-    generator: torch.Generator,
+    generator: Generator,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> float:
@@ -147,7 +148,8 @@ def operator_norm(
         The estimate of ``||A||_2`` (from below; the error decays like the ratio of the top two
         singular values to the power ``2 n_iter``).
     """
-    v = torch.randn(image_shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    single = single_generator(generator)
+    v = torch.randn(image_shape, generator=single, device=single.device, dtype=dtype).to(device)
     v = v / expand_batch(batch_sq_norm(v).sqrt(), v)
     sigma_sq = torch.zeros(())
     for _ in range(n_iter):

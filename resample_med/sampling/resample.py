@@ -12,7 +12,9 @@ Per step ``i`` (train step ``t``, next ``t-1``):
    ``z_{t-1}`` ~ stochastic resampling of ``(z0_y, z'_{t-1})`` (:mod:`~resample_med.sampling.resampling`);
    otherwise ``z_{t-1} = z'_{t-1}``.
 
-After the last step a final consistency is applied and the latent decoded. Slices in a batch,
+After the last step a final consistency is applied and the latent decoded. With
+``config.z_weight > 0`` (volume mode) the batch holds adjacent slices in z order and every
+consistency step fits them jointly with a penalty on their z differences. Slices in a batch,
 and ``n_samples`` posterior samples of each, run together as one batch. With a warm start
 (:mod:`~resample_med.sampling.warm_start`) the loop begins at step ``warm_start_step`` from the
 noised encoding of a classical estimate instead of at step 0 from pure noise.
@@ -42,18 +44,22 @@ from resample_med.sampling.result import ProgressCallback, ProgressEvent, Recons
 from resample_med.sampling.rng import make_generator, standard_normal
 from resample_med.sampling.schedule import StepPlan, plan_steps
 from resample_med.sampling.warm_start import initial_estimate, warm_latent
+from resample_med.sampling.zcoupling import z_penalty_scale
 
 
 class _Problem:
-    """The fixed parts of one run: prior, operator, (repeated) data and discrepancy levels."""
+    """The fixed parts of one run: prior, operator, (repeated) data, discrepancy levels and the
+    z coupling (``z_scale``, 0 in slice mode; ``stride``: items between z neighbours)."""
 
     def __init__(self, prior: LatentPrior, operator: LinearOperator, y: Tensor, threshold_px: Tensor | None,
-                 threshold_lat: Tensor | None) -> None:
+                 threshold_lat: Tensor | None, z_scale: float = 0.0, stride: int = 1) -> None:
         self.prior = prior
         self.operator = operator
         self.y = y
         self.threshold_px = threshold_px
         self.threshold_lat = threshold_lat
+        self.z_scale = z_scale
+        self.stride = stride
 
     def eps(self, z: Tensor, t: Tensor) -> Tensor:
         with torch.no_grad():
@@ -81,10 +87,11 @@ def _make_consistent(problem: _Problem, kind: str, z0: Tensor, config: ReSampleC
     prior = problem.prior
     if kind == "pixel":
         return pixel_consistency(z0, problem.y, problem.operator, prior.decode, prior.encode,
-                                 config.pixel, problem.threshold_px)
+                                 config.pixel, problem.threshold_px, z_scale=problem.z_scale, stride=problem.stride)
     latent_cfg = config.latent if max_iter is None else replace(config.latent, max_iter=max_iter)
     return latent_consistency(z0, problem.y, problem.operator, prior.decode, latent_cfg,
-                              problem.threshold_lat if threshold is None else threshold)
+                              problem.threshold_lat if threshold is None else threshold,
+                              z_scale=problem.z_scale, stride=problem.stride)
 
 
 def _remap(config: ReSampleConfig, z0_y: Tensor, z_prime: Tensor, eps: Tensor, ab_t: float, ab_prev: float,
@@ -145,7 +152,11 @@ def resample(
         thr = discrepancy_threshold(y, noise_std, tau)
         return None if thr is None else repeat_for_samples(thr, n_samples)
 
-    problem = _Problem(prior, operator, y_rep, thresholds(cfg.pixel.tau), thresholds(cfg.latent.tau))
+    with torch.no_grad():
+        image_shape = tuple(operator.adjoint(y[:1]).shape) if cfg.z_weight else (1, 1, 1, 1)
+    z_scale = z_penalty_scale(operator, image_shape, cfg.z_weight, y.device, y.dtype)
+    problem = _Problem(prior, operator, y_rep, thresholds(cfg.pixel.tau), thresholds(cfg.latent.tau),
+                       z_scale, n_samples)
     start = cfg.warm_start_step
     if cfg.warm_start == "none":
         z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
@@ -194,7 +205,8 @@ def resample(
         elif cfg.final_consistency == "pixel":
             final_pixel = replace(cfg.pixel, max_iter=cfg.final_max_iter)
             threshold = problem.threshold_px if final_threshold is None else final_threshold
-            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, threshold)
+            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, threshold,
+                                                 z_scale=problem.z_scale, stride=problem.stride)
         else:
             x = prior.decode(z)
     if final_trace is not None:
