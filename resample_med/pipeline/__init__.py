@@ -11,9 +11,12 @@ volume, with resumable checkpoints::
     result = reconstruct_volume(load_volume("study/"), AcquisitionConfig(n_views=30),
                                 method="resample", prior=load_default_model(), config="fast")
     result.volume.hu  # (Z, Y, X) HU on the source grid
+    # slices consistent along z (volume mode, tuned z weight):
+    result = reconstruct_volume(..., volume_mode=VolumeMode())
 
 Modules: :mod:`.acquisition` (what is measured), :mod:`.measurements` (simulation and
 linearisation), :mod:`.slices` (batched reconstruction of slices), :mod:`.volume` (volumes),
+:mod:`.slabs` (volume mode: slices coupled along z over overlapping slabs),
 :mod:`.checkpoint` (resume state), :mod:`.sinogram_file` (measurements on disk),
 :mod:`.seeding` (per-slice random streams), :mod:`.studies` (many studies, local or on a Ray
 cluster through :mod:`.ray_executor`).
@@ -39,6 +42,8 @@ _EXPORTS: dict[str, str | None] = {
     "is_sinogram_file": "sinogram_file",
     "load_measurements": "sinogram_file",
     "save_measurements": "sinogram_file",
+    "VolumeMode": "slabs",
+    "reconstruct_slabs": "slabs",
     "SliceReconstruction": "slices",
     "reconstruct_slices": "slices",
     "VolumeReconstruction": "volume",

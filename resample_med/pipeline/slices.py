@@ -23,8 +23,8 @@ from resample_med.io.errors import NonFiniteError
 from resample_med.io.hu_checks import non_finite_summary
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import LinearProblem, Measurements, linearise
-from resample_med.pipeline.seeding import make_generator
-from resample_med.sampling import reconstruct
+from resample_med.pipeline.seeding import slice_generators
+from resample_med.sampling import reconstruct, resolve_method_config
 from resample_med.sampling.result import ProgressCallback
 from resample_med.units import model_to_hu
 
@@ -64,6 +64,7 @@ def reconstruct_slices(
     checkpoint: SliceCheckpoint | None = None,
     on_slices: SliceProgress | None = None,
     first_index: int = 0,
+    volume_mode: Any = None,
 ) -> SliceReconstruction:
     """Reconstruct every slice of ``measurements``.
 
@@ -75,14 +76,16 @@ def reconstruct_slices(
         config: the method's config dataclass, a preset name, or ``None`` for its default.
         batch_size: slices per sampler call (memory is bounded by this).
         n_samples: posterior samples per slice; with more than one, ``std_hu`` is returned.
-        seed: the user seed; each batch samples with a generator derived from
-            ``(seed, index of its first slice)`` (:mod:`resample_med.pipeline.seeding`).
+        seed: the user seed; each slice samples with its own generator derived from
+            ``(seed, slice index)`` (:mod:`resample_med.pipeline.seeding`), whatever its batch.
         callback: forwarded to the sampler (``ProgressEvent``); raising
             :class:`~resample_med.sampling.ReconstructionCancelled` cancels.
         checkpoint: finished slices are saved there as each batch ends, and slices already
             there are loaded instead of recomputed (resuming after an interruption).
         on_slices: slice-level progress ``(n_finished, n_total)``.
         first_index: index of slice 0 of ``measurements`` in its volume (seeds, checkpoint keys).
+        volume_mode: a :class:`~resample_med.pipeline.slabs.VolumeMode` to reconstruct the slices
+            (adjacent, in z order) jointly: :func:`~resample_med.pipeline.slabs.reconstruct_slabs`.
 
     Returns:
         :class:`SliceReconstruction` of all ``N`` slices; ``per_slice`` rows carry ``index`` and
@@ -91,8 +94,18 @@ def reconstruct_slices(
     Raises:
         NonFiniteError: a batch came out with NaN or Inf (the slices before it are checkpointed, it is not).
     """
+    if volume_mode is not None:
+        from resample_med.pipeline.slabs import reconstruct_slabs  # slabs builds on this module
+
+        return reconstruct_slabs(measurements, method, prior, config, mode=volume_mode, batch_size=batch_size,
+                                 n_samples=n_samples, seed=seed, callback=callback, checkpoint=checkpoint,
+                                 on_slices=on_slices, first_index=first_index)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if getattr(resolve_method_config(method, config), "z_weight", 0):
+        raise ValueError("the config's z_weight couples adjacent slices, which slice mode does not keep together: "
+                         "use volume mode (reconstruct_volume(..., volume_mode=VolumeMode(z_weight=...)), "
+                         "reconstruct_slabs, or --volume-mode --z-weight on the command line)")
     n_total = measurements.n_slices
     done = {i - first_index for i in checkpoint.done()} if checkpoint is not None else set()
     todo = [i for i in range(n_total) if i not in done]
@@ -145,7 +158,7 @@ def _reconstruct_batch(
     """One sampler call on slices ``rows`` of ``problem``; see :func:`reconstruct_slices`."""
     y = problem.y[rows]
     noise_std = problem.noise_std[rows]
-    generator = make_generator(seed, "sampler", first_index, device=y.device)
+    generator = slice_generators(seed, "sampler", [first_index + r - rows[0] for r in rows], device=y.device)
     started = time.perf_counter()
     rec = reconstruct(
         method, y, problem.operator, prior=prior, config=config, noise_std=noise_std,

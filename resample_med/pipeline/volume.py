@@ -5,7 +5,9 @@ model grid (:func:`~resample_med.io.iter_model_slices`), simulates the acquisiti
 (noise drawn from a per-slice generator, so results do not depend on batching), reconstructs
 ``batch_size`` slices at a time and maps every result back onto the source grid. Memory is bounded
 by one batch plus the output volume. With a :class:`~resample_med.pipeline.checkpoint.SliceCheckpoint`
-each finished slice is saved at once and skipped on a rerun.
+each finished slice is saved at once and skipped on a rerun. With ``volume_mode`` adjacent slices
+are reconstructed jointly over overlapping slabs (:mod:`~resample_med.pipeline.slabs`); the
+measurements of every slice are then simulated first (sinograms only: small), as in slice mode.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from resample_med.pipeline.acquisition import AcquisitionConfig
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import Measurements, simulate_measurements
 from resample_med.pipeline.seeding import make_generator
+from resample_med.pipeline.slabs import VolumeMode, reconstruct_slabs
 from resample_med.pipeline.slices import SliceProgress, reconstruct_slices
 from resample_med.sampling.result import ProgressCallback
 
@@ -67,6 +70,7 @@ def reconstruct_volume(
     on_slices: SliceProgress | None = None,
     checkpoint: SliceCheckpoint | None = None,
     first_index: int = 0,
+    volume_mode: VolumeMode | None = None,
 ) -> VolumeReconstruction:
     """Simulate ``acquisition`` on every slice of ``volume`` and reconstruct it with ``method``.
 
@@ -83,6 +87,9 @@ def reconstruct_volume(
         first_index: index of slice 0 of ``volume`` in the series it was cut from (seeds,
             checkpoint keys and report rows use series indices, so a chunk of a series gives the
             same slices as the whole series, see :mod:`resample_med.pipeline.studies`).
+        volume_mode: reconstruct adjacent slices jointly (:class:`~resample_med.pipeline.slabs.VolumeMode`:
+            z weight, slab size, overlap); ``None``: slice by slice. Slabs are cut within ``volume``
+            (a chunk of a series is not coupled to the neighbouring chunk).
 
     Returns:
         :class:`VolumeReconstruction`.
@@ -96,7 +103,8 @@ def reconstruct_volume(
     done = checkpoint.done() if checkpoint is not None else set()
     started = time.perf_counter()
 
-    def place(model_slice: Any, hu: np.ndarray, std: np.ndarray | None, row: dict[str, Any]) -> None:
+    def place(model_slice: Any, hu: np.ndarray, std: np.ndarray | None, row: dict[str, Any],
+              report: bool = True) -> None:
         nonlocal std_out
         hu_out[model_slice.index] = model_slice.to_source(hu, background=volume.hu[model_slice.index])
         if std is not None:
@@ -104,7 +112,7 @@ def reconstruct_volume(
                 std_out = np.zeros(volume.hu.shape, dtype=np.float32)
             std_out[model_slice.index] = model_slice.to_source(std)
         rows[model_slice.index] = {"index": first_index + int(model_slice.index), **row}
-        if on_slices is not None:
+        if on_slices is not None and report:
             on_slices(len(rows), n_total)
 
     pending: list[Any] = []
@@ -123,16 +131,29 @@ def reconstruct_volume(
             place(model_slice, rec.hu[i], std, row)
         pending.clear()
 
-    for model_slice in iter_model_slices(volume, size=image_size):
-        if first_index + int(model_slice.index) in done:
-            hu, std, row = checkpoint.load(first_index + int(model_slice.index))  # type: ignore[union-attr]
-            place(model_slice, hu, std, {**row, "resumed": True})
-            continue
-        pending.append(model_slice)
-        if len(pending) == batch_size:
+    info_extra: dict[str, Any] = {}
+    if volume_mode is not None:
+        model_slices = list(iter_model_slices(volume, size=image_size))
+        rec = reconstruct_slabs(
+            simulate_model_slices(model_slices, acquisition, seed, device, first_index), method, prior, config,
+            mode=volume_mode, batch_size=batch_size, n_samples=n_samples, seed=seed, callback=callback,
+            checkpoint=checkpoint, on_slices=on_slices, first_index=first_index + int(model_slices[0].index),
+        )
+        for i, model_slice in enumerate(model_slices):
+            row = {k: v for k, v in rec.per_slice[i].items() if k != "index"}
+            place(model_slice, rec.hu[i], None if rec.std_hu is None else rec.std_hu[i], row, report=False)
+        info_extra["volume_mode"] = rec.info["volume_mode"]
+    else:
+        for model_slice in iter_model_slices(volume, size=image_size):
+            if first_index + int(model_slice.index) in done:
+                hu, std, row = checkpoint.load(first_index + int(model_slice.index))  # type: ignore[union-attr]
+                place(model_slice, hu, std, {**row, "resumed": True})
+                continue
+            pending.append(model_slice)
+            if len(pending) == batch_size:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
 
     per_slice = [rows[i] for i in sorted(rows)]
     info = {
@@ -143,6 +164,7 @@ def reconstruct_volume(
         "n_resumed": sum(bool(r["resumed"]) for r in per_slice),
         "seconds_total": time.perf_counter() - started,
         "mean": _means(per_slice),
+        **info_extra,
     }
     return VolumeReconstruction(
         volume=volume.with_hu(hu_out), std_hu=std_out, per_slice=per_slice, info=info
