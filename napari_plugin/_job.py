@@ -74,6 +74,8 @@ class ReconstructionRequest:
         seed: seeds measurement noise and sampling.
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: slices per sampler call.
+        volume_mode: reconstruct the slices jointly, consistent along z
+            (:class:`resample_med.pipeline.VolumeMode` with the tuned z weight).
     """
 
     acquisition: AcquisitionConfig
@@ -85,6 +87,18 @@ class ReconstructionRequest:
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 4
+    volume_mode: bool = False
+
+    def pipeline_volume_mode(self) -> Any:
+        """The pipeline's :class:`~resample_med.pipeline.VolumeMode`, or ``None`` for slice mode."""
+        from resample_med.pipeline import VolumeMode
+
+        return VolumeMode() if self.volume_mode else None
+
+    def slices_per_call(self) -> int:
+        """Slices one sampler call handles (a slab in volume mode), for the progress display."""
+        mode = self.pipeline_volume_mode()
+        return self.batch_size if mode is None else mode.slab_slices
 
     def method_config(self) -> Any:
         """The method's config for :func:`resample_med.pipeline.reconstruct_volume`: the named
@@ -105,6 +119,8 @@ class ReconstructionRequest:
             parts.append(f"{self.n_samples} samples")
         if uses_prior(self.method) or acquisition.photons is not None:
             parts.append(f"seed {self.seed}")
+        if self.volume_mode:
+            parts.append("volume mode")
         return tuple(parts)
 
 
@@ -360,12 +376,13 @@ def _from_image(request: ReconstructionRequest, source: SourceSlices, prior: Any
         geometry=measured[0].projector.geometry.to_dict(), acquisition=request.acquisition,
         pixel_spacing_mm=float(model_slices[0].pixel_spacing_mm), to_source=model_slices[0].to_source,
     )
-    relay = _ProgressRelay(len(model_slices), request.batch_size, model_slices[0].to_source, cancel, emit)
+    relay = _ProgressRelay(len(model_slices), request.slices_per_call(), model_slices[0].to_source, cancel, emit)
     relay.check_cancel()
     out = reconstruct_volume(
         volume, request.acquisition, request.method, prior, request.method_config(),
         batch_size=request.batch_size, n_samples=request.n_samples, seed=request.seed,
         device=request.device, callback=relay, on_slices=relay.on_slices,
+        volume_mode=request.pipeline_volume_mode(),
     )
     return out.volume.hu, out.std_hu, sinogram, measurement, out.info
 
@@ -389,11 +406,12 @@ def _from_sinogram(request: ReconstructionRequest, source: SinogramSlices, prior
     )
     identity: Callable[[np.ndarray], np.ndarray] = np.asarray
     to_source = record.to_source or identity
-    relay = _ProgressRelay(measurements.n_slices, request.batch_size, to_source, cancel, emit)
+    relay = _ProgressRelay(measurements.n_slices, request.slices_per_call(), to_source, cancel, emit)
     relay.check_cancel()
     out = reconstruct_slices(
         measurements, request.method, prior, request.method_config(), batch_size=request.batch_size,
         n_samples=request.n_samples, seed=request.seed, callback=relay, on_slices=relay.on_slices,
+        volume_mode=request.pipeline_volume_mode(),
     )
     hu = np.stack([to_source(s) for s in out.hu]).astype(np.float32)
     std_hu = None if out.std_hu is None else np.stack([to_source(s) for s in out.std_hu]).astype(np.float32)

@@ -178,6 +178,7 @@ class ReconstructionWidget(Container):
         self.seed = SpinBox(value=0, min=SEED_RANGE[0], max=SEED_RANGE[1], label="seed")
         self.device = ComboBox(choices=_available_devices(), value="cpu", label="device")
         self.scope = RadioButtons(choices=[SCOPE_SLICE, SCOPE_VOLUME], value=SCOPE_SLICE, label="reconstruct")
+        self.volume_mode = CheckBox(value=False, text="consistent along z (volume mode)", label="")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.window = ComboBox(choices=list(WINDOW_PRESETS), value=DEFAULT_WINDOW, label="window")
@@ -186,10 +187,11 @@ class ReconstructionWidget(Container):
         self.extend([
             self.image, self.sinogram, self.reference, self.geometry, self.n_views, self.noise, self.photons,
             self.method, self.preset, self.steps, self.gamma, self.n_samples, self.seed, self.device,
-            self.scope, self.run_button, self.cancel_button, self.window, self.status, self.scores,
+            self.scope, self.volume_mode, self.run_button, self.cancel_button, self.window, self.status, self.scores,
         ])
 
         self.noise.changed.connect(self._sync_enabled)
+        self.scope.changed.connect(self._sync_enabled)
         self.method.changed.connect(lambda: self._on_preset(self.preset.value))
         self.preset.changed.connect(self._on_preset)
         self.window.changed.connect(self._on_window)
@@ -226,6 +228,7 @@ class ReconstructionWidget(Container):
             n_samples=int(self.n_samples.value),
             seed=int(self.seed.value),
             device=self.device.value,
+            volume_mode=bool(self.volume_mode.enabled and self.volume_mode.value),
         )
 
     def _sync_enabled(self, *_: Any) -> None:
@@ -236,6 +239,8 @@ class ReconstructionWidget(Container):
         self.steps.enabled = "num_steps" in fields
         self.gamma.enabled = "gamma" in fields
         self.n_samples.enabled = uses_prior(self.method.value)
+        # volume mode couples the slices of a whole-volume run; ReSample and TV have it
+        self.volume_mode.enabled = "z_weight" in fields and self.scope.value == SCOPE_VOLUME
 
     def _on_preset(self, name: str) -> None:
         """Load the preset's steps and sigma^2 (where the method has them) into the widget."""

@@ -54,6 +54,9 @@ class ReconstructionSettings:
         seed: seed of measurement noise and sampling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"``.
         model: folder of a saved model bundle; ``None`` for the shipped default model.
+        volume_mode: reconstruct adjacent slices jointly, consistent along z
+            (:mod:`resample_med.pipeline.slabs`; ReSample and TV).
+        z_weight: volume mode's z weight; ``None`` for the method's tuned default.
     """
 
     method: str = "resample"
@@ -63,6 +66,8 @@ class ReconstructionSettings:
     seed: int = 0
     device: str = AUTO
     model: str | None = None
+    volume_mode: bool = False
+    z_weight: float | None = None
 
 
 @dataclass(frozen=True)

@@ -174,3 +174,25 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def volume_mode(settings: Any) -> Any:
+    """The :class:`~resample_med.pipeline.VolumeMode` of ``reconstruction`` settings, or ``None`` (slice mode).
+
+    Raises:
+        ConfigError: a z weight without volume mode, or an invalid one.
+    """
+    if not settings.volume_mode:
+        if settings.z_weight is not None:
+            raise ConfigError("--z-weight / reconstruction.z_weight applies to volume mode: add --volume-mode "
+                              "(or set reconstruction.volume_mode: true)")
+        return None
+    from resample_med.pipeline.slabs import Z_WEIGHT_DEFAULTS, VolumeMode
+
+    if settings.method not in Z_WEIGHT_DEFAULTS:
+        raise ConfigError(f"--volume-mode works with --method {' | '.join(Z_WEIGHT_DEFAULTS)}, not {settings.method!r}; "
+                          "drop --volume-mode or choose one of those")
+    try:
+        return VolumeMode(z_weight=settings.z_weight)
+    except ValueError as err:
+        raise ConfigError(f"--z-weight: {err}") from err

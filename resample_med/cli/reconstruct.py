@@ -123,6 +123,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--sigma2", type=float, metavar="GAMMA", help="ReSample resampling variance scale gamma")
     group.add_argument("--n-samples", type=int, metavar="K", help="posterior samples per slice (>1 adds a std map)")
     group.add_argument("--batch-size", type=int, metavar="B", help="slices reconstructed together (default 4)")
+    group.add_argument("--volume-mode", action="store_true", default=None,
+                       help="reconstruct adjacent slices jointly, consistent along z (resample*, tv)")
+    group.add_argument("--z-weight", type=float, metavar="W", help="volume mode's z weight (default: the tuned one)")
     group.add_argument("--seed", type=int, help="seed of noise and sampling (default 0)")
     group.add_argument("--device", help="cpu | cuda | cuda:N | auto (default auto)")
     group.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")
@@ -155,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "acquisition": acquisition,
         "reconstruction": _given(method=getattr(args, "method", None), preset=getattr(args, "preset", None),
                                 n_samples=getattr(args, "n_samples", None), batch_size=getattr(args, "batch_size", None),
+                                volume_mode=getattr(args, "volume_mode", None), z_weight=getattr(args, "z_weight", None),
                                 seed=args.seed, device=getattr(args, "device", None), model=getattr(args, "model", None)),
         "sampler": _given(steps=getattr(args, "steps", None), sigma2=getattr(args, "sigma2", None)),
         "output": _given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
@@ -229,6 +233,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if method not in METHODS:
         raise common.ConfigError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
     preset = common.resolve_preset(config.reconstruction.preset, device)
+    common.volume_mode(config.reconstruction)  # refuse a bad volume-mode request before any work
     sampler = common.sampler_config(method, preset, config.sampler)
     jobs = find_jobs(args.input, args.series, args.all_series, description=args.series_description,
                      reserved=[SUMMARY_FILE])
@@ -311,6 +316,7 @@ class SeriesRunner:
             "seed": recon.seed,
             "n_samples": recon.n_samples,
             "batch_size": recon.batch_size,
+            "volume_mode": None if common.volume_mode(recon) is None else common.volume_mode(recon).to_dict(),
         })
 
     def run_job(self, job: Job) -> dict[str, Any]:
@@ -409,6 +415,7 @@ class SeriesRunner:
             common_args = dict(
                 method=recon.method, prior=self.prior, config=self.sampler, batch_size=recon.batch_size,
                 n_samples=recon.n_samples, seed=recon.seed, callback=bar.on_step, on_slices=bar.on_slices,
+                volume_mode=common.volume_mode(recon),
             )
             if job.kind == "sinogram":
                 bar.start(loaded.n_slices)
