@@ -30,7 +30,13 @@ from torch import Tensor
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import Measurements, linearise
 from resample_med.pipeline.seeding import slice_generators
-from resample_med.pipeline.slices import SliceProgress, SliceReconstruction, _jsonable, _per_slice_report
+from resample_med.pipeline.slices import (
+    SliceProgress,
+    SliceReconstruction,
+    _jsonable,
+    _per_slice_report,
+    _require_finite,
+)
 from resample_med.sampling import reconstruct, resolve_method_config, tuned
 from resample_med.sampling.result import ProgressCallback
 from resample_med.units import model_to_hu
@@ -189,6 +195,9 @@ def reconstruct_slabs(
     Returns:
         :class:`SliceReconstruction`; ``info["volume_mode"]`` records the mode, the z weight used
         and the slabs.
+
+    Raises:
+        NonFiniteError: a slab came out with NaN or Inf (its slices are neither checkpointed nor returned).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -244,6 +253,8 @@ def reconstruct_slabs(
         image = torch.stack([image_sum.pop(i) for i in final])
         slice_hu = model_to_hu(image[:, 0])
         slice_std = torch.stack([model_to_hu(std_sum.pop(i)[0]) for i in final]) if std_sum else None
+        _require_finite(slice_hu.cpu().numpy(), None if slice_std is None else slice_std.cpu().numpy(),
+                        first_index + final[0])
         reference = None if measurements.reference_hu is None else measurements.reference_hu[final]
         report = _per_slice_report(image, problem.y[final], problem.operator, problem.noise_std[final], slice_hu,
                                    reference, pending_seconds / len(final))
