@@ -233,3 +233,10 @@ def test_ray_options_without_executor_ray_are_refused(tmp_path, studies, capsys)
     assert main(["reconstruct", str(studies), str(tmp_path / "out"), "--method", "fbp", "--workers", "2"]) == 2
     assert "--workers only apply with --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_volume_mode_is_refused_with_executor_ray(tmp_path, studies, capsys):
+    argv = ["reconstruct", str(studies), str(tmp_path / "out"), "--method", "tv", "--volume-mode", "--executor", "ray"]
+    assert main(argv) == 2
+    assert "--volume-mode is not available with --executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -60,6 +60,11 @@ def wanted(args: argparse.Namespace) -> bool:
         if given and args.executor == "local":
             raise common.ConfigError(f"{', '.join(given)} only apply with --executor ray")
         return False  # --list-series and --dry-run read headers only: the serial command answers them
+    if getattr(args, "volume_mode", None):
+        # the Ray chunks are whole batches of slices, not overlapping slabs: volume mode would silently
+        # fall back to slice mode there
+        raise common.ConfigError("--volume-mode is not available with --executor ray yet; run it with the "
+                                 "local executor (leave --executor out), or drop --volume-mode")
     return True
 
 
