@@ -206,9 +206,8 @@ def write_report(args: argparse.Namespace, runs: dict[str, tuple[float, tuple[fl
         f"- **Workload:** {len(reports['serial'])} series of `{args.input}` (every study, the default series), "
         f"slices {args.slices} of each: {n_slices} slices; shipped prior, ReSample `{args.preset}`, "
         "parallel 30 views, 1e5 photons, batch 4, CPU.",
-        "- **Load:** this 2-core machine was shared with a prior-training job and other test runs during the "
-        "measurement; the 1-min load average before / after each run is in the table (2.0 = both cores busy). "
-        "The ratios are what this busy machine gave, not a clean 2-core figure.",
+        "- **Load:** the 1-min load average before / after each run is in the table (2.0 = both cores busy); "
+        "a ratio taken while other jobs held the cores measures contention, not scaling.",
         "",
         "## Measured (same studies, same run of this script, fresh processes)",
         "",
