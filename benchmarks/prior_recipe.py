@@ -35,7 +35,7 @@ import torch
 from resample_med.models import load_default_model
 from resample_med.models.config import UNetArchitecture
 from resample_med.models.networks import apply_unet
-from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder
+from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder, trainable_parameters
 from resample_med.training.diffusion import DIFFUSION_PRESETS, diffusion_loss, train_diffusion
 from resample_med.training.runtime import autocast
 
@@ -89,10 +89,7 @@ def _unet_train_step(bf16: bool, channels_last: bool = False, compile_: bool = F
 def _ae_train_step(bf16: bool, decoder_only: bool) -> Callable[[], None]:
     """One optimizer step of the shipped autoencoder on AE_BATCH whole random 256x256 slices."""
     ae = load_default_model().autoencoder.train().requires_grad_(True)
-    if decoder_only:
-        ae.encoder.requires_grad_(False)
-        ae.quant_conv.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in ae.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = torch.optim.AdamW(trainable_parameters(ae, "decoder" if decoder_only else "all"), lr=1e-4)
     x = torch.randn(AE_BATCH, 1, 256, 256, generator=torch.Generator().manual_seed(0)) * 0.3
     device = torch.device("cpu")
 

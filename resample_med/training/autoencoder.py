@@ -151,7 +151,7 @@ def encoder_state_hash(model: AutoencoderKL) -> str:
     return h.hexdigest()
 
 
-def _trainable_parameters(model: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
+def trainable_parameters(model: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
     """The parameters to optimise; with ``"decoder"`` the encoder parts are frozen."""
     if trainable not in TRAINABLE_PARTS:
         raise ValueError(f"trainable={trainable!r}: choose one of {', '.join(TRAINABLE_PARTS)}")
@@ -177,7 +177,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     else:
         model = build_autoencoder(get_architecture(cfg.architecture), seed=cfg.seed)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(_trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable_parameters(model, cfg.trainable), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, train_seconds = 0, 0.0
     if cfg.resume:
