@@ -22,6 +22,7 @@ from resample_med.training import (
 )
 from resample_med.training.augment import NO_AUGMENT, AugmentConfig, augment
 from resample_med.training.data import SliceSelection, load_npz_slices
+import resample_med.training.diffusion as diffusion_module
 from resample_med.training.diffusion import validation_loss
 from resample_med.training.loss_log import LossLog
 from resample_med.training.schedule import LRSchedule
@@ -129,7 +130,8 @@ def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_n
     assert Path(summary["samples_png"]).is_file()
 
     # the held-out denoising loss (fixed noise and timesteps) is lower than the untrained UNet's
-    val_z = torch.load(run / "latents.pt")["latents"][0, :8] * bundle.latent_scale_factor
+    cached = torch.load(run / "latents.pt")["levels"]
+    val_z = next(iter(cached.values()))[:8] * bundle.latent_scale_factor
     untrained = train_diffusion(dataclasses.replace(cfg, out_dir=str(tmp_path / "dm0"), max_steps=0))
     fresh = LatentDiffusionBundle.load(tmp_path / "dm0" / "model")
     patch = bundle.config.architecture.unet.patch_size
@@ -139,6 +141,30 @@ def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_n
 
     resumed = train_diffusion(dataclasses.replace(cfg, resume=True, max_steps=24))
     assert resumed["steps"] == 24 and resumed["steps_this_run"] == 4
+
+
+def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
+    trained_ae: Path, phantom_npz: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "dm"
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run), autoencoder=str(trained_ae),
+        lr=5e-2, val_every=4, max_steps=18,
+    )
+    summary = train_diffusion(cfg)
+    val = {r["step"]: r["loss"] for r in LossLog(run).read("val")}
+    assert sorted(val) == [4, 8, 12, 16, 18]  # every val_every steps, and the last weights
+    best_step = min(val, key=val.get)
+    assert summary["selected_step"] == best_step
+    assert summary["val_loss_ema"] == pytest.approx(val[best_step], rel=1e-5)
+
+    # a run continuing from a bundle lets the starting weights compete (step 0)
+    cont = dataclasses.replace(cfg, out_dir=str(tmp_path / "cont"), autoencoder=None,
+                               init_from=str(run / "model"), max_steps=8)
+    summary = train_diffusion(cont)
+    val = {r["step"]: r["loss"] for r in LossLog(tmp_path / "cont").read("val")}
+    assert sorted(val) == [0, 4, 8]
+    assert summary["selected_step"] == min(val, key=val.get)
 
 
 def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
@@ -244,13 +270,30 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(trained_ae: Path, phantom
                                               out_dir=str(tmp_path / "bad"), trainable="encoder"))
 
 
-def test_diffusion_with_zoom_levels_and_patient_balance(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+def test_diffusion_with_zoom_levels_and_patient_balance(
+    trained_ae: Path, phantom_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = dataclasses.replace(DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "z"),
                               autoencoder=str(trained_ae), max_steps=3, zoom_levels=(1.0, 0.7),
                               patient_balance=0.5, cpu_bf16=True)
     assert train_diffusion(cfg)["steps"] == 3
-    latents = torch.load(tmp_path / "z" / "latents.pt")["latents"]
-    assert latents.shape[:2] == (2, 9) and not torch.equal(latents[0], latents[1])
+    cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
+    full, zoomed = cached.values()
+    assert len(cached) == 2 and full.shape[0] == 9 and not torch.equal(full, zoomed)
+
+    # a level added to the run is encoded alone; the cached levels are reused as they are
+    encoded: list[float] = []
+    original = diffusion_module.encode_latents
+
+    def counting(autoencoder, slices, device, batch_size, zoom=1.0):  # type: ignore[no-untyped-def]
+        if len(slices) == len(full):  # the training slices (the val slices are encoded once per run)
+            encoded.append(zoom)
+        return original(autoencoder, slices, device, batch_size, zoom)
+
+    monkeypatch.setattr(diffusion_module, "encode_latents", counting)
+    train_diffusion(dataclasses.replace(cfg, zoom_levels=(1.0, 0.7, 0.85), resume=True, max_steps=4))
+    cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
+    assert encoded == [0.85] and len(cached) == 3 and torch.equal(next(iter(cached.values())), full)
 
 
 def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:

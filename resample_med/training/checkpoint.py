@@ -1,7 +1,9 @@
 """Resumable training state: one ``checkpoint.pt`` per run folder, written atomically.
 
 Holds the model (and EMA) state dicts, the optimizer, the step, the accumulated wall time and the
-data generator's state, so ``--resume`` continues the same run with the same step count.
+data generator's state, so ``--resume`` continues the same run with the same step count. Beside it,
+``best.pt`` holds the weights with the lowest validation loss seen so far in the run (what ships
+when the loss rose later: a small set of slices starts to be memorised).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
 
 
 @dataclass
@@ -28,11 +31,16 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _save_atomically(obj: dict[str, Any], path: Path) -> Path:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def save_checkpoint(run_dir: str | Path, state: TrainState) -> Path:
     """Write ``run_dir/checkpoint.pt`` via a temporary file and an atomic rename."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    tmp = path.with_suffix(".tmp")
-    torch.save(
+    return _save_atomically(
         {
             "step": state.step,
             "train_seconds": state.train_seconds,
@@ -41,10 +49,8 @@ def save_checkpoint(run_dir: str | Path, state: TrainState) -> Path:
             "generator": state.generator,
             "extra": state.extra,
         },
-        tmp,
+        Path(run_dir) / CHECKPOINT_NAME,
     )
-    os.replace(tmp, path)
-    return path
 
 
 def load_checkpoint(run_dir: str | Path) -> TrainState:
@@ -82,3 +88,27 @@ def resume_from_checkpoint(
     optimizer.load_state_dict(state.optimizer)
     generator.set_state(state.generator)
     return state.step, state.train_seconds
+
+
+@dataclass(frozen=True)
+class BestScore:
+    """The step and validation loss of the weights held in ``run_dir/best.pt``."""
+
+    step: int
+    val_loss: float
+
+
+def save_best(run_dir: str | Path, score: BestScore, weights: dict[str, torch.Tensor]) -> BestScore:
+    """Write ``weights`` (a state dict) with their score to ``run_dir/best.pt``, atomically."""
+    _save_atomically({"step": score.step, "val_loss": score.val_loss, "weights": weights},
+                     Path(run_dir) / BEST_NAME)
+    return score
+
+
+def load_best(run_dir: str | Path) -> tuple[BestScore, dict[str, torch.Tensor]] | None:
+    """``(score, state dict)`` from ``run_dir/best.pt``, or None when the run has none."""
+    path = Path(run_dir) / BEST_NAME
+    if not path.is_file():
+        return None
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return BestScore(int(raw["step"]), float(raw["val_loss"])), raw["weights"]

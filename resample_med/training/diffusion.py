@@ -15,8 +15,9 @@ zoom level is drawn per sample. Slices are drawn with patient balancing
 (``SliceSet.sampling_weights``). The scale s = 1 / std(mu) is measured on the training latents
 unless the UNet continues from a bundle whose encoder is unchanged (then the bundle's s is kept,
 since the UNet was trained on it; a decoder-only fine-tuned autoencoder keeps the latent space). An EMA of the UNet is
-what ships. The run folder holds ``checkpoint.pt``, ``loss_log.jsonl``, sample grids and
-``model/`` (the full bundle).
+what ships: with ``keep_best``, the EMA weights with the lowest held-out loss of the run (the
+starting weights of a continued run included), not necessarily the last. The run folder holds
+``checkpoint.pt``, ``best.pt``, ``loss_log.jsonl``, sample grids and ``model/`` (the full bundle).
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from resample_med.models.bundle import LatentDiffusionBundle, load_pretrained_st
 from resample_med.models.config import ArchitectureConfig, AutoencoderArchitecture, PriorConfig, get_architecture
 from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
 from resample_med.models.sample import sample_images
-from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
+from resample_med.training.checkpoint import (
+    BestScore,
+    TrainState,
+    load_best,
+    resume_from_checkpoint,
+    save_best,
+    save_checkpoint,
+)
 from resample_med.training.augment import rotate_and_zoom
 from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
@@ -58,7 +66,8 @@ class DiffusionTrainConfig:
     bundle to continue (its UNet, and its autoencoder unless ``autoencoder`` is also given).
     ``patient_balance``: exponent of the per-patient slice weights; ``zoom_levels``: zoom-out
     factors (1 = as stored) whose latents are precomputed and drawn uniformly; ``cpu_bf16``: bf16
-    autocast for training steps on the CPU.
+    autocast for training steps on the CPU; ``keep_best``: ship the EMA weights with the lowest
+    validation loss (checked every ``val_every`` steps) instead of the last ones.
     """
 
     data: tuple[str, ...] = ()
@@ -91,6 +100,7 @@ class DiffusionTrainConfig:
     patient_balance: float = 0.0
     zoom_levels: tuple[float, ...] = (1.0,)
     cpu_bf16: bool = False
+    keep_best: bool = True
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -118,7 +128,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
     # slices as stored (benchmarks/results/prior_recipe.md).
     "cpu_continue": DiffusionTrainConfig(
         architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995, cpu_bf16=True,
-        patient_balance=0.5, zoom_levels=(1.0, 0.8),
+        patient_balance=0.5, zoom_levels=(1.0, 0.9, 0.8, 0.7), val_every=250,
     ),
     "gpu": DiffusionTrainConfig(architecture="full", batch_size=128, lr=4e-4, sample_every=2000, half_weights=True),
 }
@@ -161,16 +171,22 @@ def _cached_latents(
     batch_size: int,
     zoom_levels: tuple[float, ...],
 ) -> torch.Tensor:
-    """``encode_latents`` at each zoom level, (L, N, C, h, w), cached in ``run_dir/latents.pt``."""
-    key = f"{encoder_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}:{list(zoom_levels)}"
+    """``encode_latents`` at each zoom level, (L, N, C, h, w), cached in ``run_dir/latents.pt``.
+
+    The cache holds one tensor per (encoder weights, slices, zoom level), so adding a zoom level to
+    a run encodes only the new level.
+    """
+    prefix = f"{encoder_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}"
     path = run_dir / LATENT_CACHE
+    cached: dict[str, torch.Tensor] = {}
     if path.is_file():
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        if cached.get("key") == key:
-            return cached["latents"]
-    latents = torch.stack([encode_latents(autoencoder, slices, device, batch_size, z) for z in zoom_levels])
-    torch.save({"key": key, "latents": latents}, path)
-    return latents
+        cached = torch.load(path, map_location="cpu", weights_only=True).get("levels", {})
+    missing = [z for z in zoom_levels if f"{prefix}:{z}" not in cached]
+    for zoom in missing:
+        cached[f"{prefix}:{zoom}"] = encode_latents(autoencoder, slices, device, batch_size, zoom)
+    if missing:
+        torch.save({"levels": cached}, path)
+    return torch.stack([cached[f"{prefix}:{z}"] for z in zoom_levels])
 
 
 def diffusion_loss(
@@ -322,6 +338,21 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         images = sample_images(shipped, cfg.n_samples, cfg.sample_steps, torch.Generator().manual_seed(cfg.seed))
         return save_grid_png(model_to_hu(images.cpu()), run_dir / f"samples_step{step:07d}.png")
 
+    best: BestScore | None = None
+    if cfg.resume and (stored := load_best(run_dir)) is not None:
+        best = stored[0]
+
+    def validate() -> None:
+        """Log the EMA val loss; with ``keep_best``, keep the weights when it is the run's lowest."""
+        nonlocal best
+        loss = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma,
+                               cfg.batch_size, patch)
+        log.write(step, "val", loss=loss, ema=True)
+        if cfg.keep_best and (best is None or loss < best.val_loss):
+            best = save_best(run_dir, BestScore(step, loss), ema.model.state_dict())
+
+    if val_z is not None and cfg.keep_best and cfg.init_from is not None and best is None:
+        validate()  # the weights this run continues from compete too
     bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", disable=not cfg.progress_bar)
     while not budget.done(step):
         lr = schedule(step - start_step, budget.progress(step))
@@ -345,12 +376,17 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         if step % cfg.checkpoint_every == 0:
             checkpoint()
         if val_z is not None and step % cfg.val_every == 0:
-            log.write(step, "val", loss=validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed,
-                                                        cfg.min_snr_gamma, cfg.batch_size, patch), ema=True)
+            validate()
         if step % cfg.sample_every == 0:
             sample_grid()
     bar.close()
     checkpoint()
+    if val_z is not None and step % cfg.val_every != 0:
+        validate()  # the last weights compete too
+    selected_step = step
+    if best is not None and best.step != step and (stored := load_best(run_dir)) is not None:
+        ema.model.load_state_dict(stored[1])
+        selected_step = best.step
 
     bundle.unet = ema.model
     summary: dict[str, Any] = {
@@ -365,6 +401,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         "data": data.summary,
     }
     if val_z is not None:
+        summary["selected_step"] = selected_step
         summary["val_loss_ema"] = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed,
                                                   cfg.min_snr_gamma, cfg.batch_size, patch)
     training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
