@@ -95,7 +95,7 @@ class _BaseGeometry:
         object.__setattr__(self, "det_count", int(self.det_count))
         object.__setattr__(self, "pixel_spacing_mm", float(self.pixel_spacing_mm))
         object.__setattr__(self, "det_spacing_mm", float(self.det_spacing_mm))
-        where = f"resample_med/geometry.py: {type(self).__name__}"
+        where = type(self).__name__
         if self.image_size < 1:
             raise ValueError(f"{where}: image_size must be >= 1, got {self.image_size}")
         if self.det_count < 1:
@@ -139,10 +139,10 @@ class _BaseGeometry:
         """The same geometry restricted to ``view_indices`` (in the given order)."""
         indices = [int(i) for i in view_indices]
         if not indices:
-            raise ValueError("resample_med/geometry.py: subset needs at least one view index")
+            raise ValueError("subset needs at least one view index")
         bad = [i for i in indices if not 0 <= i < self.n_views]
         if bad:
-            raise IndexError(f"resample_med/geometry.py: view indices {bad} out of range for {self.n_views} views")
+            raise IndexError(f"view indices {bad} out of range for {self.n_views} views")
         return replace(self, angles=tuple(self.angles[i] for i in indices))
 
     def with_angles(self: G, angles: Sequence[float]) -> G:
@@ -165,7 +165,7 @@ class _BaseGeometry:
         """Inverse of :meth:`to_dict`."""
         fields = {k: v for k, v in data.items() if k != "type"}
         if data.get("type", cls.kind) != cls.kind:
-            raise ValueError(f"resample_med/geometry.py: dict of type {data.get('type')!r} is not a {cls.__name__}")
+            raise ValueError(f"dict of type {data.get('type')!r} is not a {cls.__name__}")
         return cls(**fields)
 
     def cache_key(self) -> str:
@@ -176,7 +176,7 @@ class _BaseGeometry:
     @classmethod
     def _evenly_spaced(cls, n_views: int, arc_rad: float, start_rad: float) -> tuple[float, ...]:
         if n_views < 1:
-            raise ValueError(f"resample_med/geometry.py: n_views must be >= 1, got {n_views}")
+            raise ValueError(f"n_views must be >= 1, got {n_views}")
         return tuple(start_rad + arc_rad * k / n_views for k in range(n_views))
 
 
@@ -253,12 +253,12 @@ class FanBeamGeometry(_BaseGeometry):
         half_diagonal = self.fov_mm * math.sqrt(2.0) / 2.0
         if self.source_to_isocenter_mm <= half_diagonal:
             raise ValueError(
-                f"resample_med/geometry.py: FanBeamGeometry source_to_isocenter_mm={self.source_to_isocenter_mm} "
+                f"FanBeamGeometry source_to_isocenter_mm={self.source_to_isocenter_mm} "
                 f"must exceed the image half-diagonal {half_diagonal:.1f} mm (the source must lie outside the image)"
             )
         if self.source_to_detector_mm <= self.source_to_isocenter_mm:
             raise ValueError(
-                "resample_med/geometry.py: FanBeamGeometry source_to_detector_mm must exceed source_to_isocenter_mm"
+                "FanBeamGeometry source_to_detector_mm must exceed source_to_isocenter_mm"
             )
 
     @property
@@ -370,6 +370,6 @@ def geometry_from_dict(data: dict[str, Any]) -> Geometry:
     kind = data.get("type")
     if kind not in _GEOMETRY_TYPES:
         raise ValueError(
-            f"resample_med/geometry.py: unknown geometry type {kind!r}; expected one of {sorted(_GEOMETRY_TYPES)}"
+            f"unknown geometry type {kind!r}; expected one of {sorted(_GEOMETRY_TYPES)}"
         )
     return _GEOMETRY_TYPES[kind].from_dict(data)  # type: ignore[return-value]

@@ -1,6 +1,6 @@
 """``resample-med demo``: FBP vs ReSample on a shipped sample CT slice, offline, in about a minute on a CPU.
 
-Loads the shipped default model and a sample CT (no network, no ``../shared``), simulates a
+Loads the shipped default model and a sample CT (no network, no downloads), simulates a
 sparse-view scan of one slice, reconstructs it with FBP and with ReSample (``fast`` preset on CPU,
 ``default`` on CUDA), prints PSNR, SSIM and seconds for each, and writes ``demo.png`` (ground truth,
 FBP, ReSample, |ReSample - truth|) and ``demo.json`` to ``--out``.

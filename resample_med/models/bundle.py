@@ -41,7 +41,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
 """Where the shipped default weights live (inside the installed package)."""
 
 MAX_SHARD_SIZE = "15MB"
-"""Largest safetensors file written by ``save`` (device runs return files under 16 MiB)."""
+"""Largest safetensors file written by ``save`` (shards under 16 MiB pass the file-size limits of common artifact stores)."""
 
 
 def load_pretrained_strict(cls: type, folder: Path) -> torch.nn.Module:
@@ -120,7 +120,7 @@ class LatentDiffusionBundle(torch.nn.Module):
         if prediction == "v_prediction":
             ab = self.scheduler.alphas_cumprod.to(device=z.device, dtype=z.dtype)[t].view(-1, 1, 1, 1)
             return ab.sqrt() * out + (1.0 - ab).sqrt() * z
-        raise ValueError(f"resample_med/models/bundle.py: unsupported prediction_type {prediction!r}")
+        raise ValueError(f"unsupported prediction_type {prediction!r}")
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path, half: bool = False) -> Path:

@@ -83,11 +83,11 @@ class UNetArchitecture:
         """Keyword arguments for ``diffusers.UNet2DModel`` on (C p^2, h/p, w/p) inputs."""
         if latent_size % self.patch_size:
             raise ValueError(
-                f"resample_med/models/config.py: latent size {latent_size} is not a multiple of patch_size {self.patch_size}"
+                f"latent size {latent_size} is not a multiple of patch_size {self.patch_size}"
             )
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError(
-                "resample_med/models/config.py: UNetArchitecture.attention_levels must have one entry per "
+                "UNetArchitecture.attention_levels must have one entry per "
                 f"block ({len(self.block_out_channels)}), got {len(self.attention_levels)}"
             )
         down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in self.attention_levels)
@@ -185,7 +185,7 @@ ARCHITECTURES: dict[str, ArchitectureConfig] = {
             patch_size=2,
         ),
     ),
-    # What 2 CPU cores can train in about two hours: 0.9M-parameter autoencoder, 4.5M-parameter
+    # Sized to train on a 2-core CPU in about two hours: 0.9M-parameter autoencoder, 4.5M-parameter
     # UNet on 2x2 latent patches (measured: 1.8 CPU-s per batch of 32 vs 8.7 s without patches).
     "cpu": ArchitectureConfig(
         name="cpu",
@@ -209,7 +209,7 @@ def get_architecture(architecture: str | ArchitectureConfig) -> ArchitectureConf
         return architecture
     if architecture not in ARCHITECTURES:
         raise ValueError(
-            f"resample_med/models/config.py: unknown architecture preset {architecture!r}; "
+            f"unknown architecture preset {architecture!r}; "
             f"choose one of {sorted(ARCHITECTURES)}"
         )
     return ARCHITECTURES[architecture]

@@ -68,7 +68,7 @@ def filter_sinogram(sinogram: torch.Tensor, geometry: Geometry, filter_name: str
         s = torch.tensor(geometry.detector_positions_mm(), dtype=torch.float64) / geometry.magnification
         cosine = (radius / torch.sqrt(radius**2 + s**2)).to(device=sinogram.device, dtype=sinogram.dtype)
         return 0.5 * filter_projections(sinogram * cosine, geometry.isocenter_det_spacing_mm, filter_name)
-    raise TypeError(f"resample_med/operators/fbp.py: unsupported geometry type {type(geometry).__name__}")
+    raise TypeError(f"unsupported geometry type {type(geometry).__name__}")
 
 
 def _detector_index_and_weight(

@@ -39,7 +39,7 @@ def _window(filter_name: str, nu: torch.Tensor) -> torch.Tensor:
         return torch.cos(math.pi * nu)
     if filter_name == "hann":
         return 0.5 * (1.0 + torch.cos(2.0 * math.pi * nu))
-    raise ValueError(f"resample_med/operators/filters.py: unknown filter {filter_name!r}; choose one of {FILTER_NAMES}")
+    raise ValueError(f"unknown filter {filter_name!r}; choose one of {FILTER_NAMES}")
 
 
 def fourier_filter(

@@ -53,7 +53,7 @@ def fine_geometry(geometry: Geometry, upsample: int, detector_subsamples: int) -
     """
     if upsample < 1 or detector_subsamples < 1:
         raise ValueError(
-            "resample_med/operators/fine_model.py: upsample and detector_subsamples must be >= 1, got "
+            "independent simulation: upsample and detector_subsamples must be >= 1, got "
             f"{upsample} and {detector_subsamples}"
         )
     return dataclasses.replace(
@@ -98,7 +98,7 @@ def fine_line_integrals(
     size = geometry.image_size
     if mu.ndim != 3 or tuple(mu.shape[-2:]) != (size, size):
         raise ValueError(
-            f"resample_med/operators/fine_model.py: expected attenuation images (N, {size}, {size}), "
+            f"independent simulation: expected attenuation images (N, {size}, {size}), "
             f"got shape {tuple(mu.shape)}"
         )
     fine = fine_geometry(geometry, upsample, detector_subsamples)

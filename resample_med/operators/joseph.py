@@ -55,7 +55,7 @@ def ray_origins_and_directions(geometry: Geometry) -> tuple[torch.Tensor, torch.
         directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
         closest = source - (source * directions).sum(dim=-1, keepdim=True) * directions
         return closest.reshape(n_rays, 2), directions.reshape(n_rays, 2)
-    raise TypeError(f"resample_med/operators/joseph.py: unsupported geometry type {type(geometry).__name__}")
+    raise TypeError(f"unsupported geometry type {type(geometry).__name__}")
 
 
 def _joseph_block(
@@ -117,7 +117,7 @@ def build_system_matrix(geometry: Geometry) -> scipy.sparse.csr_matrix:
     np.cumsum(torch.cat(counts).numpy(), out=indptr[1:])
     if indptr[-1] >= np.iinfo(np.int32).max:
         raise ValueError(
-            f"resample_med/operators/joseph.py: {indptr[-1]} non-zeros exceed int32 indexing; "
+            f"{indptr[-1]} non-zeros exceed int32 indexing; "
             "use fewer views or a smaller image"
         )
     n_pixels = geometry.image_size**2

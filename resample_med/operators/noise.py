@@ -58,5 +58,5 @@ def simulate_post_log(
 def poisson_noise_variance(post_log: torch.Tensor, photons: float) -> torch.Tensor:
     """Per-ray variance estimate of post-log data, ``1 / (I0 exp(-y))``; same shape as ``post_log``."""
     if photons <= 0:
-        raise ValueError(f"resample_med/operators/noise.py: photons (I0) must be > 0, got {photons}")
+        raise ValueError(f"photons (I0) must be > 0, got {photons}")
     return torch.exp(post_log) / photons

@@ -48,7 +48,7 @@ class Projector:
         expected = (geometry.n_views * geometry.det_count, geometry.image_size**2)
         if system.shape != expected:
             raise ValueError(
-                f"resample_med/operators/projector.py: system matrix shape {system.shape} does not match "
+                f"system matrix shape {system.shape} does not match "
                 f"the geometry's (V*D, H*W) = {expected}"
             )
         self.geometry = geometry

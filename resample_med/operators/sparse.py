@@ -110,7 +110,7 @@ def apply_sparse(pair: SparsePair, x: torch.Tensor) -> torch.Tensor:
     """Differentiable ``x (B, n_in) -> (B, n_out)``, each row multiplied by ``pair.matrix``."""
     if x.shape[-1] != pair.shape[1]:
         raise ValueError(
-            f"resample_med/operators/sparse.py: input has {x.shape[-1]} entries per item, "
+            f"input has {x.shape[-1]} entries per item, "
             f"the operator expects {pair.shape[1]}"
         )
     return _ApplySparse.apply(x, pair)

@@ -71,26 +71,26 @@ class ReSampleConfig:
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
-            raise ValueError(f"resample_med/sampling/config.py: num_steps must be >= 1, got {self.num_steps}")
+            raise ValueError(f"ReSample config: num_steps must be >= 1, got {self.num_steps}")
         if self.gamma <= 0:
-            raise ValueError(f"resample_med/sampling/config.py: gamma (sigma^2) must be > 0, got {self.gamma}")
+            raise ValueError(f"ReSample config: gamma (sigma^2) must be > 0, got {self.gamma}")
         if self.resampling not in ("stochastic", "ddim", "encode"):
-            raise ValueError(f"resample_med/sampling/config.py: unknown resampling {self.resampling!r}")
+            raise ValueError(f"ReSample config: unknown resampling {self.resampling!r}")
         if self.final_consistency not in ("latent", "pixel", "none"):
-            raise ValueError(f"resample_med/sampling/config.py: unknown final_consistency {self.final_consistency!r}")
+            raise ValueError(f"ReSample config: unknown final_consistency {self.final_consistency!r}")
         if self.final_tau is not None and self.final_tau <= 0:
-            raise ValueError(f"resample_med/sampling/config.py: final_tau must be > 0 or None, got {self.final_tau}")
+            raise ValueError(f"ReSample config: final_tau must be > 0 or None, got {self.final_tau}")
         if not self.z_weight >= 0:
-            raise ValueError(f"resample_med/sampling/config.py: z_weight must be >= 0, got {self.z_weight}")
+            raise ValueError(f"ReSample config: z_weight must be >= 0, got {self.z_weight}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(
-                f"resample_med/sampling/config.py: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}"
+                f"ReSample config: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}"
             )
         if self.warm_start == "none" and self.warm_start_step != 0:
-            raise ValueError("resample_med/sampling/config.py: warm_start_step applies to a warm start only; "
+            raise ValueError("ReSample config: warm_start_step applies to a warm start only; "
                              "set warm_start to 'fbp' or 'tv', or warm_start_step to 0")
         if not 0 <= self.warm_start_step < self.num_steps:
-            raise ValueError(f"resample_med/sampling/config.py: warm_start_step must lie in [0, num_steps - 1] = "
+            raise ValueError(f"ReSample config: warm_start_step must lie in [0, num_steps - 1] = "
                              f"[0, {self.num_steps - 1}], got {self.warm_start_step}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ FAST = ReSampleConfig(
 )
 """CPU demo: 20 DDIM steps, CGLS pixel-space consistency every 2nd step after the first fifth,
 and a final CGLS pixel fit (no decoder back-propagation at all: a 256^2 decoder backward pass
-costs seconds on 2 CPU cores)."""
+costs seconds per slice on a CPU)."""
 
 PRESETS: dict[str, ReSampleConfig] = {"paper": PAPER, "default": DEFAULT, "fast": FAST}
 """Named ReSample presets."""
@@ -157,4 +157,4 @@ def resolve_config(config: ReSampleConfig | str | None) -> ReSampleConfig:
         return config
     if config in PRESETS:
         return PRESETS[config]
-    raise ValueError(f"resample_med/sampling/config.py: unknown ReSample preset {config!r}; choose from {sorted(PRESETS)}")
+    raise ValueError(f"unknown ReSample preset {config!r}; choose from {sorted(PRESETS)}")

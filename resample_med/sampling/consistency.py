@@ -71,7 +71,7 @@ def _make_optimizer(name: str, param: Tensor, lr: float, weight_decay: float) ->
         return torch.optim.AdamW([param], lr=lr, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam([param], lr=lr)
-    raise ValueError(f"resample_med/sampling/consistency.py: unknown optimizer {name!r} (adamw | adam)")
+    raise ValueError(f"unknown optimizer {name!r} (adamw | adam)")
 
 
 def _gradient_fit(
@@ -187,7 +187,7 @@ def pixel_least_squares(
             z_scale=z_scale,
             stride=stride,
         )
-    raise ValueError(f"resample_med/sampling/consistency.py: unknown pixel solver {config.solver!r} (cgls | adamw)")
+    raise ValueError(f"unknown pixel solver {config.solver!r} (cgls | adamw)")
 
 
 def pixel_consistency(

@@ -46,7 +46,7 @@ class DiffusionSchedule:
         n_train = int(scheduler.config.num_train_timesteps)
         if not 1 <= num_steps <= n_train:
             raise ValueError(
-                f"resample_med/sampling/ddim.py: num_steps={num_steps} must lie in [1, {n_train}] "
+                f"num_steps={num_steps} must lie in [1, {n_train}] "
                 "(the scheduler's num_train_timesteps)"
             )
         local = DDIMScheduler.from_config(scheduler.config)
@@ -97,7 +97,7 @@ def ddim_step(
     z_prev = alpha_bar_prev**0.5 * z0_hat + max(1.0 - alpha_bar_prev - sigma_sq, 0.0) ** 0.5 * eps
     if sigma_sq > 0.0:
         if generator is None:
-            raise ValueError("resample_med/sampling/ddim.py: ddim_step with eta > 0 needs a generator")
+            raise ValueError("ddim_step with eta > 0 needs a generator")
         z_prev = z_prev + sigma_sq**0.5 * standard_normal(z0_hat, generator)
     return z_prev
 

@@ -35,5 +35,5 @@ def first_of_each(x: Tensor, n_samples: int) -> Tensor:
 def validate_n_samples(n_samples: int) -> None:
     """Reject ``n_samples < 1`` with a message naming this module."""
     if n_samples < 1:
-        raise ValueError(f"resample_med/sampling/posterior.py: n_samples must be >= 1, got {n_samples}")
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
 

@@ -27,7 +27,7 @@ def resolve_method_config(method: str, config: Any) -> Any:
     """The frozen config a method runs with, from an instance, a preset name or ``None``
     (``"default"``). Every method has the presets ``paper``, ``default`` and ``fast``."""
     if method not in METHODS:
-        raise ValueError(f"resample_med/sampling/registry.py: unknown method {method!r}; choose from {METHODS}")
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method in RESAMPLE_VARIANTS:
         return replace(resolve_config(config), resampling=RESAMPLE_VARIANTS[method])
     presets = _BASELINE_PRESETS[method]
@@ -35,7 +35,7 @@ def resolve_method_config(method: str, config: Any) -> Any:
         return presets["default"]
     if isinstance(config, str):
         if config not in presets:
-            raise ValueError(f"resample_med/sampling/registry.py: unknown {method} preset {config!r}; "
+            raise ValueError(f"unknown {method} preset {config!r}; "
                              f"choose from {sorted(presets)}")
         return presets[config]
     return config
@@ -43,7 +43,7 @@ def resolve_method_config(method: str, config: Any) -> Any:
 
 def _require_prior(method: str, prior: LatentPrior | None) -> LatentPrior:
     if prior is None:
-        raise ValueError(f"resample_med/sampling/registry.py: method {method!r} needs a prior (a LatentPrior)")
+        raise ValueError(f"method {method!r} needs a prior (a LatentPrior)")
     return prior
 
 

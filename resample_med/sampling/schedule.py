@@ -42,14 +42,14 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         if self.skip < 1:
-            raise ValueError(f"resample_med/sampling/schedule.py: skip must be >= 1, got {self.skip}")
+            raise ValueError(f"consistency schedule: skip must be >= 1, got {self.skip}")
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(
-                "resample_med/sampling/schedule.py: fractions must be three non-negative shares "
+                "consistency schedule: fractions must be three non-negative shares "
                 f"(none, pixel, latent) summing to 1, got {self.fractions}"
             )
         if self.time_travel < 0:
-            raise ValueError(f"resample_med/sampling/schedule.py: time_travel must be >= 0, got {self.time_travel}")
+            raise ValueError(f"consistency schedule: time_travel must be >= 0, got {self.time_travel}")
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, gener
             fbp = getattr(operator, "fbp", None)
             if fbp is None:
                 raise ValueError(
-                    f"resample_med/sampling/warm_start.py: warm_start='fbp' needs an operator with fbp(y); "
+                    f"warm_start='fbp' needs an operator with fbp(y); "
                     f"{type(operator).__name__} has none (use warm_start='tv')"
                 )
             return fbp(y)
         if kind == "tv":
             return tv.tv_pdhg(y, operator, tv.PRESETS["default"], generator=generator).image
-    raise ValueError(f"resample_med/sampling/warm_start.py: no initial estimate for warm_start={kind!r}")
+    raise ValueError(f"no initial estimate for warm_start={kind!r}")
 
 
 def warm_latent(prior: LatentPrior, x_init: Tensor, alpha_bar: float, generator: torch.Generator) -> Tensor:

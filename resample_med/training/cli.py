@@ -6,13 +6,13 @@ preset's value, so ``--preset cpu --max-minutes 40`` changes only the time budge
 
 Examples::
 
-    resample-med train autoencoder --data ../shared/data/ct_hu256.npz --preset cpu --out runs/ae \
+    resample-med train autoencoder --data data/ct_hu256.npz --preset cpu --out runs/ae \
         --max-minutes 40
-    resample-med train diffusion --data ../shared/data/ct_hu256.npz --autoencoder runs/ae \
+    resample-med train diffusion --data data/ct_hu256.npz --autoencoder runs/ae \
         --preset cpu --out runs/ldm --max-minutes 40
-    resample-med train diffusion --data ../shared/data/ct_hu256.npz \
+    resample-med train diffusion --data data/ct_hu256.npz \
         --init-from resample_med/default_model --preset gpu --out runs/ldm_gpu --max-minutes 8
-    resample-med train autoencoder --data ../shared/data/ct_hu256.npz ../shared/data/ct_extra_hu256.npz \
+    resample-med train autoencoder --data data/ct_hu256.npz data/ct_extra_hu256.npz \
         --init-from resample_med/default_model --preset cpu_continue --out runs/ae2 --max-minutes 60
 """
 
@@ -120,7 +120,7 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
             changes["autoencoder"] = str(opts["autoencoder"])
         summary = train_diffusion(dataclasses.replace(cfg, **changes))
     else:
-        raise ValueError(f"resample_med/training/cli.py: unknown training stage {stage!r} (autoencoder|diffusion)")
+        raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
     print(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -260,7 +260,7 @@ def _prepare_models(cfg: DiffusionTrainConfig, device: torch.device) -> tuple[La
         return LatentDiffusionBundle(new_ae, bundle.unet, bundle.scheduler, PriorConfig(architecture=arch)), True
     if cfg.autoencoder is None:
         raise ValueError(
-            "resample_med/training/diffusion.py: give an autoencoder (a stage-1 run folder) or init_from (a model folder)"
+            "diffusion training needs --autoencoder (a stage-1 run folder) or --init-from (a model folder)"
         )
     autoencoder = load_pretrained_strict(AutoencoderKL, _autoencoder_folder(cfg.autoencoder))
     preset = get_architecture(cfg.architecture)

@@ -26,7 +26,7 @@ def fbp(y: Tensor, operator: LinearOperator, config: FBPConfig, *, callback: Pro
     fbp_fn = getattr(operator, "fbp", None)
     if fbp_fn is None:
         raise ValueError(
-            f"resample_med/sampling/baselines/fbp.py: operator {type(operator).__name__} has no fbp(y) method"
+            f"operator {type(operator).__name__} has no fbp(y) method"
         )
     x = fbp_fn(y, filter_name=config.filter_name)
     notify(callback, ProgressEvent("iterations", 1, 1, x))

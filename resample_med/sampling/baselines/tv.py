@@ -65,7 +65,7 @@ class TVConfig:
 
     def __post_init__(self) -> None:
         if not self.z_weight >= 0:
-            raise ValueError(f"resample_med/sampling/baselines/tv.py: z_weight must be >= 0, got {self.z_weight}")
+            raise ValueError(f"TV config: z_weight must be >= 0, got {self.z_weight}")
 
 
 PRESETS: dict[str, TVConfig] = {"paper": TVConfig(), "default": TVConfig(), "fast": TVConfig(max_iter=80)}
