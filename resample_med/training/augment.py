@@ -80,7 +80,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
         c = cfg.crop_size
         top = torch.randint(0, h - c + 1, (b,), generator=generator)
         left = torch.randint(0, w - c + 1, (b,), generator=generator)
-        x = torch.stack([x[i, :, t : t + c, l : l + c] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+        x = torch.stack([x[i, :, t : t + c, s : s + c] for i, (t, s) in enumerate(zip(top.tolist(), left.tolist()))])
     if cfg.hu_scale_jitter > 0 or cfg.hu_offset_jitter > 0:
         scale = 1.0 + _uniform(b, cfg.hu_scale_jitter, generator).to(dev)
         offset = _uniform(b, cfg.hu_offset_jitter / HU_PER_MODEL_UNIT, generator).to(dev)
