@@ -324,7 +324,7 @@ class FanBeamGeometry(_BaseGeometry):
         image_size: int = DEFAULT_IMAGE_SIZE,
         pixel_spacing_mm: float = DEFAULT_PIXEL_SPACING_MM,
         start_deg: float = 0.0,
-        **distances: float,
+        **distances: Any,
     ) -> FanBeamGeometry:
         """``n_views`` source angles evenly over ``[start_deg, start_deg + arc_deg)``.
 

@@ -8,6 +8,7 @@ the attribute instead of an exception from pydicom's lazy value conversion.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset | None:
         raise DicomInputError(path, f"corrupted DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
-def _floats(value: object, n: int, keyword: str) -> tuple[float, ...]:
+def _floats(value: Any, n: int, keyword: str) -> tuple[float, ...]:
     values = tuple(
         float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])
     )
@@ -149,7 +150,7 @@ def _floats(value: object, n: int, keyword: str) -> tuple[float, ...]:
     return values
 
 
-def _optional_int(value: object) -> int | None:
+def _optional_int(value: Any) -> int | None:
     if value is None or value == "":
         return None
     return int(value)

@@ -221,7 +221,7 @@ def iter_model_slices(
     if size is not None:
         cfg = replace(cfg, size=int(size))
     if isinstance(volume, CTVolume):
-        grid = ModelGrid.for_slices(volume.hu.shape[1:], volume.pixel_spacing_mm, cfg)  # type: ignore[arg-type]
+        grid = ModelGrid.for_slices(volume.hu.shape[1:], volume.pixel_spacing_mm, cfg)
         positions = volume.slice_positions()
         for k in range(volume.n_slices):
             yield ModelSlice(grid.to_model(volume.hu[k]), grid.spacing_mm, k, positions[k], grid)
@@ -230,6 +230,6 @@ def iter_model_slices(
 
     _, sorted_series = open_series(volume, series)
     _, y, x = sorted_series.shape
-    grid = ModelGrid.for_slices((y, x), sorted_series.spacing_mm[1:], cfg)  # type: ignore[arg-type]
+    grid = ModelGrid.for_slices((y, x), sorted_series.spacing_mm[1:], cfg)
     for k, hu in iter_series_slices(sorted_series):
         yield ModelSlice(grid.to_model(hu), grid.spacing_mm, k, sorted_series.positions[k], grid)

@@ -97,7 +97,7 @@ def load_nifti(path: str | os.PathLike[str], fill_nonfinite: float | None = None
         origin_mm=origin,
         direction=direction,
         source={"format": "nifti", "path": str(path.resolve()), "files": [str(path.resolve())],
-                **({"nonfinite_filled": {"count": filled, "value_hu": float(fill_nonfinite)}} if filled else {})},
+                **({"nonfinite_filled": {"count": filled, "value_hu": fill_nonfinite}} if filled else {})},
     )
 
 
@@ -111,7 +111,7 @@ def _voxels(path: Path, size_xyz: tuple[int, ...]) -> np.ndarray:
     import nibabel
 
     try:
-        data = nibabel.load(str(path)).get_fdata(dtype=np.float32)
+        data = nibabel.load(str(path)).get_fdata(dtype=np.float32)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - nibabel's errors for damaged files vary; reported as ours
         raise DicomInputError(path, f"unreadable NIfTI voxel data ({type(exc).__name__}: {exc})") from exc
     if data.shape != size_xyz:

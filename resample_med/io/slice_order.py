@@ -146,7 +146,7 @@ def sort_slices(folder: Path, records: list[SliceRecord]) -> SortedSeries:
     normal /= np.linalg.norm(normal)
 
     along = positions @ normal
-    order = np.lexsort(([r.instance_number or 0 for r in records], along))
+    order = np.lexsort((np.array([r.instance_number or 0 for r in records]), along))
     records = [records[i] for i in order]
     positions, along = positions[order], along[order]
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
@@ -44,7 +45,7 @@ MAX_SHARD_SIZE = "15MB"
 """Largest safetensors file written by ``save`` (shards under 16 MiB pass the file-size limits of common artifact stores)."""
 
 
-def load_pretrained_strict(cls: type, folder: Path) -> torch.nn.Module:
+def load_pretrained_strict(cls: Any, folder: Path) -> Any:
     """``cls.from_pretrained(folder)`` offline in fp32; raises if any weight is missing or unexpected."""
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: config.json is missing (incomplete model folder)")

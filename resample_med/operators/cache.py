@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,7 @@ def _remember(cache: OrderedDict, key: object, value: object) -> None:
 def _save(geometry: Geometry, system: SparsePair, path: Path) -> None:
     """Atomically write ``system`` to ``path`` (temporary file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"geometry": geometry.to_dict()}
+    payload: dict[str, Any] = {"geometry": geometry.to_dict()}
     for name, matrix in (("a", system.matrix), ("at", system.matrix_t)):
         payload[f"{name}_crow"] = matrix.crow_indices()
         payload[f"{name}_col"] = matrix.col_indices()

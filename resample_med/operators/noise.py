@@ -34,7 +34,7 @@ def simulate_post_log(
         ``log(I0 / max(N, 1))`` with ``N ~ Poisson(I0 exp(-p))`` when ``photons`` is set,
         ``p + sigma * eps`` when ``gaussian_sigma`` is set, else a copy of ``p``.
     """
-    where = "resample_med/operators/noise.py"
+    where = "measurement noise"
     if photons is not None and gaussian_sigma is not None:
         raise ValueError(f"{where}: choose Poisson (photons) or Gaussian (gaussian_sigma) noise, not both")
     if photons is None and gaussian_sigma is None:
@@ -47,7 +47,8 @@ def simulate_post_log(
         expected = photons * torch.exp(-line_integrals)
         counts = torch.poisson(expected, generator=generator).clamp_min(MIN_COUNT)
         return torch.log(torch.as_tensor(photons, dtype=counts.dtype, device=counts.device) / counts)
-    if gaussian_sigma < 0:  # type: ignore[operator]
+    assert gaussian_sigma is not None  # photons is None here, and not both are None
+    if gaussian_sigma < 0:
         raise ValueError(f"{where}: gaussian_sigma must be >= 0, got {gaussian_sigma}")
     noise = torch.randn(
         line_integrals.shape, generator=generator, device=line_integrals.device, dtype=line_integrals.dtype

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ import torch
 from resample_med.geometry import Geometry
 from resample_med.operators import fbp as fbp_module
 from resample_med.operators.sparse import SparsePair, apply_sparse, csr_from_scipy, csr_to_scipy
+
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+"""A torch tensor or a numpy array: the operators return what they are given."""
 
 DEFAULT_POWER_ITERATIONS = 100
 """Power-iteration steps of :meth:`Projector.norm_estimate`."""
@@ -118,7 +121,7 @@ class Projector:
         self._check(x, what, trailing)
         return fn(x)
 
-    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    def forward(self, x: ArrayT) -> ArrayT:
         """Line integrals ``A x``: ``(..., H, W) -> (..., V, D)``; differentiable (backward = ``A^T``)."""
 
         def project(image: torch.Tensor) -> torch.Tensor:
@@ -129,7 +132,7 @@ class Projector:
 
     __call__ = forward
 
-    def adjoint(self, y: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    def adjoint(self, y: ArrayT) -> ArrayT:
         """Exact adjoint ``A^T y``: ``(..., V, D) -> (..., H, W)``; differentiable (backward = ``A``)."""
 
         def backproject(sinogram: torch.Tensor) -> torch.Tensor:
@@ -146,7 +149,7 @@ class Projector:
         """The adjoint ``A^T`` as an operator: ``P.T(y) == P.adjoint(y)``, ``P.T.T is P``."""
         return AdjointProjector(self)
 
-    def filter_sinogram(self, y: torch.Tensor | np.ndarray, filter_name: str = "ramp") -> torch.Tensor | np.ndarray:
+    def filter_sinogram(self, y: ArrayT, filter_name: str = "ramp") -> ArrayT:
         """FBP filtering step (fan: with cosine pre-weight): ``(..., V, D) -> (..., V, D)``.
 
         ``filter_name``: ``ramp``, ``shepp-logan``, ``cosine`` or ``hann``.
@@ -156,7 +159,7 @@ class Projector:
                                self.sinogram_shape)
         return fbp_module.filter_sinogram(y, self.geometry, filter_name)
 
-    def fbp(self, y: torch.Tensor | np.ndarray, filter_name: str = "ramp") -> torch.Tensor | np.ndarray:
+    def fbp(self, y: ArrayT, filter_name: str = "ramp") -> ArrayT:
         """Filtered backprojection ``(..., V, D) -> (..., H, W)``; ``fbp(forward(x)) ~= x``.
 
         See :mod:`resample_med.operators.fbp` for the method (pixel-driven, weighted for fan beam).
@@ -236,13 +239,13 @@ class AdjointProjector:
         """The projector itself."""
         return self.projector
 
-    def forward(self, y: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    def forward(self, y: ArrayT) -> ArrayT:
         """``A^T y``: ``(..., V, D) -> (..., H, W)``."""
         return self.projector.adjoint(y)
 
     __call__ = forward
 
-    def adjoint(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    def adjoint(self, x: ArrayT) -> ArrayT:
         """``A x``: ``(..., H, W) -> (..., V, D)``."""
         return self.projector.forward(x)
 

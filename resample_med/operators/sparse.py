@@ -90,7 +90,7 @@ class SparsePair:
 
 def _csr_to(matrix: torch.Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> torch.Tensor:
     values = matrix.values().to(device=device, dtype=dtype)
-    return make_csr(matrix.crow_indices().to(device), matrix.col_indices().to(device), values, tuple(matrix.shape))
+    return make_csr(matrix.crow_indices().to(device), matrix.col_indices().to(device), values, (matrix.shape[0], matrix.shape[1]))
 
 
 class _ApplySparse(torch.autograd.Function):

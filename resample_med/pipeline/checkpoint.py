@@ -39,7 +39,7 @@ class CheckpointWarning(UserWarning):
 
 def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The fields in which two fingerprints differ, one level deep (``acquisition.n_views``), sorted."""
-    changed = []
+    changed: list[str] = []
     for key in sorted(set(saved) | set(current)):
         old, new = saved.get(key), current.get(key)
         if old == new:

@@ -58,7 +58,7 @@ def save_measurements(path: str | Path, measurements: Measurements) -> Path:
     arrays: dict[str, np.ndarray] = {"sinogram": sinogram, "meta": np.array(meta)}
     if measurements.reference_hu is not None:
         arrays["reference_hu"] = measurements.reference_hu.detach().cpu().numpy().astype(np.float32)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return path
 
 

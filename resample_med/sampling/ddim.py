@@ -13,7 +13,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
 
-from resample_med.sampling.rng import standard_normal
+from resample_med.sampling.rng import Generator, standard_normal
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def ddim_step(
     alpha_bar_prev: float,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> Tensor:
     """One DDIM update ``z_t -> z_{t-1}`` (DDIM eq. 12):
 

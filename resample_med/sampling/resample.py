@@ -41,7 +41,7 @@ from resample_med.sampling.posterior import (
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resampling import ddim_from_z0, stochastic_encode, stochastic_resample
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import make_generator, standard_normal
+from resample_med.sampling.rng import Generator, make_generator, standard_normal
 from resample_med.sampling.schedule import StepPlan, plan_steps
 from resample_med.sampling.warm_start import initial_estimate, warm_latent
 from resample_med.sampling.zcoupling import z_penalty_scale
@@ -95,7 +95,7 @@ def _make_consistent(problem: _Problem, kind: str, z0: Tensor, config: ReSampleC
 
 
 def _remap(config: ReSampleConfig, z0_y: Tensor, z_prime: Tensor, eps: Tensor, ab_t: float, ab_prev: float,
-           generator: torch.Generator) -> Tensor:
+           generator: Generator) -> Tensor:
     """``z_{t-1}`` from the consistent ``z0_y``: ReSample's resampling or an ablation."""
     if config.resampling == "stochastic":
         return stochastic_resample(z0_y, z_prime, gamma=config.gamma, alpha_bar_t=ab_t, alpha_bar_prev=ab_prev,
@@ -117,7 +117,7 @@ def resample(
     config: ReSampleConfig | str | None = None,
     *,
     noise_std: float | Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: ProgressCallback | None = None,
     n_samples: int = 1,
 ) -> Reconstruction:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from resample_med.sampling.rng import standard_normal
+from resample_med.sampling.rng import Generator, standard_normal
 
 
 def resample_variance(gamma: float, alpha_bar_t: float, alpha_bar_prev: float) -> float:
@@ -56,7 +56,7 @@ def stochastic_resample(
     gamma: float,
     alpha_bar_t: float,
     alpha_bar_prev: float,
-    generator: torch.Generator,
+    generator: Generator,
 ) -> Tensor:
     """One draw of ReSample's stochastic resampling (eqs. 9-10); shapes ``(B, C, h, w)``."""
     sigma_sq = resample_variance(gamma, alpha_bar_t, alpha_bar_prev)
@@ -64,7 +64,7 @@ def stochastic_resample(
     return mean + var**0.5 * standard_normal(mean, generator)
 
 
-def stochastic_encode(z0_y: Tensor, *, alpha_bar_prev: float, generator: torch.Generator) -> Tensor:
+def stochastic_encode(z0_y: Tensor, *, alpha_bar_prev: float, generator: Generator) -> Tensor:
     """Ablation "stochastic encoding": the forward process from ``z0_y`` alone,
     ``z_{t-1} = sqrt(ab_{t-1}) z0_y + sqrt(1 - ab_{t-1}) n``, ``n ~ N(0, I)`` (ReSample Sec. 5.3,
     the ``gamma -> infinity`` limit of eq. 9)."""

@@ -22,13 +22,14 @@ from torch import Tensor
 from resample_med.sampling.baselines import tv
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resampling import stochastic_encode
+from resample_med.sampling.rng import Generator
 
 WarmStart = Literal["none", "fbp", "tv"]
 WARM_STARTS: tuple[str, ...] = ("none", "fbp", "tv")
 """``"none"``: pure noise at the first step (the paper); ``"fbp"`` / ``"tv"``: the estimate it names."""
 
 
-def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, generator: torch.Generator) -> Tensor:
+def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, generator: Generator) -> Tensor:
     """The classical estimate ``x_init (B, 1, H, W)`` in model units from ``y (B, 1, V, D)``.
 
     ``generator`` feeds TV's power iteration (its only randomness).
@@ -47,7 +48,7 @@ def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, gener
     raise ValueError(f"no initial estimate for warm_start={kind!r}")
 
 
-def warm_latent(prior: LatentPrior, x_init: Tensor, alpha_bar: float, generator: torch.Generator) -> Tensor:
+def warm_latent(prior: LatentPrior, x_init: Tensor, alpha_bar: float, generator: Generator) -> Tensor:
     """``z_t = sqrt(ab) E(x_init) + sqrt(1 - ab) n`` (module docstring): ``(B, 1, H, W) -> (B, C, h, w)``."""
     with torch.no_grad():
         return stochastic_encode(prior.encode(x_init), alpha_bar_prev=alpha_bar, generator=generator)

@@ -115,10 +115,10 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
     elif stage == "diffusion":
         from resample_med.training.diffusion import DIFFUSION_PRESETS, train_diffusion
 
-        cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
+        diffusion_cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
         if opts.get("autoencoder") is not None:
             changes["autoencoder"] = str(opts["autoencoder"])
-        summary = train_diffusion(dataclasses.replace(cfg, **changes))
+        summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
     print(json.dumps(summary, indent=2, default=str))

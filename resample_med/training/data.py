@@ -136,8 +136,8 @@ def load_volume_slices(paths: Sequence[str | Path], image_size: int = 256) -> Sl
 
 def load_slices(paths: Sequence[str | Path], selection: SliceSelection = SliceSelection()) -> SliceSet:
     """npz files (each selected by ``selection``, concatenated) or any number of DICOM folders / NIfTI files."""
-    paths = [Path(p) for p in paths]
-    npz = [p for p in paths if p.suffix == ".npz"]
+    files = [Path(p) for p in paths]
+    npz = [p for p in files if p.suffix == ".npz"]
     if npz and len(npz) != len(paths):
         raise ValueError(f"{', '.join(map(str, paths))}: give either npz files or DICOM/NIfTI paths, not a mix")
     if npz:

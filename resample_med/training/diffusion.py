@@ -345,6 +345,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     def validate() -> None:
         """Log the EMA val loss; with ``keep_best``, keep the weights when it is the run's lowest."""
         nonlocal best
+        assert val_z is not None
         loss = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma,
                                cfg.batch_size, patch)
         log.write(step, "val", loss=loss, ema=True)

@@ -6,6 +6,8 @@ PSNR is computed in the HU window ``[lo, hi]`` mapped to [0, 1] (both images cli
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ def hu_rmse(hu_pred: torch.Tensor, hu_true: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def autoencoder_metrics(
-    reconstruct: "callable[[torch.Tensor], torch.Tensor]", x: torch.Tensor, batch_size: int = 8
+    reconstruct: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 8
 ) -> dict[str, float]:
     """Mean PSNR (window [-1000, 1000] HU) and HU-RMSE of ``reconstruct`` over slices ``x`` (N,1,H,W).
 

@@ -21,7 +21,7 @@ from resample_med.sampling.linalg import batch_sq_norm
 from resample_med.sampling.posterior import first_of_each, repeat_for_samples, summarise_samples, validate_n_samples
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import make_generator, standard_normal
+from resample_med.sampling.rng import Generator, make_generator, standard_normal
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def latent_dps(
     prior: LatentPrior,
     config: LatentDPSConfig,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: ProgressCallback | None = None,
     n_samples: int = 1,
 ) -> Reconstruction:

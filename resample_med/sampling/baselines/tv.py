@@ -18,7 +18,9 @@ as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -28,7 +30,7 @@ from resample_med.sampling import tuned
 from resample_med.sampling.linalg import batch_sq_norm, operator_norm
 from resample_med.sampling.prior import LinearOperator
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import make_generator
+from resample_med.sampling.rng import Generator, make_generator
 
 GRADIENT_NORM_SQ_BOUND = 8.0
 """``||grad||^2 <= 8`` for 2-D forward differences."""
@@ -113,7 +115,7 @@ def tv_pdhg(
     operator: LinearOperator,
     config: TVConfig,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     callback: ProgressCallback | None = None,
 ) -> Reconstruction:
     """TV-regularised least squares by PDHG: ``y (B, 1, V, D) -> x (B, 1, H, W)``.
@@ -124,14 +126,11 @@ def tv_pdhg(
     ``x <- max(x - tau (A~^T p + grad^T q), lower_bound)``, ``xbar = 2 x_new - x``. With
     ``config.z_weight > 0`` ``grad`` is :func:`volume_gradient` (3-D TV over the batch).
     """
+    grad: Callable[[Tensor], Tensor] = image_gradient
+    grad_adjoint: Callable[[Tensor], Tensor] = image_gradient_adjoint
     if config.z_weight > 0:
-        def grad(v: Tensor) -> Tensor:
-            return volume_gradient(v, config.z_weight)
-
-        def grad_adjoint(g: Tensor) -> Tensor:
-            return volume_gradient_adjoint(g, config.z_weight)
-    else:
-        grad, grad_adjoint = image_gradient, image_gradient_adjoint
+        grad = partial(volume_gradient, z_weight=config.z_weight)
+        grad_adjoint = partial(volume_gradient_adjoint, z_weight=config.z_weight)
     n_components = 3 if config.z_weight > 0 else 2
     with torch.no_grad():
         x = torch.zeros_like(operator.adjoint(y))
