@@ -61,7 +61,7 @@ def test_fbp_uses_operator(gen: torch.Generator) -> None:
     class NoFBP:
         forward, adjoint = op.forward, op.adjoint
 
-    with pytest.raises(ValueError, match="fbp.py"):
+    with pytest.raises(ValueError, match=r"operator NoFBP has no fbp\(y\) method"):
         reconstruct("fbp", op.forward(x), NoFBP())
 
 
@@ -93,7 +93,7 @@ def test_registry_errors_and_presets(gen: torch.Generator) -> None:
     y = torch.zeros(1, 1, 2, 4)
     assert set(METHODS) == {"fbp", "cgls", "tv", "latent_dps", "resample", "resample_no_resampling",
                             "resample_stochastic_encoding"}
-    with pytest.raises(ValueError, match="registry.py"):
+    with pytest.raises(ValueError, match="unknown method 'nope'; choose from"):
         reconstruct("nope", y, op)
     with pytest.raises(ValueError, match="needs a prior"):
         reconstruct("resample", y, op)

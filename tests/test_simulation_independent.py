@@ -70,7 +70,7 @@ def test_fine_geometry_keeps_the_scanner() -> None:
     assert fine.source_to_isocenter_mm == coarse.source_to_isocenter_mm
     sub = np.asarray(fine.detector_positions_mm()).reshape(coarse.det_count, 3)
     assert np.allclose(sub.mean(axis=1), coarse.detector_positions_mm())  # sub-bins centred on their bin
-    with pytest.raises(ValueError, match="fine_model.py"):
+    with pytest.raises(ValueError, match="independent simulation: upsample and detector_subsamples must be >= 1"):
         fine_geometry(coarse, 0, 1)
 
 
