@@ -7,7 +7,7 @@ One command writes ``benchmarks/results/volume.md`` (tables), ``volume.json`` (e
     # the full evaluation (64-slice volume: slices 16-63 evaluated, 0-15 kept for tuning)
     python benchmarks/volume.py --n-slices 48 --spacings 1 2 3 \\
         --settings parallel:20 parallel:30 fan:20 fan:30
-    # tune the z weights once on the tuning slices (writes resample_med/sampling/tuned.py)
+    # tune the z weights once on the tuning slices (writes resample_med/sampling/tuned.json)
     python benchmarks/volume.py --tune resample --settings parallel:20 fan:30
     python benchmarks/volume.py --tune tv --settings parallel:20 fan:30
     python benchmarks/volume.py --report-only        # tables again from volume.json
@@ -38,7 +38,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -59,12 +58,12 @@ from resample_med.pipeline import (
     simulate_model_slices,
 )
 from resample_med.pipeline.slabs import Z_WEIGHT_DEFAULTS
+from resample_med.sampling import tuned
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "dicom" / "nsclc_radiogenomics_val3d"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "volume.md"
 DEFAULT_FIGURE = REPO_ROOT / "docs" / "volume_coronal.png"
-TUNED_FILE = REPO_ROOT / "resample_med" / "sampling" / "tuned.py"
 TUNE_GRIDS: dict[str, tuple[float, ...]] = {
     "resample": (0.003, 0.01, 0.03, 0.1, 0.3),
     "tv": (0.25, 0.5, 1.0, 2.0),
@@ -289,7 +288,7 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace) -> Non
 
 def tune(args: argparse.Namespace) -> None:
     """Pick the z weight of ``--tune`` maximising the mean of axial, coronal and sagittal PSNR on
-    the tuning slices at every ``--settings``; write it to ``resample_med/sampling/tuned.py``."""
+    the tuning slices at every ``--settings``; store it in ``resample_med/sampling/tuned.json``."""
     method = args.tune
     volume = load_volume(args.data)
     prior = load_prior(args)
@@ -310,11 +309,8 @@ def tune(args: argparse.Namespace) -> None:
     provenance = (f"benchmarks/volume.py --tune {method} on {dt.date.today()}: grid {list(TUNE_GRIDS[method])}, best "
                   f"mean axial/coronal/sagittal PSNR {np.mean(totals[best]):.2f} dB on slices {args.tune_slices} of "
                   f"{args.data.name} at {args.settings}, I0 = {args.photons:g}, slabs {args.slab_slices}/{args.overlap}")
-    text = TUNED_FILE.read_text()
-    text = re.sub(rf"^{constant} = .*$", f"{constant} = {best:g}", text, flags=re.M)
-    text = re.sub(rf"^{constant}_PROVENANCE = .*$", f"{constant}_PROVENANCE = {provenance!r}", text, flags=re.M)
-    TUNED_FILE.write_text(text)
-    print(f"{constant} = {best:g} written to {TUNED_FILE}")
+    tuned.store(constant, best, provenance)
+    print(f"{constant} = {best:g} written to {tuned.TUNED_FILE}")
 
 
 def build_parser() -> argparse.ArgumentParser:
