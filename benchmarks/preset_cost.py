@@ -31,7 +31,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-import evaluate as ev
+from resample_med.evaluation.data import DEFAULT_DATA, Setting, load_split, simulate
+from resample_med.evaluation.harness import DEFAULT_OUT
+from resample_med.evaluation.runner import PeakMemory, load_prior, machine_description
+from resample_med.pipeline import linearise
 from resample_med.sampling import PRESETS, reconstruct
 from resample_med.sampling.baselines.tv import PRESETS as TV_PRESETS
 from resample_med.sampling.config import ReSampleConfig
@@ -143,7 +146,7 @@ def measure_unit_costs(prior: object, operator: object, y: torch.Tensor) -> Unit
 def measure_preset(prior: object, problem: object, preset: str) -> tuple[float, float]:
     """Seconds and peak memory (MiB, process peak RSS) of one end-to-end run of ``preset`` on the
     batch of ``problem``."""
-    with ev.PeakMemory(torch.device("cpu")) as memory:
+    with PeakMemory(torch.device("cpu")) as memory:
         start = time.perf_counter()
         reconstruct("resample", problem.y, problem.operator, prior=prior, config=preset, noise_std=problem.noise_std,
                     generator=torch.Generator().manual_seed(0))
@@ -153,7 +156,7 @@ def measure_preset(prior: object, problem: object, preset: str) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
     p.add_argument("--views", type=int, default=30)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
@@ -161,17 +164,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="presets also run end to end (measured beside the estimate)")
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=ev.DEFAULT_OUT / "speed_cpu.md")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "speed_cpu.md")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_args = argparse.Namespace(photons=1e5, seed=0, pixel_spacing=1.4, device="cpu", model=args.model)
-    hu_all, _ = ev.load_split(args.data, "val")
-    prior, prior_text = ev.load_prior(run_args)
-    setting = ev.Setting(args.geometry, args.views)
+    hu_all, _ = load_split(args.data, "val")
+    prior, prior_text = load_prior(args.model, "cpu")
+    setting = Setting(args.geometry, args.views)
     lines = [f"# Speed of the ReSample presets ({setting.label})", "",
              f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             f"- **Machine:** {ev.machine_description(torch.device('cpu'))}",
+             f"- **Machine:** {machine_description(torch.device('cpu'))}",
              f"- **Command:** `python benchmarks/preset_cost.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
              f"- **Prior:** {prior_text}", "",
              "Estimate = operation counts of the preset (every consistency at its iteration cap) x the measured "
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
              "that run (model and data included).", ""]
     unit_rows, preset_rows = [], []
     for batch in args.batches:
-        problem, _ = ev.simulate(hu_all[:batch], setting, run_args)
+        problem = linearise(simulate(hu_all, np.arange(batch), setting, photons=1e5, pixel_spacing=1.4, seed=0))
         unit = measure_unit_costs(prior, problem.operator, problem.y)
         unit_rows.append(f"| {batch} | {unit.network:.3f} | {unit.dps_gradient:.3f} | {unit.latent_iteration:.3f} | "
                          f"{unit.pixel_iteration:.4f} | {unit.decode:.3f} | {unit.encode:.3f} |")

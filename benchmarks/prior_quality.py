@@ -154,21 +154,22 @@ STRENGTH_PIXEL_MM = 1.4
 
 def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM of TV and of ReSample ``fast`` without a final data fit, per setting."""
-    import evaluate as ev  # the harness that simulates and scores (benchmarks/evaluate.py)
     from resample_variants import TUNE_SLICES
 
     from resample_med import metrics
+    from resample_med.evaluation.data import Setting, load_split, simulate
+    from resample_med.pipeline import linearise
     from resample_med.sampling import reconstruct
     from resample_med.sampling.config import FAST
 
-    hu_all, _ = ev.load_split(data, "val")
+    hu_all, _ = load_split(data, "val")
     idx = np.asarray(TUNE_SLICES)
-    sim_args = argparse.Namespace(photons=STRENGTH_PHOTONS, seed=seed, pixel_spacing=STRENGTH_PIXEL_MM, device="cpu")
     out: dict[str, dict[str, float]] = {}
     for geometry, views in STRENGTH_SETTINGS:
-        setting = ev.Setting(geometry, views)
-        problem_all, ref_all = ev.simulate(hu_all, setting, sim_args)
-        problem, ref_hu = ev.restrict(problem_all, idx), ref_all[idx]
+        setting = Setting(geometry, views)
+        measurements = simulate(hu_all, idx, setting, photons=STRENGTH_PHOTONS, pixel_spacing=STRENGTH_PIXEL_MM,
+                                seed=seed)
+        problem, ref_hu = linearise(measurements), measurements.reference_hu
         for label, method, config in (("TV", "tv", None),
                                       ("ReSample fast, final: none", "resample", dataclasses.replace(FAST, final_consistency="none"))):
             rec = reconstruct(method, problem.y, problem.operator, prior=bundle, config=config, noise_std=problem.noise_std,

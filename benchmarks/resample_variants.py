@@ -32,9 +32,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-import evaluate as ev
 from resample_med import metrics
-from resample_med.pipeline import LinearProblem
+from resample_med.evaluation.data import DEFAULT_DATA, SIMULATION_TEXT, SIMULATIONS, Setting, load_split, simulate
+from resample_med.evaluation.harness import DEFAULT_OUT
+from resample_med.evaluation.runner import load_prior, machine_description
+from resample_med.pipeline import LinearProblem, linearise
 from resample_med.sampling import reconstruct
 from resample_med.sampling.config import DEFAULT, FAST, ReSampleConfig
 from resample_med.sampling.consistency import pixel_least_squares
@@ -125,10 +127,10 @@ def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, wit
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ev.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--slices", nargs="+", type=int, default=list(TUNE_SLICES), help="val indices")
     p.add_argument("--settings", nargs="+", default=["parallel:30", "fan:20"], help="GEOMETRY:VIEWS")
-    p.add_argument("--simulation", default=ev.SIMULATIONS[0], choices=ev.SIMULATIONS,
+    p.add_argument("--simulation", default=SIMULATIONS[0], choices=SIMULATIONS,
                    help="how the data are simulated (as benchmarks/evaluate.py --simulations)")
     p.add_argument("--only", metavar="REGEX", help="run only the variants whose row label matches")
     p.add_argument("--append", action="store_true", help="append the tables as a new section of --out")
@@ -137,33 +139,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--with-default", action="store_true", help="also the `default` preset (minutes per slice on CPU)")
-    p.add_argument("--out", type=Path, default=ev.DEFAULT_OUT / "resample_variants.md")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "resample_variants.md")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_args = argparse.Namespace(photons=args.photons, seed=args.seed, pixel_spacing=args.pixel_spacing,
-                                  device="cpu", model="default")
-    hu_all, _ = ev.load_split(args.data, "val")
+    hu_all, _ = load_split(args.data, "val")
     idx = np.asarray(args.slices)
-    prior, prior_text = ev.load_prior(run_args)
+    prior, prior_text = load_prior("default", "cpu")
     title = (f"## Run of {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}: {len(idx)} slices, {args.simulation} simulation"
              if args.append else "# ReSample variants against TV (choosing the sampler settings)")
     lines = [title, "",
              f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             f"- **Machine:** {ev.machine_description(torch.device('cpu'))}",
+             f"- **Machine:** {machine_description(torch.device('cpu'))}",
              f"- **Command:** `python benchmarks/resample_variants.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
              f"- **Slices:** val {idx.tolist()} ({len(idx)} slices; {list(TUNE_SLICES)} are the TV-tuning slices), "
              f"I0 = {args.photons:g}, prior {prior_text}",
-             f"- **Simulation:** {args.simulation} ({ev.SIMULATION_TEXT})",
+             f"- **Simulation:** {args.simulation} ({SIMULATION_TEXT})",
              "- PSNR / SSIM as in `quality.md` (HU window [-1000, 1000], reconstruction circle), mean over the slices; "
              "wins = slices on which the row beats TV; s/slice at batch = all slices (relative costs only).", ""]
     heading = "###" if args.append else "##"
     previous = args.out.read_text().rstrip("\n") + "\n\n" if args.append and args.out.is_file() else ""
     for text in args.settings:
         geometry, views = text.split(":")
-        setting = ev.Setting(geometry, int(views), args.simulation)
-        problem_all, ref_all = ev.simulate(hu_all, setting, run_args)
-        problem, ref_hu = ev.restrict(problem_all, idx), ref_all[idx]
+        setting = Setting(geometry, int(views), args.simulation)
+        measurements = simulate(hu_all, idx, setting, photons=args.photons, pixel_spacing=args.pixel_spacing,
+                                seed=args.seed)
+        problem, ref_hu = linearise(measurements), measurements.reference_hu
         lines += [f"{heading} {setting.label}", "", "| configuration | PSNR (dB) | SSIM | wins vs TV (PSNR / SSIM) | s/slice |",
                   "|---|---|---|---|---|"]
         rows = run_setting(problem, ref_hu, prior, args.with_default, args.only)

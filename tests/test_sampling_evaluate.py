@@ -1,24 +1,16 @@
-"""benchmarks/evaluate.py end to end on a tiny synthetic case (32x32 slices, tiny prior)."""
+"""The evaluation harness (resample_med.evaluation) end to end on a tiny synthetic case (32x32 slices, tiny prior)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate", REPO_ROOT / "benchmarks" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+from resample_med.evaluation import harness, tuning
+from resample_med.evaluation.data import evaluation_indices
+from resample_med.sampling import tuned
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +29,8 @@ def tiny_case(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
     data, prior = tiny_case
-    evaluate = _load_evaluate()
     out = tmp_path / "results"
-    evaluate.main(["--data", str(data), "--model", str(prior), "--n-slices", "3", "--views", "8",
+    harness.main(["--data", str(data), "--model", str(prior), "--n-slices", "3", "--views", "8",
                    "--geometries", "parallel", "fan", "--preset", "fast", "--batch-size", "2",
                    "--figure-setting", "parallel", "8", "--figure-slices", "2", "--uncertainty-samples", "2",
                    "--out", str(out)])
@@ -65,9 +56,8 @@ def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
 
 
 def test_evaluation_indices_are_even_and_unique() -> None:
-    evaluate = _load_evaluate()
-    assert evaluate.evaluation_indices(42, None).tolist() == list(range(42))
-    idx = evaluate.evaluation_indices(42, 8)
+    assert evaluation_indices(42, None).tolist() == list(range(42))
+    idx = evaluation_indices(42, 8)
     assert len(idx) == 8 and idx[0] == 0 and idx[-1] == 41
 
 
@@ -76,12 +66,11 @@ def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: 
     """Cheap methods on all slices, a costly one on a subset: the merged margins compare the
     same slices with the same noise (a slice's measurement does not depend on the subset)."""
     data, prior = tiny_case
-    evaluate = _load_evaluate()
     common = ["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
               "--preset", "fast", "--batch-size", "2", "--figure-setting", "parallel", "0"]
-    evaluate.main(common + ["--methods", "tv", "resample", "--out", str(tmp_path / "all")])
-    evaluate.main(common + ["--n-slices", "2", "--methods", "tv", "latent_dps", "--out", str(tmp_path / "subset")])
-    evaluate.main(["--merge", str(tmp_path / "all"), str(tmp_path / "subset"), "--out", str(tmp_path / "merged")])
+    harness.main(common + ["--methods", "tv", "resample", "--out", str(tmp_path / "all")])
+    harness.main(common + ["--n-slices", "2", "--methods", "tv", "latent_dps", "--out", str(tmp_path / "subset")])
+    harness.main(["--merge", str(tmp_path / "all"), str(tmp_path / "subset"), "--out", str(tmp_path / "merged")])
     label = "parallel, 8 views, independent simulation"
     all_tv = json.loads((tmp_path / "all" / "quality.json").read_text())["results"][label][0]
     sub_tv = json.loads((tmp_path / "subset" / "quality.json").read_text())["results"][label][0]
@@ -95,16 +84,21 @@ def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: 
 @pytest.mark.slow
 def test_tune_writes_the_best_grid_value(tiny_case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data, prior = tiny_case
-    evaluate = _load_evaluate()
-    tuned = tmp_path / "tuned.py"
-    tuned.write_text((REPO_ROOT / "resample_med" / "sampling" / "tuned.py").read_text())
-    monkeypatch.setattr(evaluate, "TUNED_FILE", tuned)
-    monkeypatch.setitem(evaluate.TUNABLES, "tv", evaluate.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT", "weight"))
-    evaluate.main(["--tune", "tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
-                   "--geometries", "parallel"])
-    text = tuned.read_text()
-    assert "TV_WEIGHT = 0.0001" in text or "TV_WEIGHT = 0.5" in text
-    assert "--tune tv on" in text and "val slices [1, 2]" in text
+    store = tmp_path / "tuned.json"
+    store.write_text(tuned.TUNED_FILE.read_text())
+    monkeypatch.setattr(tuning, "STORE", store)
+    monkeypatch.setitem(tuning.TUNABLES, "tv", tuning.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT", "weight"))
+    tuning.main(["tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
+                 "--geometries", "parallel"])
+    entry = tuned.load(store)["TV_WEIGHT"]
+    assert entry.value in (1e-4, 0.5)
+    assert entry.provenance.startswith("python benchmarks/tune.py tv --data")
+    assert "val slices [1, 2]" in entry.provenance
+    assert tuned.load(store)["LATENT_DPS_FAST_STEP_SIZE"] == tuned.load()["LATENT_DPS_FAST_STEP_SIZE"]
+    # the evaluate script's --tune is the same tuning
+    harness.main(["--tune", "tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
+                  "--geometries", "parallel"])
+    assert tuned.load(store)["TV_WEIGHT"].provenance.startswith("python benchmarks/evaluate.py --tune tv")
 
 
 @pytest.mark.slow
@@ -112,8 +106,7 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
     """``--simulations independent matched`` gives a table per simulation with different data;
     results written before simulations were named merge in as ``matched``."""
     data, prior = tiny_case
-    evaluate = _load_evaluate()
-    evaluate.main(["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
+    harness.main(["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
                    "--methods", "fbp", "--simulations", "independent", "matched", "--out", str(tmp_path / "both")])
     raw = json.loads((tmp_path / "both" / "quality.json").read_text())
     independent = raw["results"]["parallel, 8 views, independent simulation"][0]["psnr"]
@@ -125,7 +118,7 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
         "parallel, 8 views": [dict(raw["results"]["parallel, 8 views, matched simulation"][0], method="cgls")]}}
     del legacy["context"]["simulations"]
     (old / "quality.json").write_text(json.dumps(legacy))
-    evaluate.main(["--merge", str(tmp_path / "both"), str(old), "--out", str(tmp_path / "merged")])
+    harness.main(["--merge", str(tmp_path / "both"), str(old), "--out", str(tmp_path / "merged")])
     merged = json.loads((tmp_path / "merged" / "quality.json").read_text())
     assert [r["method"] for r in merged["results"]["parallel, 8 views, matched simulation"]] == ["fbp", "cgls"]
     assert merged["context"]["simulations"] == ["independent", "matched"]
@@ -135,11 +128,10 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
 def test_sampler_overrides_and_posterior_means(tiny_case, tmp_path: Path) -> None:
     """A candidate configuration runs through the harness without a preset of its own."""
     data, prior = tiny_case
-    evaluate = _load_evaluate()
     common = ["--data", str(data), "--model", str(prior), "--n-slices", "2", "--views", "8", "--geometries", "fan",
               "--methods", "resample", "--preset", "fast", "--figure-setting", "parallel", "0",
               "--uncertainty-samples", "1", "--out", str(tmp_path / "out")]
-    evaluate.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=14", "--sampler", "final_tau=4",
+    harness.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=14", "--sampler", "final_tau=4",
                             "--resample-samples", "2"])
     raw = json.loads((tmp_path / "out" / "quality.json").read_text())
     row = raw["results"]["fan, 8 views, independent simulation"][0]
@@ -148,6 +140,6 @@ def test_sampler_overrides_and_posterior_means(tiny_case, tmp_path: Path) -> Non
     assert "with `warm_start=tv warm_start_step=14 final_tau=4`, ReSample rows the mean of 2" in \
         (tmp_path / "out" / "quality.md").read_text()
     with pytest.raises(SystemExit, match="--sampler 'warm_starts=tv' is not KEY=VALUE"):
-        evaluate.main(common + ["--sampler", "warm_starts=tv"])
+        harness.main(common + ["--sampler", "warm_starts=tv"])
     with pytest.raises(SystemExit, match="warm_start_step must lie in"):
-        evaluate.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=40"])
+        harness.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=40"])
