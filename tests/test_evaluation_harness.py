@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import stat
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,13 @@ def tiny_split(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_split")
     yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
     images = np.stack([np.where(xx**2 + yy**2 < r, 40.0, -1000.0) for r in (0.3, 0.4, 0.5, 0.6)]).astype(np.int16)
-    np.savez(root / "tiny.npz", images_hu=images, split=np.array(["val"] * 4), patient=np.array(list("abcd")),
-             anatomy=np.array(["phantom"] * 4))
+    np.savez(
+        root / "tiny.npz",
+        images_hu=images,
+        split=np.array(["val"] * 4),
+        patient=np.array(list("abcd")),
+        anatomy=np.array(["phantom"] * 4),
+    )
     return root / "tiny.npz"
 
 
@@ -69,8 +73,10 @@ def test_the_engine_reads_the_shipped_store_and_the_wheel_ships_it() -> None:
     assert tuned.TV_Z_WEIGHT == shipped["TV_Z_WEIGHT"].value
     assert all(entry.provenance and entry.description for entry in shipped.values())
     assert tuned.provenance("TV_WEIGHT") == shipped["TV_WEIGHT"].provenance
-    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "sampling/tuned.json" in package_data["resample_med"]
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()  # no tomllib: Python 3.10 is supported
+    package_data = pyproject.split("[tool.setuptools.package-data]")[1].split("\n[")[0]
+    resample_med_line = next(line for line in package_data.splitlines() if line.startswith("resample_med ="))
+    assert '"sampling/tuned.json"' in resample_med_line
 
 
 def test_a_slice_has_the_same_data_in_every_subset(tiny_split: Path) -> None:
@@ -83,17 +89,29 @@ def test_a_slice_has_the_same_data_in_every_subset(tiny_split: Path) -> None:
     other_seed = simulate(hu, np.array([1, 3]), setting, photons=1e4, pixel_spacing=1.4, seed=4)
     assert not torch.equal(other_seed.sinogram, part.sinogram)
     # the two simulations share the noise stream: they differ by the model only, not by fresh noise
-    independent = simulate(hu, np.array([1, 3]), Setting("fan", 8, "independent"), photons=1e4, pixel_spacing=1.4,
-                           seed=3)
+    independent = simulate(
+        hu, np.array([1, 3]), Setting("fan", 8, "independent"), photons=1e4, pixel_spacing=1.4, seed=3
+    )
     assert (independent.sinogram - part.sinogram).abs().mean() < 0.1 * part.sinogram.abs().mean()
 
 
 def test_harness_runs_fbp_and_tv_and_merges_runs_on_different_subsets(tiny_split: Path, tmp_path: Path) -> None:
-    common = ["--data", str(tiny_split), "--views", "8", "--geometries", "parallel", "--batch-size", "3",
-              "--uncertainty-samples", "1"]
+    common = [
+        "--data",
+        str(tiny_split),
+        "--views",
+        "8",
+        "--geometries",
+        "parallel",
+        "--batch-size",
+        "3",
+        "--uncertainty-samples",
+        "1",
+    ]
     harness.main(common + ["--methods", "fbp", "tv", "--out", str(tmp_path / "all")])
-    harness.main(common + ["--n-slices", "2", "--methods", "tv", "--note", "subset run",
-                           "--out", str(tmp_path / "sub")])
+    harness.main(
+        common + ["--n-slices", "2", "--methods", "tv", "--note", "subset run", "--out", str(tmp_path / "sub")]
+    )
     label = "parallel, 8 views, independent simulation"
     whole = json.loads((tmp_path / "all" / "quality.json").read_text())
     sub = json.loads((tmp_path / "sub" / "quality.json").read_text())
@@ -104,12 +122,14 @@ def test_harness_runs_fbp_and_tv_and_merges_runs_on_different_subsets(tiny_split
     assert all(r["seconds_per_slice"] > 0 and r["peak_memory_mib"] > 0 for r in (fbp, tv))
     assert all(0 < c < 100 for c in tv["chi2_per_ray"]) and all(0 < r < 1 for r in tv["rel_residual"])
     assert whole["context"]["notes"][0] == harness.SEEDING_NOTE and whole["context"]["command"].startswith(
-        "python benchmarks/evaluate.py --data")
+        "python benchmarks/evaluate.py --data"
+    )
     sub_tv = sub["results"][label][0]
     assert sub_tv["slices"] == [0, 3]
     assert sub_tv["psnr"] == pytest.approx([tv["psnr"][0], tv["psnr"][3]], abs=1e-5)  # same data (float32 batches)
-    harness.main(["--merge", str(tmp_path / "sub"), str(tmp_path / "all"), "--note", "merged", "--out",
-                  str(tmp_path / "merged")])
+    harness.main(
+        ["--merge", str(tmp_path / "sub"), str(tmp_path / "all"), "--note", "merged", "--out", str(tmp_path / "merged")]
+    )
     merged = json.loads((tmp_path / "merged" / "quality.json").read_text())
     rows = merged["results"][label]
     assert [r["method"] for r in rows] == ["fbp", "tv"]
@@ -128,8 +148,25 @@ def test_resample_med_evaluate_runs_the_package_harness(tiny_split: Path, tmp_pa
     from resample_med.cli import evaluate as cli_evaluate
 
     assert not hasattr(cli_evaluate, "HARNESS")  # no script loaded by path
-    code = cli_main(["evaluate", "--data", str(tiny_split), "--n-slices", "1", "--views", "8", "--geometries", "fan",
-                     "--methods", "fbp", "--uncertainty-samples", "1", "--out", str(tmp_path)])
+    code = cli_main(
+        [
+            "evaluate",
+            "--data",
+            str(tiny_split),
+            "--n-slices",
+            "1",
+            "--views",
+            "8",
+            "--geometries",
+            "fan",
+            "--methods",
+            "fbp",
+            "--uncertainty-samples",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code in (None, 0)
     assert "resample_med.evaluation.harness" in sys.modules
     raw = json.loads((tmp_path / "quality.json").read_text())

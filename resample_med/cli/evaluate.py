@@ -16,9 +16,13 @@ COMMAND = "evaluate"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate``; :func:`resample_med.cli.main` hands every following argument to the harness."""
-    parser = subparsers.add_parser(COMMAND, help="run the evaluation harness (quality tables of every method)",
-                                   description=common.plain_help(__doc__),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="run the evaluation harness (quality tables of every method)",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
     parser.set_defaults(handler=run)
 
 

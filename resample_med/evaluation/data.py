@@ -24,9 +24,11 @@ DEFAULT_DATA = SOURCE_ROOT.parent / "shared" / "data" / "ct_hu256.npz"
 """The project layout's slice file (``../shared/data`` beside the checkout)."""
 SIMULATIONS = ("independent", "matched")
 """Ways of simulating the data, the default first (``AcquisitionConfig.simulation``)."""
-SIMULATION_TEXT = ("independent = a 2x finer bicubic grid projected with two sub-rays per detector bin and "
-                   "intensity averaged per bin, same scanner; matched = the reconstructing projector itself "
-                   "(the inverse crime)")
+SIMULATION_TEXT = (
+    "independent = a 2x finer bicubic grid projected with two sub-rays per detector bin and "
+    "intensity averaged per bin, same scanner; matched = the reconstructing projector itself "
+    "(the inverse crime)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ def load_split(path: Path, split: str) -> tuple[np.ndarray, list[str]]:
         SystemExit: ``path`` is missing or has no slice in ``split`` (the message names ``--data`` / ``--split``).
     """
     if not path.is_file():
-        raise SystemExit(f"--data {path}: no such file; pass the npz of HU slices with train/val splits "
-                         f"(the project keeps it at ../shared/data/ct_hu256.npz)")
+        raise SystemExit(
+            f"--data {path}: no such file; pass the npz of HU slices with train/val splits "
+            f"(the project keeps it at ../shared/data/ct_hu256.npz)"
+        )
     data = np.load(path)
     idx = np.flatnonzero(data["split"] == split)
     if idx.size == 0:
@@ -91,15 +95,24 @@ def evaluation_indices(n_total: int, n_slices: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n_total - 1, n_slices).round().astype(int))
 
 
-def simulate(hu_split: np.ndarray, indices: np.ndarray, setting: Setting, *, photons: float, pixel_spacing: float,
-             seed: int, device: torch.device | str = "cpu") -> Measurements:
+def simulate(
+    hu_split: np.ndarray,
+    indices: np.ndarray,
+    setting: Setting,
+    *,
+    photons: float,
+    pixel_spacing: float,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> Measurements:
     """Measurements of the slices ``indices`` of ``hu_split (N, H, W)`` at ``setting``.
 
     Poisson noise of ``photons`` per ray, post-log; slice ``i``'s noise comes from the pipeline's
     stream ``(setting.noise_seed(seed), "noise", i)``. ``reference_hu`` holds the slices
     (clipped at -1000 HU).
     """
-    acquisition = AcquisitionConfig(geometry=setting.geometry, n_views=setting.n_views, photons=photons,
-                                    simulation=setting.simulation)
+    acquisition = AcquisitionConfig(
+        geometry=setting.geometry, n_views=setting.n_views, photons=photons, simulation=setting.simulation
+    )
     slices = [SplitSlice(hu_split[int(i)], float(pixel_spacing), int(i)) for i in indices]
     return simulate_model_slices(slices, acquisition, setting.noise_seed(seed), device=device)

@@ -70,13 +70,19 @@ from resample_med.evaluation.runner import (
 from resample_med.sampling import tuned
 from resample_med.sampling.baselines.tv import TVConfig
 
-DEFAULT_OUT = (SOURCE_ROOT / "benchmarks" / "results" if (SOURCE_ROOT / "benchmarks").is_dir()
-               else Path("evaluation_results"))
+DEFAULT_OUT = (
+    SOURCE_ROOT / "benchmarks" / "results" if (SOURCE_ROOT / "benchmarks").is_dir() else Path("evaluation_results")
+)
 """``benchmarks/results`` of a source checkout; ``./evaluation_results`` for an installed package."""
 FIGURE_METHODS = ("fbp", "tv", "latent_dps", "resample")
-SEEDING_NOTE = ("noise and sampler draws come from per-slice streams of the pipeline (resample_med.pipeline.seeding, "
-                "keyed by the slice's index in the split); runs before 2026-12-01 drew one noise stream per setting "
-                "over the whole split and one sampler stream per batch, so their numbers differ at the same --seed")
+"""Columns of the figure, in order."""
+SEEDING_NOTE = (
+    "random draws come from the pipeline's per-slice streams (resample_med.pipeline.seeding): noise keyed "
+    "by the slice's index in the split, sampler draws by its position among the evaluated slices; runs "
+    "before 2026-12-01 drew one noise stream per setting over the whole split and one sampler stream per "
+    "batch, so their numbers differ at the same --seed"
+)
+"""Note of every report on how randomness is drawn (and why older reports differ at the same seed)."""
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -85,17 +91,18 @@ def evaluate(args: argparse.Namespace) -> None:
     idx = evaluation_indices(len(hu_all), args.n_slices)
     hu, ids = hu_all[idx], [ids_all[i] for i in idx]
     methods = list(args.methods) + (list(ABLATIONS) if args.ablations else [])
-    prior, prior_text = (load_prior(args.model, args.device) if any(m in PRIOR_METHODS for m in methods)
-                         else (None, "not used"))
+    prior, prior_text = (
+        load_prior(args.model, args.device) if any(m in PRIOR_METHODS for m in methods) else (None, "not used")
+    )
     started = time.perf_counter()
     context: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(torch.device(args.device)),
         "command": args.command,
         "data": f"`{args.data.name}` split `{args.split}`, {len(idx)} of {len(hu_all)} slices "
-                f"(val indices {idx.tolist()}), pixel spacing {args.pixel_spacing} mm assumed",
+        f"(val indices {idx.tolist()}), pixel spacing {args.pixel_spacing} mm assumed",
         "measurements": f"Poisson noise, I0 = {args.photons:g} photons/ray, post-log, linearised (seed {args.seed}); "
-                        f"simulation: {' and '.join(args.simulations)} ({SIMULATION_TEXT})",
+        f"simulation: {' and '.join(args.simulations)} ({SIMULATION_TEXT})",
         "simulations": list(args.simulations),
         "prior": prior_text,
         "preset": args.preset,
@@ -111,22 +118,35 @@ def evaluate(args: argparse.Namespace) -> None:
     for setting in parse_settings(args):
         if out_of_time:
             break
-        measurements = simulate(hu_all, idx, setting, photons=args.photons, pixel_spacing=args.pixel_spacing,
-                                seed=args.seed, device=args.device)
+        measurements = simulate(
+            hu_all,
+            idx,
+            setting,
+            photons=args.photons,
+            pixel_spacing=args.pixel_spacing,
+            seed=args.seed,
+            device=args.device,
+        )
         rows: list[MethodResult] = []
         for method in methods:
             if args.budget_min and (time.perf_counter() - started) / 60 > args.budget_min:
-                context["notes"].append(f"time budget of {args.budget_min} min reached: {method} at {setting.label} "
-                                        "and everything after it were not run")
+                context["notes"].append(
+                    f"time budget of {args.budget_min} min reached: {method} at {setting.label} "
+                    "and everything after it were not run"
+                )
                 out_of_time = True
                 break
             cfg = method_config(method, args.preset, args.sampler)
             n_samples = args.resample_samples if method in RESAMPLE_ROWS else 1
-            rec, peak = run_method(method, measurements, prior, cfg, batch_size=args.batch_size, seed=args.seed,
-                                   n_samples=n_samples)
+            rec, peak = run_method(
+                method, measurements, prior, cfg, batch_size=args.batch_size, seed=args.seed, n_samples=n_samples
+            )
             rows.append(score(method, cfg, rec, idx.tolist(), peak))
-            print(f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
-                  f"{rows[-1].seconds_per_slice:.2f} s/slice", flush=True)
+            print(
+                f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
+                f"{rows[-1].seconds_per_slice:.2f} s/slice",
+                flush=True,
+            )
             if setting == figure_setting(args) and method in FIGURE_METHODS:
                 figure_data[method] = rec.hu[: args.figure_slices]
         if "resample" in methods and args.uncertainty_samples > 1 and args.calibration_slices and not out_of_time:
@@ -151,64 +171,117 @@ def posterior_row(measurements: Any, prior: Any, idx: np.ndarray, args: argparse
     positions = evaluation_indices(len(idx), args.calibration_slices)
     cfg = method_config(POSTERIOR_ROW, args.preset, args.sampler)
     subset = measurements.select(positions.tolist())
-    rec, peak = run_method("resample", subset, prior, cfg, batch_size=args.batch_size, seed=args.seed,
-                           n_samples=args.uncertainty_samples)
+    rec, peak = run_method(
+        "resample", subset, prior, cfg, batch_size=args.batch_size, seed=args.seed, n_samples=args.uncertainty_samples
+    )
     row = score(POSTERIOR_ROW, cfg, rec, idx[positions].tolist(), peak)
-    spearman, coverage = metrics.uncertainty_calibration(torch.from_numpy(rec.std_hu).double(),
-                                                         torch.from_numpy(rec.hu).double(),
-                                                         subset.reference_hu.cpu().double())
+    spearman, coverage = metrics.uncertainty_calibration(
+        torch.from_numpy(rec.std_hu).double(), torch.from_numpy(rec.hu).double(), subset.reference_hu.cpu().double()
+    )
     row.extra = {"n_samples": args.uncertainty_samples, "spearman": spearman.tolist(), "coverage": coverage.tolist()}
-    print(f"[{len(positions)} slices] posterior of {args.uncertainty_samples}: PSNR {np.mean(row.psnr):.2f} "
-          f"Spearman {np.nanmean(spearman):.2f} coverage {np.mean(coverage):.3f}", flush=True)
+    print(
+        f"[{len(positions)} slices] posterior of {args.uncertainty_samples}: PSNR {np.mean(row.psnr):.2f} "
+        f"Spearman {np.nanmean(spearman):.2f} coverage {np.mean(coverage):.3f}",
+        flush=True,
+    )
     return row
 
 
-def add_figure(figure_data: dict[str, np.ndarray], hu: np.ndarray, ids: list[str], measurements: Any,
-               prior: Any, setting: Setting, args: argparse.Namespace, context: dict[str, Any]) -> None:
+def add_figure(
+    figure_data: dict[str, np.ndarray],
+    hu: np.ndarray,
+    ids: list[str],
+    measurements: Any,
+    prior: Any,
+    setting: Setting,
+    args: argparse.Namespace,
+    context: dict[str, Any],
+) -> None:
     """The figure of ``--figure-slices`` slices at the figure setting, with ReSample's std map
     from ``--uncertainty-samples`` posterior samples."""
     n = min(args.figure_slices, len(hu))
     std_hu = None
     if prior is not None and args.uncertainty_samples > 1:
         cfg = method_config("resample", args.preset, args.sampler)
-        rec, _ = run_method("resample", measurements.select(list(range(n))), prior, cfg, batch_size=args.batch_size,
-                            seed=args.seed, n_samples=args.uncertainty_samples)
+        rec, _ = run_method(
+            "resample",
+            measurements.select(list(range(n))),
+            prior,
+            cfg,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            n_samples=args.uncertainty_samples,
+        )
         std_hu = rec.std_hu
     names = {"fbp": "FBP", "tv": "TV", "latent_dps": "Latent-DPS", "resample": "ReSample"}
     columns = [("ground truth", hu[:n])] + [(names[m], figure_data[m]) for m in FIGURE_METHODS if m in figure_data]
     path = args.out / "quality_figure.png"
     report.make_figure(path, columns, std_hu, ids[:n])
     context["figure"] = path.name
-    context["figure_caption"] = (f"{setting.label}; window [-1000, 1000] HU; the last column is the per-pixel std of "
-                                 f"{args.uncertainty_samples} ReSample posterior samples "
-                                 f"(0-{report.STD_DISPLAY_MAX_HU:.0f} HU)."
-                                 if std_hu is not None else f"{setting.label}; window [-1000, 1000] HU.")
+    context["figure_caption"] = (
+        f"{setting.label}; window [-1000, 1000] HU; the last column is the per-pixel std of "
+        f"{args.uncertainty_samples} ReSample posterior samples "
+        f"(0-{report.STD_DISPLAY_MAX_HU:.0f} HU)."
+        if std_hu is not None
+        else f"{setting.label}; window [-1000, 1000] HU."
+    )
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The harness's options; ``prog`` names the command in usage lines (``resample-med evaluate``)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--tune", choices=sorted(tuning.TUNABLES),
-                      help="instead of evaluating, choose the TV weight or the Latent-DPS step size (--preset) on "
-                           "spare val slices and store it (the same as benchmarks/tune.py METHOD)")
-    mode.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
-                      help="combine the quality.json of runs split over processes into --out/quality.md")
+    mode.add_argument(
+        "--tune",
+        choices=sorted(tuning.TUNABLES),
+        help="instead of evaluating, choose the TV weight or the Latent-DPS step size (--preset) on "
+        "spare val slices and store it (the same as benchmarks/tune.py METHOD)",
+    )
+    mode.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="combine the quality.json of runs split over processes into --out/quality.md",
+    )
     add_shared_options(p)
-    p.add_argument("--methods", nargs="+", default=list(BASE_METHODS), choices=list(BASE_METHODS) + list(ABLATIONS),
-                   help="reconstruction methods to compare")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(BASE_METHODS),
+        choices=list(BASE_METHODS) + list(ABLATIONS),
+        help="reconstruction methods to compare",
+    )
     p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
-    p.add_argument("--resample-samples", type=int, default=1,
-                   help="ReSample (and ablation) rows are the mean of this many posterior samples")
-    p.add_argument("--figure-setting", nargs=2, default=["parallel", "30"], metavar=("GEOMETRY", "VIEWS"),
-                   type=lambda s: int(s) if s.isdigit() else s, help="the setting the figure shows")
+    p.add_argument(
+        "--resample-samples",
+        type=int,
+        default=1,
+        help="ReSample (and ablation) rows are the mean of this many posterior samples",
+    )
+    p.add_argument(
+        "--figure-setting",
+        nargs=2,
+        default=["parallel", "30"],
+        metavar=("GEOMETRY", "VIEWS"),
+        type=lambda s: int(s) if s.isdigit() else s,
+        help="the setting the figure shows",
+    )
     p.add_argument("--figure-slices", type=int, default=3, help="slices shown in the figure")
-    p.add_argument("--uncertainty-samples", type=int, default=4,
-                   help="ReSample posterior samples for the figure's std map and the calibration rows (1: neither)")
-    p.add_argument("--calibration-slices", type=int, default=8,
-                   help="evaluated slices (evenly spaced) with the posterior-mean row and uncertainty calibration "
-                        "(0: none)")
+    p.add_argument(
+        "--uncertainty-samples",
+        type=int,
+        default=4,
+        help="ReSample posterior samples for the figure's std map and the calibration rows (1: neither)",
+    )
+    p.add_argument(
+        "--calibration-slices",
+        type=int,
+        default=8,
+        help="evaluated slices (evenly spaced) with the posterior-mean row and uncertainty calibration (0: none)",
+    )
     tuning.add_tuning_options(p)
     p.add_argument("--budget-min", type=float, default=None, help="stop starting new runs after this many minutes")
     p.add_argument("--note", action="append", default=[], help="a note to add to the report (repeatable)")

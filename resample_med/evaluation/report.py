@@ -27,32 +27,49 @@ def _mean_std(values: list[float], fmt: str) -> str:
 def format_report(results: dict[Setting, list[MethodResult]], context: dict[str, Any]) -> str:
     """The markdown report: context, one table per setting, ReSample's margins, notes."""
     lines = ["# Reconstruction quality on the validation slices", ""]
-    lines += [f"- **Date:** {context['date']}", f"- **Machine:** {context['machine']}",
-              f"- **Command:** `{context['command']}`", f"- **Data:** {context['data']}",
-              f"- **Measurements:** {context['measurements']}", f"- **Prior:** {context['prior']}",
-              f"- **Sampler preset:** `{context['preset']}`"
-              + (f" with `{' '.join(context['sampler_overrides'])}`" if context.get("sampler_overrides") else "")
-              + (f", ReSample rows the mean of {context['resample_samples']} posterior samples"
-                 if context.get("resample_samples", 1) > 1 else "")
-              + f" (`{json.dumps(context['preset_config'])}`)",
-              f"- **TV weight:** {context['tv_weight']}", ""]
-    lines += ["PSNR and SSIM on the HU window [-1000, 1000] (mapped to [0, 1]) inside the reconstruction circle; "
-              "HU-RMSE inside the circle; residual = ||A x - y|| / ||y|| of the linearised data; chi2/m = "
-              "||A x - y||^2 / sum sigma_i^2 (1 = fits to the noise level). Mean ± standard deviation over slices; "
-              "seconds per slice = the sampler's time in batches of `--batch-size` slices; "
-              "peak memory = process peak RSS (CPU) or "
-              "CUDA allocator peak (GPU) while the method ran.", ""]
+    lines += [
+        f"- **Date:** {context['date']}",
+        f"- **Machine:** {context['machine']}",
+        f"- **Command:** `{context['command']}`",
+        f"- **Data:** {context['data']}",
+        f"- **Measurements:** {context['measurements']}",
+        f"- **Prior:** {context['prior']}",
+        f"- **Sampler preset:** `{context['preset']}`"
+        + (f" with `{' '.join(context['sampler_overrides'])}`" if context.get("sampler_overrides") else "")
+        + (
+            f", ReSample rows the mean of {context['resample_samples']} posterior samples"
+            if context.get("resample_samples", 1) > 1
+            else ""
+        )
+        + f" (`{json.dumps(context['preset_config'])}`)",
+        f"- **TV weight:** {context['tv_weight']}",
+        "",
+    ]
+    lines += [
+        "PSNR and SSIM on the HU window [-1000, 1000] (mapped to [0, 1]) inside the reconstruction circle; "
+        "HU-RMSE inside the circle; residual = ||A x - y|| / ||y|| of the linearised data; chi2/m = "
+        "||A x - y||^2 / sum sigma_i^2 (1 = fits to the noise level). Mean ± standard deviation over slices; "
+        "seconds per slice = the sampler's time in batches of `--batch-size` slices; "
+        "peak memory = process peak RSS (CPU) or "
+        "CUDA allocator peak (GPU) while the method ran.",
+        "",
+    ]
     for setting, rows in results.items():
         if not rows:
             continue
-        lines += [f"## {setting.label}", "",
-                  "| method | slices | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {setting.label}",
+            "",
+            "| method | slices | PSNR (dB) | SSIM | HU-RMSE | residual | chi2/m | s/slice | peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r.method} | {len(r.psnr)} | {_mean_std(r.psnr, '.2f')} | {_mean_std(r.ssim, '.3f')} | "
-                         f"{_mean_std(r.hu_rmse, '.0f')} | {np.mean(r.rel_residual):.4f} | "
-                         f"{np.mean(r.chi2_per_ray):.2f} | "
-                         f"{r.seconds_per_slice:.2f} | {r.peak_memory_mib:.0f} |")
+            lines.append(
+                f"| {r.method} | {len(r.psnr)} | {_mean_std(r.psnr, '.2f')} | {_mean_std(r.ssim, '.3f')} | "
+                f"{_mean_std(r.hu_rmse, '.0f')} | {np.mean(r.rel_residual):.4f} | "
+                f"{np.mean(r.chi2_per_ray):.2f} | "
+                f"{r.seconds_per_slice:.2f} | {r.peak_memory_mib:.0f} |"
+            )
         lines.append("")
     lines += margins_section(results)
     lines += calibration_section(results)
@@ -66,8 +83,12 @@ def format_report(results: dict[Setting, list[MethodResult]], context: dict[str,
 def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
     """ReSample minus each baseline: mean PSNR and SSIM differences, paired over the slices both
     were scored on."""
-    lines = ["## ReSample's margins (ReSample minus baseline; paired mean over the slices both ran on)", "",
-             "| setting | vs | ΔPSNR (dB) | ΔSSIM | ReSample wins PSNR / SSIM on |", "|---|---|---|---|---|"]
+    lines = [
+        "## ReSample's margins (ReSample minus baseline; paired mean over the slices both ran on)",
+        "",
+        "| setting | vs | ΔPSNR (dB) | ΔSSIM | ReSample wins PSNR / SSIM on |",
+        "|---|---|---|---|---|",
+    ]
     for setting, rows in results.items():
         by = {r.method: r for r in rows}
         if "resample" not in by:
@@ -77,8 +98,10 @@ def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
             if base not in by:
                 continue
             dp, ds = _paired_differences(ours, by[base])
-            lines.append(f"| {setting.label} | {base} | {dp.mean():+.2f} | {ds.mean():+.3f} | "
-                         f"{int((dp > 0).sum())}/{dp.size} / {int((ds > 0).sum())}/{ds.size} slices |")
+            lines.append(
+                f"| {setting.label} | {base} | {dp.mean():+.2f} | {ds.mean():+.3f} | "
+                f"{int((dp > 0).sum())}/{dp.size} / {int((ds > 0).sum())}/{ds.size} slices |"
+            )
     return lines + [""]
 
 
@@ -87,17 +110,23 @@ def calibration_section(results: dict[Setting, list[MethodResult]]) -> list[str]
     rows = [(setting, r) for setting, rs in results.items() for r in rs if "spearman" in r.extra]
     if not rows:
         return []
-    lines = ["## Uncertainty calibration (ReSample's posterior std against the error of the posterior mean)", "",
-             "Per slice, inside the reconstruction circle: Spearman rank correlation of the per-pixel std with "
-             "|mean - truth| (1: the map ranks the errors perfectly, 0: unrelated) and the fraction of pixels with "
-             "|mean - truth| <= 2 std (0.954 for calibrated Gaussian errors). Mean ± std over slices, and the range.",
-             "", "| setting | slices | samples | Spearman | Spearman range | coverage of ±2 std | coverage range |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Uncertainty calibration (ReSample's posterior std against the error of the posterior mean)",
+        "",
+        "Per slice, inside the reconstruction circle: Spearman rank correlation of the per-pixel std with "
+        "|mean - truth| (1: the map ranks the errors perfectly, 0: unrelated) and the fraction of pixels with "
+        "|mean - truth| <= 2 std (0.954 for calibrated Gaussian errors). Mean ± std over slices, and the range.",
+        "",
+        "| setting | slices | samples | Spearman | Spearman range | coverage of ±2 std | coverage range |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for setting, r in rows:
         rho, cov = np.asarray(r.extra["spearman"], float), np.asarray(r.extra["coverage"], float)
-        lines.append(f"| {setting.label} | {len(rho)} | {r.extra['n_samples']} | {_mean_std(list(rho), '.2f')} | "
-                     f"{np.nanmin(rho):.2f} to {np.nanmax(rho):.2f} | {_mean_std(list(cov), '.3f')} | "
-                     f"{cov.min():.3f} to {cov.max():.3f} |")
+        lines.append(
+            f"| {setting.label} | {len(rho)} | {r.extra['n_samples']} | {_mean_std(list(rho), '.2f')} | "
+            f"{np.nanmin(rho):.2f} to {np.nanmax(rho):.2f} | {_mean_std(list(cov), '.3f')} | "
+            f"{cov.min():.3f} to {cov.max():.3f} |"
+        )
     return lines + [""]
 
 
@@ -115,8 +144,9 @@ def _to_gray(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.clip((img - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
-def make_figure(path: Path, columns: list[tuple[str, np.ndarray]], std_hu: np.ndarray | None,
-                slice_ids: list[str]) -> None:
+def make_figure(
+    path: Path, columns: list[tuple[str, np.ndarray]], std_hu: np.ndarray | None, slice_ids: list[str]
+) -> None:
     """A PNG grid: one row per slice; ground truth, methods (window [-1000, 1000] HU) and the
     ReSample std map (0 to :data:`STD_DISPLAY_MAX_HU` HU)."""
     from PIL import Image, ImageDraw
@@ -142,8 +172,11 @@ def write_outputs(results: dict[Setting, list[MethodResult]], context: dict[str,
     """``out/quality.md`` and ``out/quality.json`` of ``results`` (rows per setting) and ``context``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.md").write_text(format_report(results, context))
-    raw = {"context": context, "settings": {s.label: asdict(s) for s in results},
-           "results": {s.label: [asdict(r) for r in rows] for s, rows in results.items()}}
+    raw = {
+        "context": context,
+        "settings": {s.label: asdict(s) for s in results},
+        "results": {s.label: [asdict(r) for r in rows] for s, rows in results.items()},
+    }
     (out / "quality.json").write_text(json.dumps(raw, indent=1))
 
 
@@ -162,8 +195,9 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
         try:
             raws.append(json.loads((run / "quality.json").read_text()))
         except (OSError, json.JSONDecodeError) as err:
-            raise SystemExit(f"--merge {run}: no readable quality.json there ({err}); "
-                             "pass the --out folders of evaluation runs") from err
+            raise SystemExit(
+                f"--merge {run}: no readable quality.json there ({err}); pass the --out folders of evaluation runs"
+            ) from err
     context = raws[0]["context"]
     with_figure = [(d, r["context"]) for d, r in zip(runs, raws) if r["context"].get("figure")]
     if with_figure:
@@ -176,8 +210,9 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
     context["command"] = " ; ".join(r["context"]["command"] for r in raws) + f" ; {command}"
     context["notes"] = list(dict.fromkeys([n for r in raws for n in r["context"].get("notes", [])] + list(notes)))
     results: dict[Setting, list[MethodResult]] = {}
-    context["simulations"] = sorted({s for r in raws for s in r["context"].get("simulations", ["matched"])},
-                                    key=SIMULATIONS.index)
+    context["simulations"] = sorted(
+        {s for r in raws for s in r["context"].get("simulations", ["matched"])}, key=SIMULATIONS.index
+    )
     for raw in raws:
         settings = raw.get("settings", {})
         for label, rows in raw["results"].items():
@@ -185,8 +220,12 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
             have = results.setdefault(setting, [])
             have += [MethodResult(**r) for r in rows if r["method"] not in {h.method for h in have}]
     order = list(BASE_METHODS) + [POSTERIOR_ROW] + list(ABLATIONS)
-    results = {s: sorted(rows, key=lambda r: order.index(r.method))
-               for s, rows in sorted(results.items(), key=lambda kv: (SIMULATIONS.index(kv[0].simulation),
-                                                                       kv[0].n_views, kv[0].geometry != "parallel"))}
+    results = {
+        s: sorted(rows, key=lambda r: order.index(r.method))
+        for s, rows in sorted(
+            results.items(),
+            key=lambda kv: (SIMULATIONS.index(kv[0].simulation), kv[0].n_views, kv[0].geometry != "parallel"),
+        )
+    }
     write_outputs(results, context, out)
     print(f"wrote {out / 'quality.md'}")

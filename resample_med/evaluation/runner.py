@@ -87,8 +87,9 @@ class PeakMemory:
             self.peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_method(method: str, measurements: Measurements, prior: Any, config: Any, *, batch_size: int, seed: int,
-               n_samples: int = 1) -> tuple[SliceReconstruction, float]:
+def run_method(
+    method: str, measurements: Measurements, prior: Any, config: Any, *, batch_size: int, seed: int, n_samples: int = 1
+) -> tuple[SliceReconstruction, float]:
     """Reconstruct every slice of ``measurements`` with :func:`~resample_med.pipeline.reconstruct_slices`.
 
     Returns ``(reconstruction, peak memory MiB)``; ``reconstruction.hu`` is ``(N, H, W)`` HU,
@@ -97,8 +98,9 @@ def run_method(method: str, measurements: Measurements, prior: Any, config: Any,
     """
     device = measurements.sinogram.device
     with PeakMemory(device) as memory:
-        rec = reconstruct_slices(measurements, method, prior, config, batch_size=batch_size, n_samples=n_samples,
-                                 seed=seed)
+        rec = reconstruct_slices(
+            measurements, method, prior, config, batch_size=batch_size, n_samples=n_samples, seed=seed
+        )
     return rec, memory.peak_mib
 
 
@@ -132,8 +134,9 @@ def load_prior(model: str, device: str) -> tuple[Any, str]:
     arch = bundle.config.architecture
     n_params = sum(p.numel() for p in bundle.parameters())
     shown = where.relative_to(SOURCE_ROOT) if where.is_relative_to(SOURCE_ROOT) else where
-    return bundle, (f"`{shown}` (architecture `{arch.name}`, {n_params / 1e6:.1f} M parameters, "
-                    f"latent {bundle.latent_shape})")
+    return bundle, (
+        f"`{shown}` (architecture `{arch.name}`, {n_params / 1e6:.1f} M parameters, latent {bundle.latent_shape})"
+    )
 
 
 def method_config(method: str, preset: str, sampler: list[str]) -> Any:
@@ -160,8 +163,9 @@ def sampler_config(preset: str, sampler: list[str], resample_variant: str = "res
     for item in sampler:
         key, sep, value = item.partition("=")
         if not sep or key not in names:
-            raise SystemExit(f"--sampler {item!r} is not KEY=VALUE with KEY a ReSampleConfig field "
-                             f"({', '.join(names)})")
+            raise SystemExit(
+                f"--sampler {item!r} is not KEY=VALUE with KEY a ReSampleConfig field ({', '.join(names)})"
+            )
         changes[key] = yaml.safe_load(value)
     try:
         return replace(config, **changes)
@@ -172,8 +176,10 @@ def sampler_config(preset: str, sampler: list[str], resample_variant: str = "res
 def machine_description(device: torch.device) -> str:
     """Host, cores, torch version and threads (and the GPU) for report headers."""
     cpu = platform.processor() or platform.machine()
-    text = (f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    text = (
+        f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text

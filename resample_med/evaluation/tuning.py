@@ -59,8 +59,15 @@ def tune(args: argparse.Namespace) -> float:
     settings = parse_settings(args)
     scores: dict[float, list[float]] = {v: [] for v in tunable.grid}
     for setting in settings:
-        measurements = simulate(hu_all, tune_idx, setting, photons=args.photons, pixel_spacing=args.pixel_spacing,
-                                seed=args.seed, device=args.device)
+        measurements = simulate(
+            hu_all,
+            tune_idx,
+            setting,
+            photons=args.photons,
+            pixel_spacing=args.pixel_spacing,
+            seed=args.seed,
+            device=args.device,
+        )
         for value in tunable.grid:
             config = replace(method_config(method, args.preset, args.sampler), **{tunable.field_name: value})
             rec, _ = run_method(method, measurements, prior, config, batch_size=args.batch_size, seed=args.seed)
@@ -68,10 +75,12 @@ def tune(args: argparse.Namespace) -> float:
             print(f"[{setting.label}] {tunable.description} {value:.2e}: PSNR {scores[value][-1]:.2f}", flush=True)
     best = max(scores, key=lambda v: np.mean(scores[v]))
     preset = f", preset {args.preset}" if method in PRIOR_METHODS else ""
-    provenance = (f"{args.command} on {dt.date.today()}: grid {[f'{v:.1e}' for v in tunable.grid]}, "
-                  f"best mean PSNR {np.mean(scores[best]):.2f} dB over val slices {tune_idx.tolist()} at "
-                  f"{[s.label for s in settings]}, I0 = {args.photons:g}, seed {args.seed} "
-                  f"(noise and sampler streams per slice){preset}")
+    provenance = (
+        f"{args.command} on {dt.date.today()}: grid {[f'{v:.1e}' for v in tunable.grid]}, "
+        f"best mean PSNR {np.mean(scores[best]):.2f} dB over val slices {tune_idx.tolist()} at "
+        f"{[s.label for s in settings]}, I0 = {args.photons:g}, seed {args.seed} "
+        f"(noise and sampler streams per slice){preset}"
+    )
     tuned.store(tunable.entry, best, provenance, path=STORE)
     print(f"{tunable.description} {best:.3g} written to {STORE}")
     return best
@@ -79,16 +88,25 @@ def tune(args: argparse.Namespace) -> float:
 
 def add_tuning_options(p: argparse.ArgumentParser) -> None:
     """``--tune-slices``: how many spare slices the grid is scored on."""
-    p.add_argument("--tune-slices", type=int, default=6,
-                   help="spare slices of the split (outside the --n-slices evaluation subset) the tuning chooses on")
+    p.add_argument(
+        "--tune-slices",
+        type=int,
+        default=6,
+        help="spare slices of the split (outside the --n-slices evaluation subset) the tuning chooses on",
+    )
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Options of ``benchmarks/tune.py``."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("tune", choices=sorted(TUNABLES), metavar="METHOD",
-                   help=f"the knob to choose: {', '.join(f'{k} ({t.description})' for k, t in TUNABLES.items())}")
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "tune",
+        choices=sorted(TUNABLES),
+        metavar="METHOD",
+        help=f"the knob to choose: {', '.join(f'{k} ({t.description})' for k, t in TUNABLES.items())}",
+    )
     add_tuning_options(p)
     add_shared_options(p)
     return p
