@@ -27,9 +27,6 @@ import numpy as np
 from napari_plugin._display import format_photons
 from resample_med.pipeline.acquisition import AcquisitionConfig
 
-PRIOR_METHOD_PREFIXES: tuple[str, ...] = ("resample", "latent")
-"""Methods whose name starts with one of these sample from the latent diffusion prior."""
-
 RELAY_POLL_S = 0.05
 """How often the relaying generator wakes up to check whether the helper thread has finished."""
 
@@ -41,22 +38,17 @@ PriorLoader = Callable[[str], Any]
 
 
 def uses_prior(method: str) -> bool:
-    """Whether ``method`` needs the latent diffusion prior (ReSample and latent DPS variants)."""
-    return method.startswith(PRIOR_METHOD_PREFIXES)
+    """Whether ``method`` needs the latent diffusion prior (:func:`resample_med.sampling.registry.needs_prior`)."""
+    from resample_med.sampling.registry import needs_prior
 
-
-def tuned_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
-    """``method``'s frozen config of ``preset`` with those ``overrides`` whose names it has."""
-    from resample_med.sampling import resolve_method_config
-
-    config = resolve_method_config(method, preset)
-    names = {f.name for f in dataclasses.fields(config)}
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in names})
+    return needs_prior(method)
 
 
 def config_fields(method: str, preset: str) -> dict[str, Any]:
     """The top-level settings of ``method``'s ``preset`` config, by name."""
-    config = tuned_config(method, preset, {})
+    from resample_med.sampling import resolve_method_config
+
+    config = resolve_method_config(method, preset)
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
@@ -102,8 +94,13 @@ class ReconstructionRequest:
 
     def method_config(self) -> Any:
         """The method's config for :func:`resample_med.pipeline.reconstruct_volume`: the named
-        preset with ``num_steps`` and ``gamma`` replaced where the method has them."""
-        return tuned_config(self.method, self.preset, {"num_steps": self.steps, "gamma": self.gamma})
+        preset with ``num_steps`` and ``gamma`` replaced where the method has them (the widget
+        enables those controls only then), through :func:`resample_med.sampling.registry.configure`."""
+        from resample_med.sampling.registry import configure
+
+        fields = config_fields(self.method, self.preset)
+        settings = {"num_steps": self.steps, "gamma": self.gamma}
+        return configure(self.method, self.preset, {k: v for k, v in settings.items() if k in fields})
 
     def describe(self) -> tuple[str, ...]:
         """Short labels of the settings that shape the result, for layer names."""

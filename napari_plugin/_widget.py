@@ -80,8 +80,6 @@ EXTERNAL_PIXEL_SPACING_MM = 1.0
 """Pixel spacing assumed for sinogram layers that this widget did not make."""
 SINOGRAM_ORIGIN_KEY = "resample_med_sinogram"
 """Layer-metadata key under which a sinogram layer keeps its :class:`SinogramOrigin`."""
-DEFAULT_PRESET = "fast"
-"""The ReSample preset selected at start: the one sized for a CPU."""
 
 PHOTONS_RANGE: tuple[float, float] = (1e2, 1e8)
 N_VIEWS_RANGE: tuple[int, int] = (4, 720)
@@ -142,6 +140,7 @@ class ReconstructionWidget(Container):
             GEOMETRY_KINDS,
         )
         from resample_med.sampling import METHODS, PRESETS
+        from resample_med.sampling.registry import default_preset
 
         super().__init__(labels=True)
         self.viewer = napari_viewer
@@ -153,7 +152,7 @@ class ReconstructionWidget(Container):
         self._cancel = threading.Event()
         defaults = ACQUISITION_PRESETS[DEFAULT_ACQUISITION]
         preset_names = list(PRESETS)
-        preset = DEFAULT_PRESET if DEFAULT_PRESET in PRESETS else preset_names[0]
+        preset = default_preset("cpu")  # the device selector starts on the CPU
 
         self.image = create_widget(annotation=Image, label="image (HU)")
         self.sinogram = create_widget(annotation=Image | None, label="or sinogram", options={"value": None})

@@ -32,10 +32,8 @@ import yaml
 from resample_med.pipeline import ACQUISITION_PRESETS, DEFAULT_ACQUISITION, AcquisitionConfig
 
 AUTO = "auto"
-"""Device or sampler preset chosen at run time (CUDA if available; ``default`` on CUDA, ``fast`` on CPU)."""
-
-CPU_PRESET = "fast"
-CUDA_PRESET = "default"
+"""Device or sampler preset chosen at run time (CUDA if available; the device's default preset,
+:func:`resample_med.sampling.registry.default_preset`)."""
 
 
 class ConfigError(ValueError):

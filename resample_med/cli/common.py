@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resample_med.config import AUTO, CPU_PRESET, CUDA_PRESET, ConfigError
+from resample_med.config import AUTO, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +25,6 @@ EXIT_INTERRUPTED = 130
 CLI_SAMPLER_ALIASES: dict[str, tuple[str, ...]] = {"steps": ("num_steps", "max_iter"), "sigma2": ("gamma",)}
 """Command-line names of sampler config fields, first match wins: ``--steps`` (diffusion steps or
 solver iterations) and ``--sigma2`` (ReSample's resampling variance scale gamma)."""
-
-PRIOR_FREE_METHODS = ("fbp", "cgls", "tv")
-"""Methods of :data:`resample_med.sampling.METHODS` that need no diffusion prior."""
 
 REPORTED_PACKAGES = ("torch", "diffusers", "numpy", "pydicom", "SimpleITK", "monai")
 
@@ -60,58 +57,39 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_preset(preset: str, device: torch.device) -> str:
-    """``"auto"`` -> ``fast`` on CPU, ``default`` on CUDA; a named preset unchanged."""
-    if preset != AUTO:
-        return preset
-    return CUDA_PRESET if device.type == "cuda" else CPU_PRESET
+    """``"auto"`` -> the device's default preset (:func:`resample_med.sampling.registry.default_preset`:
+    ``fast`` on CPU, ``default`` on CUDA); a named preset unchanged."""
+    from resample_med.sampling.registry import default_preset
 
-
-def needs_prior(method: str) -> bool:
-    """Whether ``method`` samples with the latent diffusion prior (all but the classical baselines)."""
-    return method not in PRIOR_FREE_METHODS
+    return default_preset(device) if preset == AUTO else preset
 
 
 def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
-    """The method's config dataclass from its ``preset`` with ``overrides`` applied.
+    """The method's config dataclass from its ``preset`` with ``overrides`` applied
+    (:func:`resample_med.sampling.registry.configure`).
 
     ``overrides`` may use the command-line aliases (``steps``, ``sigma2``) and nested mappings for
     nested dataclasses (``{"latent": {"max_iter": 20}}``).
+
+    Raises:
+        ConfigError: an unknown preset, a setting the method does not have, or an invalid value.
     """
-    from resample_med.sampling import resolve_method_config
+    from resample_med.sampling.registry import configure, resolve_method_config
 
     try:
-        base = resolve_method_config(method, preset)
+        fields = {f.name for f in dataclasses.fields(resolve_method_config(method, preset))}
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    fields = {f.name for f in dataclasses.fields(base)}
     named = {}
     for key, value in overrides.items():
         candidates = [name for name in CLI_SAMPLER_ALIASES.get(key, (key,)) if name in fields]
         if not candidates:
             raise ConfigError(f"--{key.replace('_', '-')} / sampler.{key} does not apply to method {method!r}")
         named[candidates[0]] = value
-    return _replace_nested(base, named, method)
-
-
-def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
-    """``dataclasses.replace`` that descends into nested dataclass fields given as mappings."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(changes) - fields)
-    if unknown:
-        raise ConfigError(f"sampler setting(s) {unknown} are not fields of {where}'s config; known: {sorted(fields)}")
-    resolved = {}
-    for key, value in changes.items():
-        current = getattr(config, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            resolved[key] = _replace_nested(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            resolved[key] = tuple(value)
-        else:
-            resolved[key] = value
     try:
-        return dataclasses.replace(config, **resolved)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"invalid sampler setting for {where}: {err}") from err
+        return configure(method, preset, named)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def parse_slice_range(text: str) -> slice:

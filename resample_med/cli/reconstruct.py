@@ -215,6 +215,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from resample_med.cli.outputs import OutputSession, write_json
     from resample_med.io.output_paths import check_output_folder
     from resample_med.pipeline.sinogram_file import is_sinogram_file
+    from resample_med.sampling.registry import needs_prior
 
     if args.list_series:
         print("\n".join(list_series(args.input)))
@@ -247,7 +248,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             for job in jobs:
                 print("\n".join(runner.plan(job)))
             return common.EXIT_OK
-        prior = common.load_prior(config.reconstruction.model, device) if common.needs_prior(method) else None
+        prior = common.load_prior(config.reconstruction.model, device) if needs_prior(method) else None
         runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, options, session, args.window,
                               console)
         statuses: list[dict[str, Any]] = []

@@ -227,6 +227,7 @@ class StudyWorker:
         from resample_med.cli import common
         from resample_med.cli.outputs import OutputSession
         from resample_med.cli.reconstruct import InputOptions, SeriesRunner
+        from resample_med.sampling.registry import needs_prior
 
         self.settings = settings
         self.name = worker_name()
@@ -240,7 +241,7 @@ class StudyWorker:
         try:
             if marker is not None:
                 check_marker(Path(marker))
-            prior = common.load_prior(recon.model, device) if common.needs_prior(recon.method) else None
+            prior = common.load_prior(recon.model, device) if needs_prior(recon.method) else None
         except Exception as err:  # noqa: BLE001 - handed to the driver by ready()
             self._error = err
         worker = self

@@ -1,7 +1,11 @@
-"""One entry point for every method: ``reconstruct(method, y, operator, ...)``."""
+"""One entry point for every method: ``reconstruct(method, y, operator, ...)``, and the facts the
+command line, the napari widget and the benchmarks ask about methods: which need the diffusion
+prior (:func:`needs_prior`), how settings override a preset (:func:`configure`) and which preset a
+device runs by default (:func:`default_preset`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +18,12 @@ from resample_med.sampling.names import METHODS, RESAMPLE_VARIANTS
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resample import resample
 from resample_med.sampling.result import ProgressCallback, Reconstruction
+
+PRIOR_FREE_METHODS: tuple[str, ...] = ("fbp", "cgls", "tv")
+"""Methods of :data:`METHODS` that need no diffusion prior (the classical baselines)."""
+
+DEVICE_PRESETS: dict[str, str] = {"cpu": "fast", "cuda": "default"}
+"""Preset run when none is named, by device type: ``fast`` is sized for a CPU."""
 
 _BASELINE_PRESETS: dict[str, dict[str, Any]] = {
     "fbp": fbp.PRESETS,
@@ -39,6 +49,53 @@ def resolve_method_config(method: str, config: Any) -> Any:
                              f"choose from {sorted(presets)}")
         return presets[config]
     return config
+
+
+def needs_prior(method: str) -> bool:
+    """Whether ``method`` samples with the latent diffusion prior (all but :data:`PRIOR_FREE_METHODS`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    return method not in PRIOR_FREE_METHODS
+
+
+def default_preset(device: torch.device | str) -> str:
+    """The preset a method runs with on ``device`` when the user names none (``fast`` on CPU,
+    ``default`` on CUDA)."""
+    return DEVICE_PRESETS.get(torch.device(device).type, DEVICE_PRESETS["cpu"])
+
+
+def configure(method: str, preset: Any, overrides: dict[str, Any]) -> Any:
+    """``method``'s config from ``preset`` (as in :func:`resolve_method_config`) with ``overrides``.
+
+    ``overrides`` are field names of the method's config dataclass; nested dataclasses take a
+    mapping (``{"latent": {"max_iter": 20}}``), tuple fields a list.
+
+    Raises:
+        ValueError: a name that is not a field of the method's config (the message lists the known
+            ones), or a value the config refuses.
+    """
+    return _replace_nested(resolve_method_config(method, preset), overrides, method)
+
+
+def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
+    """``dataclasses.replace`` that descends into nested dataclass fields given as mappings."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"sampler setting(s) {unknown} are not fields of {where}'s config; known: {sorted(fields)}")
+    resolved = {}
+    for key, value in changes.items():
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            resolved[key] = _replace_nested(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            resolved[key] = tuple(value)
+        else:
+            resolved[key] = value
+    try:
+        return dataclasses.replace(config, **resolved)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid sampler setting for {where}: {err}") from err
 
 
 def _require_prior(method: str, prior: LatentPrior | None) -> LatentPrior:
