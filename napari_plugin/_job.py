@@ -1,10 +1,9 @@
 """One reconstruction run of the widget, as a generator for a napari ``thread_worker``.
 
-The run itself is :mod:`resample_med.pipeline`: :func:`~resample_med.pipeline.reconstruct_volume`
-for HU slices of an image layer (simulate the acquisition on the model grid of
-:func:`resample_med.io.iter_model_slices`, reconstruct, map back to the layer's grid so results
-overlay it), or :func:`~resample_med.pipeline.reconstruct_slices` for a sinogram layer (measured
-data). Because the pipeline reports progress through a callback,
+The run itself is :func:`resample_med.pipeline.reconstruct_input`: for HU slices of an image layer
+it simulates the acquisition on the model grid of :func:`resample_med.io.iter_model_slices`,
+reconstructs and maps back to the layer's grid so results overlay it (the sinogram layer shows the
+measurements it simulated); a sinogram layer (measured data) is reconstructed as it is. Because the pipeline reports progress through a callback,
 it runs on a helper thread and :func:`run_reconstruction` relays its :class:`RunUpdate` s: the
 generator is what napari's ``GeneratorWorker`` iterates, so every update (progress, decoded
 ReSample preview) reaches the GUI thread through the worker's ``yielded`` signal. Setting the
@@ -323,10 +322,7 @@ def _execute(
         emit(RunUpdate("loading the prior", 0))
         prior = prior_loader(request.device)
     started = time.perf_counter()
-    if isinstance(source, SinogramSlices):
-        hu, std_hu, sinogram, measurement, info = _from_sinogram(request, source, prior, cancel, emit)
-    else:
-        hu, std_hu, sinogram, measurement, info = _from_image(request, source, prior, cancel, emit)
+    hu, std_hu, sinogram, measurement, info = _reconstruct(request, source, prior, cancel, emit)
     seconds = time.perf_counter() - started
     abs_difference, scores = None, {}
     if source.reference_hu is not None:
@@ -347,69 +343,65 @@ def _execute(
 _Reconstructed = tuple[np.ndarray, "np.ndarray | None", np.ndarray, MeasurementRecord, dict[str, Any]]
 
 
-def _from_image(request: ReconstructionRequest, source: SourceSlices, prior: Any, cancel: threading.Event,
-                emit: Callable[[RunUpdate], None]) -> _Reconstructed:
-    """:func:`resample_med.pipeline.reconstruct_volume` on HU slices; also returns the sinogram it
-    simulated (re-simulated with the same per-slice noise streams, for display)."""
+def _reconstruct(request: ReconstructionRequest, source: SourceSlices | SinogramSlices, prior: Any,
+                 cancel: threading.Event, emit: Callable[[RunUpdate], None]) -> _Reconstructed:
+    """:func:`resample_med.pipeline.reconstruct_input` on the slices of an image layer (simulated on
+    the model grid of :func:`resample_med.io.iter_model_slices`) or on a sinogram layer; results on
+    the source grid (a sinogram's when its record knows it, else the model grid), with the
+    sinogram that was inverted and how it was measured."""
+    from resample_med.pipeline import reconstruct_input
+
+    if isinstance(source, SinogramSlices):
+        data, to_source = _measurements(request, source), source.measurement.to_source
+    else:
+        data, to_source = _volume(request, source, prior)
+        emit(RunUpdate("simulating measurements", 0))
+    identity: Callable[[np.ndarray], np.ndarray] = np.asarray
+    to_grid = to_source or identity
+    relay = _ProgressRelay(data.n_slices, request.slices_per_call(), to_grid, cancel, emit)
+    relay.check_cancel()
+    out = reconstruct_input(
+        data, request.acquisition, request.method, prior, request.method_config(), device=request.device,
+        batch_size=request.batch_size, n_samples=request.n_samples, seed=request.seed, callback=relay,
+        on_slices=relay.on_slices, volume_mode=request.pipeline_volume_mode(),
+    )
+    if isinstance(source, SinogramSlices):
+        hu = np.stack([to_grid(s) for s in out.volume.hu]).astype(np.float32)
+        std_hu = None if out.std_hu is None else np.stack([to_grid(s) for s in out.std_hu]).astype(np.float32)
+        return hu, std_hu, np.asarray(source.sinogram, dtype=np.float32), source.measurement, out.info
+    measured = out.measurements
+    assert measured is not None  # reconstruct_volume returns the measurements it simulated
+    record = MeasurementRecord(
+        geometry=measured.projector.geometry.to_dict(), acquisition=request.acquisition,
+        pixel_spacing_mm=float(measured.pixel_spacing_mm), to_source=to_source,
+    )
+    sinogram = measured.sinogram.detach().cpu().numpy().astype(np.float32)
+    return out.volume.hu, out.std_hu, sinogram, record, out.info
+
+
+def _volume(request: ReconstructionRequest, source: SourceSlices, prior: Any) -> tuple[Any, Callable[..., np.ndarray]]:
+    """The image layer's slices as a :class:`resample_med.io.CTVolume`, and the map of a model-grid
+    slice onto their grid (for previews and the sinogram layer's record)."""
     from resample_med.io import CTVolume, iter_model_slices
-    from resample_med.pipeline import reconstruct_volume, simulate_measurements
-    from resample_med.pipeline.seeding import make_generator
     from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE
 
     image_size = int(getattr(prior, "image_size", DEFAULT_IMAGE_SIZE))
     volume = CTVolume(hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3), direction=np.eye(3))
-    emit(RunUpdate("simulating measurements", 0))
-    model_slices = list(iter_model_slices(volume, size=image_size))
-    measured = [
-        simulate_measurements(
-            np.asarray(s.hu)[None], s.pixel_spacing_mm, request.acquisition,
-            generator=make_generator(request.seed, "noise", int(s.index), device=request.device),
-            device=request.device,
-        )
-        for s in model_slices
-    ]
-    sinogram = np.concatenate([m.sinogram.cpu().numpy() for m in measured]).astype(np.float32)
-    measurement = MeasurementRecord(
-        geometry=measured[0].projector.geometry.to_dict(), acquisition=request.acquisition,
-        pixel_spacing_mm=float(model_slices[0].pixel_spacing_mm), to_source=model_slices[0].to_source,
-    )
-    relay = _ProgressRelay(len(model_slices), request.slices_per_call(), model_slices[0].to_source, cancel, emit)
-    relay.check_cancel()
-    out = reconstruct_volume(
-        volume, request.acquisition, request.method, prior, request.method_config(),
-        batch_size=request.batch_size, n_samples=request.n_samples, seed=request.seed,
-        device=request.device, callback=relay, on_slices=relay.on_slices,
-        volume_mode=request.pipeline_volume_mode(),
-    )
-    return out.volume.hu, out.std_hu, sinogram, measurement, out.info
+    return volume, next(iter_model_slices(volume, size=image_size)).to_source
 
 
-def _from_sinogram(request: ReconstructionRequest, source: SinogramSlices, prior: Any, cancel: threading.Event,
-                   emit: Callable[[RunUpdate], None]) -> _Reconstructed:
-    """:func:`resample_med.pipeline.reconstruct_slices` on measured sinograms; results on the
-    source grid when the record knows it, else on the model grid."""
+def _measurements(request: ReconstructionRequest, source: SinogramSlices) -> Any:
+    """The sinogram layer's data as :class:`resample_med.pipeline.Measurements` with its recorded geometry."""
     import torch
 
     from resample_med.geometry import geometry_from_dict
     from resample_med.operators import make_projector
-    from resample_med.pipeline import Measurements, noise_variance, reconstruct_slices
+    from resample_med.pipeline import Measurements, noise_variance
 
     record = source.measurement
     projector = make_projector(geometry_from_dict(record.geometry), device=request.device)
     y = torch.as_tensor(np.asarray(source.sinogram, dtype=np.float32), device=projector.device)
-    measurements = Measurements(
+    return Measurements(
         sinogram=y, projector=projector, acquisition=record.acquisition,
         pixel_spacing_mm=record.pixel_spacing_mm, noise_variance=noise_variance(y, record.acquisition),
     )
-    identity: Callable[[np.ndarray], np.ndarray] = np.asarray
-    to_source = record.to_source or identity
-    relay = _ProgressRelay(measurements.n_slices, request.slices_per_call(), to_source, cancel, emit)
-    relay.check_cancel()
-    out = reconstruct_slices(
-        measurements, request.method, prior, request.method_config(), batch_size=request.batch_size,
-        n_samples=request.n_samples, seed=request.seed, callback=relay, on_slices=relay.on_slices,
-        volume_mode=request.pipeline_volume_mode(),
-    )
-    hu = np.stack([to_source(s) for s in out.hu]).astype(np.float32)
-    std_hu = None if out.std_hu is None else np.stack([to_source(s) for s in out.std_hu]).astype(np.float32)
-    return hu, std_hu, np.asarray(source.sinogram, dtype=np.float32), record, out.info

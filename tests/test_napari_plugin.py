@@ -372,3 +372,35 @@ def test_saved_reconstruction_stays_in_the_source_study(make_napari_viewer, qtbo
     assert ds.StudyInstanceUID == source.source["StudyInstanceUID"]
     assert ds.FrameOfReferenceUID == source.source["FrameOfReferenceUID"]
     assert ds.SeriesDescription.startswith("fbp ")
+
+
+def test_widget_run_simulates_each_measurement_once_and_shows_what_it_inverted(monkeypatch):
+    import threading
+
+    from napari_plugin._job import ReconstructionRequest, SourceSlices, run_reconstruction
+    from resample_med.pipeline import AcquisitionConfig
+    from resample_med.pipeline import volume as volume_module
+
+    calls = []
+    simulate = volume_module.simulate_measurements
+
+    def counting(hu, *args, **kwargs):
+        calls.append(hu.shape)
+        return simulate(hu, *args, **kwargs)
+
+    monkeypatch.setattr(volume_module, "simulate_measurements", counting)
+    request = ReconstructionRequest(AcquisitionConfig(n_views=12, photons=1e5), "fbp", "fast", steps=2, gamma=40.0)
+    source = SourceSlices(hu=phantom_volume(n_slices=2, size=48), spacing_mm=(2.0, 1.0, 1.0))
+    runner = run_reconstruction(request, source, lambda device: None, threading.Event())
+    while True:
+        try:
+            next(runner)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert len(calls) == 2  # one simulation per slice, none repeated for the sinogram layer
+    volume = volume_module.CTVolume(hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3),
+                                    direction=np.eye(3))
+    expected = volume_module.reconstruct_volume(volume, request.acquisition, "fbp", config="fast")
+    np.testing.assert_array_equal(result.sinogram, expected.measurements.sinogram.numpy())
+    np.testing.assert_allclose(result.hu, expected.volume.hu, atol=1e-4)

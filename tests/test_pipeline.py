@@ -227,3 +227,30 @@ def test_select_slices_keeps_geometry_of_the_kept_slices():
     np.testing.assert_array_equal(part.hu, volume.hu[1:4])
     with pytest.raises(ValueError, match="no contiguous"):
         select_slices(volume, slice(4, 2))
+
+
+def test_volume_reconstruction_returns_the_measurements_it_simulated():
+    from resample_med.io import iter_model_slices
+    from resample_med.pipeline.volume import simulate_model_slices
+
+    volume = phantom_volume(3)
+    acquisition = AcquisitionConfig(n_views=16, photons=1e5)
+    result = reconstruct_volume(volume, acquisition, "fbp", seed=5, first_index=10)
+    again = simulate_model_slices(list(iter_model_slices(volume, size=256)), acquisition, 5, first_index=10)
+    assert result.measurements is not None and result.measurements.acquisition == acquisition
+    np.testing.assert_array_equal(result.measurements.sinogram.numpy(), again.sinogram.numpy())
+
+
+def test_one_dispatch_reconstructs_volumes_and_measurements_alike():
+    from resample_med.pipeline import reconstruct_input
+
+    volume = phantom_volume(2)
+    acquisition = AcquisitionConfig(n_views=16, photons=1e5)
+    from_volume = reconstruct_input(volume, acquisition, "fbp", seed=3)
+    direct = reconstruct_volume(volume, acquisition, "fbp", seed=3)
+    np.testing.assert_array_equal(from_volume.volume.hu, direct.volume.hu)
+    from_data = reconstruct_input(direct.measurements, None, "fbp", seed=3)
+    sliced = reconstruct_slices(direct.measurements, "fbp", seed=3)
+    np.testing.assert_array_equal(from_data.volume.hu, sliced.hu)
+    assert from_data.volume.source["format"] == "sinogram" and from_data.measurements is direct.measurements
+    assert [r["index"] for r in from_data.per_slice] == [0, 1] and from_data.info["n_resumed"] == 0

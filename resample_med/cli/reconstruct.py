@@ -68,8 +68,6 @@ STD_WINDOW = "uncertainty"
 """Display window of posterior std maps (0 to 100 HU)."""
 NOISELESS = "none"
 """``--photons none``: no Poisson noise."""
-SINOGRAM_SLICE_SPACING_MM = 1.0
-"""Slice spacing written for reconstructions of sinogram files, which carry no slice geometry."""
 OWNED_OUTPUTS = (DICOM_DIR, STD_DICOM_DIR, REPORT_FILE, CONFIG_FILE, NIFTI_FILE, STD_NIFTI_FILE, PNG_FILE,
                  STD_PNG_FILE, PARTIAL_DIR)
 """What a run writes in a series' output folder (and ``--overwrite`` removes)."""
@@ -376,7 +374,7 @@ class SeriesRunner:
 
     def _load(self, job: Job) -> Any:
         """The input of ``job``: measurements of a sinogram file, else a :class:`CTVolume`, cut to ``--slices``."""
-        from resample_med.io import load_nifti, load_series
+        from resample_med.io import load_volume
         from resample_med.pipeline import load_measurements
 
         if job.kind == "sinogram":
@@ -386,10 +384,8 @@ class SeriesRunner:
                 if measurements.n_slices == 0:
                     raise common.ConfigError(f"{job.path}: --slices {self.options.slices} selects no slice")
             return measurements
-        if job.kind == "nifti":
-            source = load_nifti(job.path, self.options.fill_nonfinite)
-        else:
-            source = load_series(job.path, job.series.uid, skip_bad_slices=self.options.skip_bad_slices)
+        source = load_volume(job.path, None if job.series is None else job.series.uid,
+                             skip_bad_slices=self.options.skip_bad_slices, fill_nonfinite=self.options.fill_nonfinite)
         if self.options.slices is not None:
             source = common.crop_to_slices(source, self.options.slices, job.path)
         return source
@@ -400,7 +396,7 @@ class SeriesRunner:
         Returns the report (also written to ``report.json``)."""
         from resample_med.cli.outputs import FINGERPRINT_KEY, write_json
         from resample_med.io.output_paths import atomic_file
-        from resample_med.pipeline import reconstruct_slices, reconstruct_volume
+        from resample_med.pipeline import reconstruct_input
         from resample_med.pipeline.checkpoint import SliceCheckpoint
 
         started = time.perf_counter()
@@ -413,25 +409,20 @@ class SeriesRunner:
                               f"reconstructed in {checkpoint.folder}")
         with ExitStack() as stack:
             bar = stack.enter_context(SliceBar(job.name or "slices", recon.batch_size, disable=self.console.quiet))
-            common_args = dict(
-                method=recon.method, prior=self.prior, config=self.sampler, batch_size=recon.batch_size,
-                n_samples=recon.n_samples, seed=recon.seed, callback=bar.on_step, on_slices=bar.on_slices,
-                volume_mode=common.volume_mode(recon),
+            bar.start(loaded.n_slices)
+            result = reconstruct_input(
+                loaded, self.config.acquisition, recon.method, self.prior, self.sampler, device=self.device,
+                batch_size=recon.batch_size, n_samples=recon.n_samples, seed=recon.seed, callback=bar.on_step,
+                on_slices=bar.on_slices, checkpoint=checkpoint, volume_mode=common.volume_mode(recon),
             )
-            if job.kind == "sinogram":
-                bar.start(loaded.n_slices)
-                rec = reconstruct_slices(loaded, checkpoint=checkpoint, **common_args)
-                volume = _volume_from_slices(job.path, rec.hu, loaded.pixel_spacing_mm)
-                std, per_slice, acquisition = rec.std_hu, rec.per_slice, loaded.acquisition
-                grid = (f"Reconstructed on the {rec.hu.shape[-1]}x{rec.hu.shape[-2]} grid of the sinogram file "
-                        f"({loaded.pixel_spacing_mm:.3g} mm pixels); no interpolation.")
-            else:
-                bar.start(loaded.n_slices)
-                result = reconstruct_volume(loaded, self.config.acquisition, device=self.device,
-                                            checkpoint=checkpoint, **common_args)
-                volume, std, per_slice = result.volume, result.std_hu, result.per_slice
-                acquisition = self.config.acquisition
-                grid = self._model_grid(loaded).describe()
+        std, per_slice, acquisition = result.std_hu, result.per_slice, result.measurements.acquisition
+        if job.kind == "sinogram":
+            volume = result.volume.with_hu(result.volume.hu, path=str(job.path))
+            grid = (f"Reconstructed on the {volume.hu.shape[-1]}x{volume.hu.shape[-2]} grid of the sinogram file "
+                    f"({loaded.pixel_spacing_mm:.3g} mm pixels); no interpolation.")
+        else:
+            volume = result.volume
+            grid = self._model_grid(loaded).describe()
         derivation = f"{grid} Simulated {_acquisition_text(acquisition)}."
         written = self._write_outputs(job, out_dir, volume, std, acquisition, derivation)
         with atomic_file(out_dir / CONFIG_FILE) as temporary:
@@ -585,15 +576,3 @@ def metrics_line(name: str, report: dict[str, Any]) -> str:
     if "residual" in mean:
         parts.append(f"data residual {mean['residual']:.3g}")
     return f"{name}: " + ", ".join(parts)
-
-
-def _volume_from_slices(path: Path, hu: np.ndarray, pixel_spacing_mm: float) -> CTVolume:
-    """A CTVolume for slices reconstructed from a sinogram file (no source geometry: identity, origin 0)."""
-    return CTVolume(
-        hu=np.asarray(hu, dtype=np.float32),
-        spacing_mm=(SINOGRAM_SLICE_SPACING_MM, float(pixel_spacing_mm), float(pixel_spacing_mm)),
-        origin_mm=np.zeros(3),
-        direction=np.eye(3),
-        source={"format": "sinogram", "path": str(path)},
-    )
-

@@ -40,18 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
-    from resample_med.cli.inputs import is_nifti
-    from resample_med.io import iter_model_slices, load_nifti, load_series
+    from resample_med.io import iter_model_slices, load_volume
     from resample_med.pipeline import save_measurements
     from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE, simulate_model_slices
 
     config = config_from_args(args)
     if args.simulation is not None:
         config = dataclasses.replace(config, acquisition=config.acquisition.replace(simulation=args.simulation))
-    if is_nifti(args.input):
-        volume = load_nifti(args.input)
-    else:
-        volume = load_series(args.input, args.series, description=args.series_description)
+    volume = load_volume(args.input, args.series, description=args.series_description)
     if args.slices is not None:
         volume = common.crop_to_slices(volume, args.slices, args.input)
     measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size or DEFAULT_IMAGE_SIZE)), config.acquisition,

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str | None] = {
     "SliceReconstruction": "slices",
     "reconstruct_slices": "slices",
     "VolumeReconstruction": "volume",
+    "reconstruct_input": "volume",
     "reconstruct_volume": "volume",
     "select_slices": "volume",
     "simulate_model_slices": "volume",

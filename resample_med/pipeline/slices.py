@@ -118,6 +118,8 @@ def reconstruct_slices(
         hu[i], std[i], row = checkpoint.load(first_index + i)  # type: ignore[union-attr]
         rows[i] = {**row, "resumed": True}
     n_finished = n_total - len(todo)
+    if n_finished and on_slices is not None:
+        on_slices(n_finished, n_total)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         part = _reconstruct_batch(

@@ -2,12 +2,13 @@
 
 :func:`reconstruct_volume` walks the slices of a :class:`~resample_med.io.CTVolume` resampled to the
 model grid (:func:`~resample_med.io.iter_model_slices`), simulates the acquisition on each slice
-(noise drawn from a per-slice generator, so results do not depend on batching), reconstructs
-``batch_size`` slices at a time and maps every result back onto the source grid. Memory is bounded
-by one batch plus the output volume. With a :class:`~resample_med.pipeline.checkpoint.SliceCheckpoint`
-each finished slice is saved at once and skipped on a rerun. With ``volume_mode`` adjacent slices
-are reconstructed jointly over overlapping slabs (:mod:`~resample_med.pipeline.slabs`); the
-measurements of every slice are then simulated first (sinograms only: small), as in slice mode.
+(noise drawn from a per-slice generator, so results do not depend on batching), reconstructs them
+with :func:`~resample_med.pipeline.slices.reconstruct_slices` (``batch_size`` slices at a time, or
+slabs with ``volume_mode``; resuming from a checkpoint is its business) and maps every result back
+onto the source grid. Memory holds the measurements and model-grid slices of the volume, one batch
+and the output volume. :func:`reconstruct_input` is the one dispatch of the command line and the
+widget: a volume is simulated and reconstructed, measurements (a sinogram) are reconstructed as
+they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from resample_med.pipeline.acquisition import AcquisitionConfig
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import Measurements, simulate_measurements
 from resample_med.pipeline.seeding import make_generator
-from resample_med.pipeline.slabs import VolumeMode, reconstruct_slabs
+from resample_med.pipeline.slabs import VolumeMode
 from resample_med.pipeline.slices import SliceProgress, reconstruct_slices
 from resample_med.sampling.result import ProgressCallback
 
@@ -34,6 +35,8 @@ DEFAULT_IMAGE_SIZE = 256
 PER_SLICE_SOURCE_KEYS = ("files", "SOPInstanceUIDs", "ImagePositionPatient")
 """Entries of :attr:`CTVolume.source` that hold one item per slice."""
 
+SINOGRAM_SLICE_SPACING_MM = 1.0
+"""Slice gap given to a volume reconstructed from measurements, which know no z geometry."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,12 +50,15 @@ class VolumeReconstruction:
         per_slice: per slice ``index``, ``residual``, ``discrepancy``, ``seconds``, ``resumed`` and,
             against the input as reference, ``psnr`` / ``ssim`` / ``rmse_hu`` on the model grid.
         info: method, acquisition, timings and the mean of each per-slice number.
+        measurements: the model-grid :class:`~resample_med.pipeline.measurements.Measurements`
+            that were inverted (simulated from ``volume`` by :func:`reconstruct_volume`).
     """
 
     volume: CTVolume
     std_hu: np.ndarray | None
     per_slice: list[dict[str, Any]]
     info: dict[str, Any] = field(default_factory=dict)
+    measurements: Measurements | None = None
 
 
 def reconstruct_volume(
@@ -96,79 +102,77 @@ def reconstruct_volume(
     """
     acquisition = acquisition or AcquisitionConfig()
     image_size = int(getattr(prior, "image_size", DEFAULT_IMAGE_SIZE))
-    n_total = int(volume.hu.shape[0])
-    hu_out = np.empty(volume.hu.shape, dtype=np.float32)
-    std_out: np.ndarray | None = None
-    rows: dict[int, dict[str, Any]] = {}
-    done = checkpoint.done() if checkpoint is not None else set()
     started = time.perf_counter()
-
-    def place(model_slice: Any, hu: np.ndarray, std: np.ndarray | None, row: dict[str, Any],
-              report: bool = True) -> None:
-        nonlocal std_out
-        hu_out[model_slice.index] = model_slice.to_source(hu, background=volume.hu[model_slice.index])
-        if std is not None:
-            if std_out is None:
-                std_out = np.zeros(volume.hu.shape, dtype=np.float32)
-            std_out[model_slice.index] = model_slice.to_source(std)
-        rows[model_slice.index] = {"index": first_index + int(model_slice.index), **row}
-        if on_slices is not None and report:
-            on_slices(len(rows), n_total)
-
-    pending: list[Any] = []
-
-    def flush() -> None:
-        measurements = simulate_model_slices(pending, acquisition, seed, device, first_index)
-        rec = reconstruct_slices(
-            measurements, method, prior, config, batch_size=len(pending), n_samples=n_samples,
-            seed=seed, callback=callback, first_index=first_index + int(pending[0].index),
-        )
-        for i, model_slice in enumerate(pending):
-            std = None if rec.std_hu is None else rec.std_hu[i]
-            row = {**rec.per_slice[i], "resumed": False}
-            if checkpoint is not None:
-                checkpoint.save(first_index + int(model_slice.index), rec.hu[i], std, row)
-            place(model_slice, rec.hu[i], std, row)
-        pending.clear()
-
-    info_extra: dict[str, Any] = {}
-    if volume_mode is not None:
-        model_slices = list(iter_model_slices(volume, size=image_size))
-        rec = reconstruct_slabs(
-            simulate_model_slices(model_slices, acquisition, seed, device, first_index), method, prior, config,
-            mode=volume_mode, batch_size=batch_size, n_samples=n_samples, seed=seed, callback=callback,
-            checkpoint=checkpoint, on_slices=on_slices, first_index=first_index + int(model_slices[0].index),
-        )
-        for i, model_slice in enumerate(model_slices):
-            row = {k: v for k, v in rec.per_slice[i].items() if k != "index"}
-            place(model_slice, rec.hu[i], None if rec.std_hu is None else rec.std_hu[i], row, report=False)
-        info_extra["volume_mode"] = rec.info["volume_mode"]
-    else:
-        for model_slice in iter_model_slices(volume, size=image_size):
-            if first_index + int(model_slice.index) in done:
-                hu, std, row = checkpoint.load(first_index + int(model_slice.index))  # type: ignore[union-attr]
-                place(model_slice, hu, std, {**row, "resumed": True})
-                continue
-            pending.append(model_slice)
-            if len(pending) == batch_size:
-                flush()
-        if pending:
-            flush()
-
-    per_slice = [rows[i] for i in sorted(rows)]
+    model_slices = list(iter_model_slices(volume, size=image_size))
+    measurements = simulate_model_slices(model_slices, acquisition, seed, device, first_index)
+    rec = reconstruct_slices(
+        measurements, method, prior, config, batch_size=batch_size, n_samples=n_samples, seed=seed,
+        callback=callback, checkpoint=checkpoint, on_slices=on_slices,
+        first_index=first_index + int(model_slices[0].index), volume_mode=volume_mode,
+    )
+    hu_out = np.empty(volume.hu.shape, dtype=np.float32)
+    std_out = None if rec.std_hu is None else np.zeros(volume.hu.shape, dtype=np.float32)
+    per_slice = []
+    for i, model_slice in enumerate(model_slices):
+        hu_out[model_slice.index] = model_slice.to_source(rec.hu[i], background=volume.hu[model_slice.index])
+        if std_out is not None:
+            std_out[model_slice.index] = model_slice.to_source(rec.std_hu[i])  # type: ignore[index]
+        row = {k: v for k, v in rec.per_slice[i].items() if k != "index"}
+        per_slice.append({"index": first_index + int(model_slice.index), **row})
     info = {
         "method": method,
         "acquisition": acquisition.to_dict(),
         "image_size": image_size,
-        "n_slices": n_total,
+        "n_slices": int(volume.hu.shape[0]),
         "n_resumed": sum(bool(r["resumed"]) for r in per_slice),
         "seconds_total": time.perf_counter() - started,
         "mean": _means(per_slice),
-        **info_extra,
     }
+    if volume_mode is not None:
+        info["volume_mode"] = rec.info["volume_mode"]
     return VolumeReconstruction(
-        volume=volume.with_hu(hu_out), std_hu=std_out, per_slice=per_slice, info=info
+        volume=volume.with_hu(hu_out), std_hu=std_out, per_slice=per_slice, info=info, measurements=measurements,
     )
+
+
+def reconstruct_input(
+    source: CTVolume | Measurements,
+    acquisition: AcquisitionConfig | None = None,
+    method: str = "resample",
+    prior: Any = None,
+    config: Any = None,
+    *,
+    device: torch.device | str | None = None,
+    **options: Any,
+) -> VolumeReconstruction:
+    """Reconstruct a CT volume (simulating ``acquisition`` on it) or measured data, whichever ``source`` is.
+
+    Args:
+        source: a :class:`~resample_med.io.CTVolume` in HU (:func:`reconstruct_volume`), or
+            :class:`~resample_med.pipeline.measurements.Measurements` (:func:`reconstruct_slices`;
+            ``acquisition`` and ``device`` are then those of the measurements).
+        acquisition, method, prior, config, device: as in :func:`reconstruct_volume`.
+        options: the keyword options :func:`reconstruct_volume` and :func:`reconstruct_slices`
+            share (``batch_size``, ``n_samples``, ``seed``, ``callback``, ``on_slices``,
+            ``checkpoint``, ``first_index``, ``volume_mode``).
+
+    Returns:
+        :class:`VolumeReconstruction`; for measurements its volume is the ``(N, H, W)`` model grid
+        of the sinogram (identity orientation, origin 0, slice gap :data:`SINOGRAM_SLICE_SPACING_MM`,
+        ``source["format"] == "sinogram"``).
+    """
+    if isinstance(source, CTVolume):
+        return reconstruct_volume(source, acquisition, method, prior, config, device=device, **options)
+    started = time.perf_counter()
+    rec = reconstruct_slices(source, method, prior, config, **options)
+    spacing = float(source.pixel_spacing_mm)
+    volume = CTVolume(hu=np.asarray(rec.hu, dtype=np.float32), spacing_mm=(SINOGRAM_SLICE_SPACING_MM, spacing, spacing),
+                      origin_mm=np.zeros(3), direction=np.eye(3), source={"format": "sinogram"})
+    info = {**rec.info, "acquisition": source.acquisition.to_dict(), "n_slices": source.n_slices,
+            "n_resumed": sum(bool(r["resumed"]) for r in rec.per_slice),
+            "seconds_total": time.perf_counter() - started, "mean": _means(rec.per_slice)}
+    return VolumeReconstruction(volume=volume, std_hu=rec.std_hu, per_slice=rec.per_slice, info=info,
+                                measurements=source)
 
 
 def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
