@@ -1,6 +1,7 @@
 """How the plugin shows CT in napari: HU display windows, result layer names and layer placement.
 
-A display window is the radiologist's (level, width) pair in HU; napari's contrast limits are
+A display window is the radiologist's (level, width) pair in HU, from the one table
+:data:`resample_med.io.preview.HU_WINDOWS`; napari's contrast limits are its ``limits``
 ``(level - width / 2, level + width / 2)``. Placement copies a source layer's scale, translate and
 rotation so that reconstructions, uncertainty and difference maps overlay the image they came from.
 """
@@ -12,37 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from resample_med.io.preview import HU_WINDOWS, HUWindow
+
 if TYPE_CHECKING:
     from napari.layers import Image
 
 
-@dataclass(frozen=True)
-class WindowPreset:
-    """A CT display window in HU: centre ``level`` and ``width``."""
+WIDGET_WINDOWS: tuple[str, ...] = ("soft_tissue", "lung", "bone", "full")
+"""Windows of :data:`resample_med.io.preview.HU_WINDOWS` the widget offers."""
 
-    level: float
-    width: float
-
-    @property
-    def contrast_limits(self) -> tuple[float, float]:
-        """napari contrast limits ``(level - width/2, level + width/2)`` in HU."""
-        return (self.level - self.width / 2.0, self.level + self.width / 2.0)
-
-
-WINDOW_PRESETS: dict[str, WindowPreset] = {
-    "soft tissue": WindowPreset(level=40.0, width=400.0),
-    "lung": WindowPreset(level=-600.0, width=1500.0),
-    "bone": WindowPreset(level=400.0, width=1800.0),
-    "full": WindowPreset(level=500.0, width=3000.0),
-}
-"""Standard radiology windows; ``full`` spans air to dense bone (-1000 to 2000 HU)."""
+WINDOW_PRESETS: dict[str, HUWindow] = {name.replace("_", " "): HU_WINDOWS[name] for name in WIDGET_WINDOWS}
+"""The widget's windows by display name; napari contrast limits are their ``limits``."""
 
 DEFAULT_WINDOW = "soft tissue"
 
-UNCERTAINTY_WINDOW = WindowPreset(level=50.0, width=100.0)
+UNCERTAINTY_WINDOW = HU_WINDOWS["uncertainty"]
 """Contrast limits (0, 100) HU for posterior std maps."""
 
-DIFFERENCE_WINDOW = WindowPreset(level=100.0, width=200.0)
+DIFFERENCE_WINDOW = HU_WINDOWS["difference"]
 """Contrast limits (0, 200) HU for absolute-difference maps."""
 
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_plugin._display import DEFAULT_WINDOW, WINDOW_PRESETS
+from resample_med.io.nifti import NIFTI_SUFFIXES
 
 if TYPE_CHECKING:
     from resample_med.io import CTVolume
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".ima")
 DICOM_MAGIC_OFFSET = 128
 """DICOM Part 10 files carry the magic ``b"DICM"`` after a 128-byte preamble."""
@@ -76,7 +76,7 @@ def volume_layer_data(volume: CTVolume, name: str) -> LayerData:
         "scale": tuple(spacing),
         "translate": tuple(origin_xyz[::-1]),
         "colormap": "gray",
-        "contrast_limits": window.contrast_limits,
+        "contrast_limits": window.limits,
         "metadata": {
             "spacing_mm": tuple(float(s) for s in spacing),
             "origin_mm": tuple(float(o) for o in origin_xyz),

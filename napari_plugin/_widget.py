@@ -252,7 +252,7 @@ class ReconstructionWidget(Container):
 
     def _on_window(self, name: str) -> None:
         """Apply an HU window preset to the source layer and every HU result layer."""
-        limits = WINDOW_PRESETS[name].contrast_limits
+        limits = WINDOW_PRESETS[name].limits
         targets = [self.image.value, self.last_layers.get("image")]
         if PREVIEW_LAYER in self.viewer.layers:
             targets.append(self.viewer.layers[PREVIEW_LAYER])
@@ -295,7 +295,7 @@ class ReconstructionWidget(Container):
         placement; any other is taken as measured with the widget's geometry kind on a
         :data:`DEFAULT_IMAGE_SIZE` grid of :data:`EXTERNAL_PIXEL_SPACING_MM`, results on that grid.
         """
-        from resample_med.pipeline.volume import DEFAULT_IMAGE_SIZE
+        from resample_med.geometry import DEFAULT_IMAGE_SIZE
 
         layer = self.sinogram.value
         data = np.asarray(layer.data, dtype=np.float32)
@@ -404,7 +404,7 @@ class ReconstructionWidget(Container):
         else:
             self.viewer.add_image(
                 data, name=PREVIEW_LAYER, colormap="gray",
-                contrast_limits=WINDOW_PRESETS[self.window.value].contrast_limits, **where.kwargs(),
+                contrast_limits=WINDOW_PRESETS[self.window.value].limits, **where.kwargs(),
             )
 
     def _dicom_identity(self) -> dict[str, Any]:
@@ -432,19 +432,19 @@ class ReconstructionWidget(Container):
         layers: dict[str, Image] = {}
         layers["image"] = self.viewer.add_image(
             shaped(result.hu), name=result_name(label, details), colormap="gray",
-            contrast_limits=WINDOW_PRESETS[self.window.value].contrast_limits, **placement.kwargs(),
+            contrast_limits=WINDOW_PRESETS[self.window.value].limits, **placement.kwargs(),
             metadata={"units": "HU", "method": request.method, "info": result.info, **(identity or {})},
         )
         if result.std_hu is not None:
             layers["std"] = self.viewer.add_image(
                 shaped(result.std_hu), name=result_name(label, details, "std"), colormap="magma",
-                contrast_limits=UNCERTAINTY_WINDOW.contrast_limits, **placement.kwargs(), visible=False,
+                contrast_limits=UNCERTAINTY_WINDOW.limits, **placement.kwargs(), visible=False,
                 metadata={"units": "HU", "method": f"{request.method} std", **(identity or {})},
             )
         if result.abs_difference_hu is not None:
             layers["difference"] = self.viewer.add_image(
                 shaped(result.abs_difference_hu), name=result_name(label, details, "|difference|"),
-                colormap="inferno", contrast_limits=DIFFERENCE_WINDOW.contrast_limits, **placement.kwargs(),
+                colormap="inferno", contrast_limits=DIFFERENCE_WINDOW.limits, **placement.kwargs(),
                 visible=False,
             )
         if isinstance(source, SourceSlices):

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
 DEFAULT_IMAGE_SIZE = 256
-"""Model grid side in pixels."""
+"""Model grid side in pixels when no prior says otherwise (the shipped prior's)."""
 
 DEFAULT_PIXEL_SPACING_MM = 1.0
 """Pixel side used by the sparse-view constructors when none is given."""

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from resample_med.io import DicomInputError, SeriesInfo, discover_series, select_series
 from resample_med.io.discovery import default_series, describe_bad_files
+from resample_med.io.nifti import is_nifti
 from resample_med.io.output_paths import safe_component, unique_components
 from resample_med.pipeline import is_sinogram_file
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,6 @@ class Job:
     def name(self) -> str:
         """How the job is named in progress bars and summaries."""
         return self.label or self.path.name
-
-
-def is_nifti(path: Path) -> bool:
-    """Whether ``path`` names a NIfTI file."""
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def find_jobs(path: str | Path, series: str | None = None, all_series: bool = False, *,

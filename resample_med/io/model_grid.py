@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from resample_med.geometry import DEFAULT_IMAGE_SIZE
 from resample_med.io.volume import CTVolume
 
 AIR_HU = -1024.0
@@ -43,7 +44,7 @@ class ModelGridConfig:
         anti_alias: Gaussian pre-filter before downsampling.
     """
 
-    size: int = 256
+    size: int = DEFAULT_IMAGE_SIZE
     pixel_spacing_mm: float | None = None
     outside_hu: float = AIR_HU
     min_hu: float | None = AIR_HU

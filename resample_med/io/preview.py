@@ -30,6 +30,11 @@ class HUWindow:
         """HU shown white."""
         return self.center + self.width / 2
 
+    @property
+    def limits(self) -> tuple[float, float]:
+        """``(lower, upper)`` HU: a viewer's contrast limits."""
+        return (self.lower, self.upper)
+
 
 HU_WINDOWS: dict[str, HUWindow] = {
     "soft_tissue": HUWindow(40.0, 400.0),
@@ -38,9 +43,11 @@ HU_WINDOWS: dict[str, HUWindow] = {
     "model": HUWindow(0.0, 2000.0),
     "full": HUWindow(500.0, 3000.0),
     "uncertainty": HUWindow(50.0, 100.0),
+    "difference": HUWindow(100.0, 200.0),
 }
 """Named windows: soft tissue 40/400, lung -600/1500, bone 400/1800, model [-1000, 1000], full
-[-1000, 2000] (air to dense bone), uncertainty [0, 100] HU (posterior std maps)."""
+[-1000, 2000] (air to dense bone), uncertainty [0, 100] HU (posterior std maps), difference
+[0, 200] HU (absolute-difference maps). The one table of HU windows (the napari plugin shows these)."""
 
 CLI_WINDOWS: tuple[str, ...] = ("soft-tissue", "lung", "bone", "full")
 """Window names of ``--window`` (a hyphen where :data:`HU_WINDOWS` has an underscore)."""

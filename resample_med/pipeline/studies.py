@@ -459,7 +459,8 @@ def reconstruct_studies(
         SharedStorageError: a Ray worker cannot see ``output``.
     """
     from resample_med.cli import common
-    from resample_med.cli.inputs import find_jobs, is_nifti
+    from resample_med.cli.inputs import find_jobs
+    from resample_med.io.nifti import is_nifti
     from resample_med.cli.outputs import write_json
     from resample_med.cli.reconstruct import SUMMARY_FILE, InputOptions
     from resample_med.config import RunConfig

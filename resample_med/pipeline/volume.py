@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from resample_med.geometry import DEFAULT_IMAGE_SIZE
 from resample_med.io import CTVolume, iter_model_slices
 from resample_med.pipeline.acquisition import AcquisitionConfig
 from resample_med.pipeline.checkpoint import SliceCheckpoint
@@ -28,9 +29,6 @@ from resample_med.pipeline.seeding import make_generator
 from resample_med.pipeline.slabs import VolumeMode
 from resample_med.pipeline.slices import SliceProgress, reconstruct_slices
 from resample_med.sampling.result import ProgressCallback
-
-DEFAULT_IMAGE_SIZE = 256
-"""Model grid side when no prior says otherwise."""
 
 PER_SLICE_SOURCE_KEYS = ("files", "SOPInstanceUIDs", "ImagePositionPatient")
 """Entries of :attr:`CTVolume.source` that hold one item per slice."""
