@@ -382,8 +382,8 @@ def _reconstruct(request: ReconstructionRequest, source: SourceSlices | Sinogram
 def _volume(request: ReconstructionRequest, source: SourceSlices, prior: Any) -> tuple[Any, Callable[..., np.ndarray]]:
     """The image layer's slices as a :class:`resample_med.io.CTVolume`, and the map of a model-grid
     slice onto their grid (for previews and the sinogram layer's record)."""
-    from resample_med.io import CTVolume, iter_model_slices
     from resample_med.geometry import DEFAULT_IMAGE_SIZE
+    from resample_med.io import CTVolume, iter_model_slices
 
     image_size = int(getattr(prior, "image_size", DEFAULT_IMAGE_SIZE))
     volume = CTVolume(hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3), direction=np.eye(3))

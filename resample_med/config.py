@@ -25,11 +25,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from resample_med.pipeline import ACQUISITION_PRESETS, DEFAULT_ACQUISITION, AcquisitionConfig
+
+if TYPE_CHECKING:
+    import torch
 
 AUTO = "auto"
 """Device or sampler preset chosen at run time (CUDA if available; the device's default preset,
@@ -38,6 +41,21 @@ AUTO = "auto"
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the file or key."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    import torch
+
+    if str(device) == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device {device!r}: {err}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
+    return resolved
 
 
 @dataclass(frozen=True)

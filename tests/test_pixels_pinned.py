@@ -44,10 +44,10 @@ def phantom_volume():
 def compute() -> dict[str, np.ndarray]:
     """Name -> ``(2, 32, 32)`` float32 array in model units: the noisy sinogram every method sees
     (``sinogram``, its own units) and the ReSample and TV reconstructions of the phantom."""
+    from resample_med.io import iter_model_slices
     from resample_med.models import create_bundle
     from resample_med.pipeline import AcquisitionConfig, reconstruct_volume
     from resample_med.pipeline.volume import simulate_model_slices
-    from resample_med.io import iter_model_slices
     from resample_med.sampling import PRESETS
     from resample_med.units import hu_to_model
 

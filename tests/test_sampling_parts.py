@@ -19,7 +19,7 @@ from resample_med.sampling.consistency import (
     pixel_consistency,
 )
 from resample_med.sampling.ddim import DiffusionSchedule, ddim_step, tweedie_z0
-from resample_med.sampling.linalg import batch_sq_norm, cgls, discrepancy_threshold, operator_norm
+from resample_med.sampling.linalg import batch_sq_norm, cgls_solve, discrepancy_threshold, operator_norm
 from resample_med.sampling.resampling import (
     resample_moments,
     resample_variance,
@@ -130,11 +130,11 @@ def test_schedule_fractions_and_time_travel() -> None:
 def test_cgls_matches_least_squares_and_stops_per_item(gen: torch.Generator) -> None:
     op = DenseOperator.random(4, (8, 4), gen)  # 32 x 16, overdetermined
     y = torch.randn(2, 1, 8, 4, generator=gen)
-    x, trace = cgls(op, y, torch.zeros(2, 1, 4, 4), max_iter=100)
+    x, trace = cgls_solve(op, y, torch.zeros(2, 1, 4, 4), max_iter=100)
     lstsq = torch.linalg.lstsq(op.matrix, y.flatten(1).T).solution.T.reshape(2, 1, 4, 4)
     assert torch.allclose(x, lstsq, atol=1e-4)
     threshold = torch.tensor([batch_sq_norm(y)[0] * 2.0, 0.0])  # item 0 already fits its level
-    _, trace = cgls(op, y, torch.zeros(2, 1, 4, 4), max_iter=100, threshold=threshold)
+    _, trace = cgls_solve(op, y, torch.zeros(2, 1, 4, 4), max_iter=100, threshold=threshold)
     assert trace.iterations[0] == 0 and trace.iterations[1] > 0
 
 

@@ -24,7 +24,7 @@ from resample_med.pipeline import slabs as slabs_module
 from resample_med.pipeline.slabs import blend_weights, slab_ranges
 from resample_med.sampling import PRESETS, resolve_method_config
 from resample_med.sampling.baselines.tv import volume_gradient, volume_gradient_adjoint
-from resample_med.sampling.linalg import cgls
+from resample_med.sampling.linalg import cgls_solve
 from resample_med.sampling.testing import DenseOperator
 from resample_med.sampling.zcoupling import z_coupled_cgls, z_difference, z_difference_adjoint
 
@@ -97,7 +97,7 @@ def test_z_coupled_cgls_solves_the_penalised_normal_equations():
     assert grad.abs().max() < 1e-8
     # without the penalty it is slice mode's per-slice CGLS, bit for bit
     a, _ = z_coupled_cgls(op, y, x0, z_scale=0.0, max_iter=7)
-    b, _ = cgls(op, y, x0, max_iter=7)
+    b, _ = cgls_solve(op, y, x0, max_iter=7)
     assert torch.equal(a, b)
 
 

@@ -41,21 +41,6 @@ def plain_help(text: str | None) -> str:
     return re.sub(r"(\S)::$", r"\1:", text, flags=re.M)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    import torch
-
-    if device == AUTO:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"device {device!r}: {err}") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
-    return resolved
-
-
 def resolve_preset(preset: str, device: torch.device) -> str:
     """``"auto"`` -> the device's default preset (:func:`resample_med.sampling.registry.default_preset`:
     ``fast`` on CPU, ``default`` on CUDA); a named preset unchanged."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from resample_med.cli import common
-from resample_med.config import AUTO
+from resample_med.config import AUTO, resolve_device
 from resample_med.io.sample import DEFAULT_SAMPLE, SAMPLE_CTS
 
 DEMO_VIEWS = 30
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from resample_med.pipeline import AcquisitionConfig, reconstruct_slices, simulate_measurements
     from resample_med.pipeline.seeding import make_generator
 
-    device = common.resolve_device(args.device)
+    device = resolve_device(args.device)
     preset = common.resolve_preset(args.preset, device)
     prior = common.load_prior(args.model, device)
     sample = SAMPLE_CTS[args.sample]

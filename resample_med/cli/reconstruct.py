@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from resample_med.cli import cluster, common
-from resample_med.config import ConfigError, RunConfig, load_config_file, resolve_config
+from resample_med.config import ConfigError, RunConfig, load_config_file, resolve_config, resolve_device
 from resample_med.io.errors import DicomInputError, NonFiniteError, OutputInUseError, OutputPathError
 from resample_med.io.preview import CLI_WINDOWS
 from resample_med.io.volume import CTVolume
@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     config = config_from_args(args)
     if cluster.wanted(args):
         return cluster.run(args, config)
-    device = common.resolve_device(config.reconstruction.device)
+    device = resolve_device(config.reconstruction.device)
     method = config.reconstruction.method
     if method not in METHODS:
         raise common.ConfigError(f"unknown method {method!r}; choose from {sorted(METHODS)}")

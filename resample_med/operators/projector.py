@@ -11,7 +11,6 @@ Build projectors with :func:`resample_med.operators.make_projector`, which cache
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,12 +23,6 @@ from resample_med.operators.sparse import SparsePair, apply_sparse, csr_from_sci
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 """A torch tensor or a numpy array: the operators return what they are given."""
-
-DEFAULT_POWER_ITERATIONS = 100
-"""Power-iteration steps of :meth:`Projector.norm_estimate`."""
-
-POWER_ITERATION_RTOL = 1e-7
-"""Stop the power iteration when the estimate changes by less than this (relative)."""
 
 
 def _flatten(x: torch.Tensor, trailing: tuple[int, int], what: str) -> tuple[torch.Tensor, torch.Size]:
@@ -190,27 +183,6 @@ class Projector:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Projector:
         """This projector on ``device`` with values cast to ``dtype`` (a new object; matrices copied)."""
         return Projector(self.geometry, self._system.to(device, dtype))
-
-    def norm_estimate(self, n_iter: int = DEFAULT_POWER_ITERATIONS) -> float:
-        """Spectral norm ``||A||_2`` by power iteration on ``A^T A``.
-
-        Starts from the all-ones image: ``A^T A`` has non-negative entries, so its leading eigenvector
-        is non-negative (Perron-Frobenius) and not orthogonal to the start; no randomness needed.
-        """
-        v = torch.ones(1, self.image_shape[0] * self.image_shape[1], device=self.device, dtype=self.dtype)
-        v = v / torch.linalg.vector_norm(v)
-        estimate = 0.0
-        with torch.no_grad():
-            for _ in range(n_iter):
-                w = self._system.transposed().matmul(self._system.matmul(v))
-                norm = float(torch.linalg.vector_norm(w))
-                if norm == 0.0:
-                    return 0.0
-                v = w / norm
-                previous, estimate = estimate, math.sqrt(norm)
-                if abs(estimate - previous) <= POWER_ITERATION_RTOL * estimate:
-                    break
-        return estimate
 
 
 class AdjointProjector:

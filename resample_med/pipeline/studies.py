@@ -463,7 +463,7 @@ def reconstruct_studies(
     from resample_med.io.nifti import is_nifti
     from resample_med.cli.outputs import write_json
     from resample_med.cli.reconstruct import SUMMARY_FILE, InputOptions
-    from resample_med.config import RunConfig
+    from resample_med.config import RunConfig, resolve_device
     from resample_med.io.output_paths import OutputLock, check_output_folder, remove_stale_temporaries
     from resample_med.pipeline.sinogram_file import is_sinogram_file
 
@@ -489,7 +489,7 @@ def reconstruct_studies(
     with OutputLock(output):  # held by the driver for the whole run, on behalf of every worker
         remove_stale_temporaries(output)
         if executor == "local":
-            device = common.resolve_device(config.reconstruction.device)
+            device = resolve_device(config.reconstruction.device)
             settings = study_settings(config, str(device), str(output), options, overwrite, chunk_slices)
             info: dict[str, Any] = {"name": "local", "workers": 1, "host": socket.gethostname()}
             worker = StudyWorker(settings)

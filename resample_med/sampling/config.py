@@ -149,7 +149,7 @@ PRESETS: dict[str, ReSampleConfig] = {"paper": PAPER, "default": DEFAULT, "fast"
 """Named ReSample presets."""
 
 
-def resolve_config(config: ReSampleConfig | str | None) -> ReSampleConfig:
+def resolve_resample_config(config: ReSampleConfig | str | None) -> ReSampleConfig:
     """A config from an instance, a preset name or ``None`` (``"default"``)."""
     if config is None:
         return DEFAULT

@@ -71,7 +71,7 @@ class SolverTrace:
     residual_sq: Tensor
 
 
-def cgls(
+def cgls_solve(
     operator: LinearOperator,
     y: Tensor,
     x0: Tensor,

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from resample_med.sampling.baselines import cgls, fbp, latent_dps, tv
-from resample_med.sampling.config import resolve_config
+from resample_med.sampling.config import resolve_resample_config
 from resample_med.sampling.names import METHODS, RESAMPLE_VARIANTS
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resample import resample
@@ -39,7 +39,7 @@ def resolve_method_config(method: str, config: Any) -> Any:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method in RESAMPLE_VARIANTS:
-        return replace(resolve_config(config), resampling=RESAMPLE_VARIANTS[method])
+        return replace(resolve_resample_config(config), resampling=RESAMPLE_VARIANTS[method])
     presets = _BASELINE_PRESETS[method]
     if config is None:
         return presets["default"]

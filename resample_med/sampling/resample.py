@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from resample_med.sampling.config import ReSampleConfig, resolve_config
+from resample_med.sampling.config import ReSampleConfig, resolve_resample_config
 from resample_med.sampling.consistency import latent_consistency, pixel_consistency, pixel_least_squares
 from resample_med.sampling.ddim import DiffusionSchedule, ddim_step, tweedie_z0
 from resample_med.sampling.dps import measurement_gradient
@@ -41,7 +41,7 @@ from resample_med.sampling.posterior import (
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resampling import ddim_from_z0, stochastic_encode, stochastic_resample
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import Generator, make_generator, standard_normal
+from resample_med.sampling.rng import Generator, generator_or_default, standard_normal
 from resample_med.sampling.schedule import StepPlan, plan_steps
 from resample_med.sampling.warm_start import initial_estimate, warm_latent
 from resample_med.sampling.zcoupling import z_penalty_scale
@@ -140,9 +140,9 @@ def resample(
         :class:`Reconstruction` with ``image (B, 1, H, W)``, ``std`` and ``info`` (the config,
         every consistency step's iterations and relative residuals).
     """
-    cfg = resolve_config(config)
+    cfg = resolve_resample_config(config)
     validate_n_samples(n_samples)
-    gen = make_generator(generator, y.device)
+    gen = generator_or_default(generator, y.device)
     schedule = DiffusionSchedule.from_scheduler(prior.scheduler, cfg.num_steps)
     plans: list[StepPlan] = plan_steps(cfg.num_steps, cfg.schedule)
 

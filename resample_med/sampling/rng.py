@@ -39,7 +39,7 @@ Generator = torch.Generator | ItemGenerators
 """Either source of randomness the samplers accept."""
 
 
-def make_generator(generator: Generator | None, device: torch.device | str) -> Generator:
+def generator_or_default(generator: Generator | None, device: torch.device | str) -> Generator:
     """The caller's generator, or a new one on ``device`` seeded with :data:`DEFAULT_SEED`."""
     if generator is not None:
         return generator

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from resample_med.sampling.linalg import SolverTrace, batch_sq_norm, cgls, operator_norm
+from resample_med.sampling.linalg import SolverTrace, batch_sq_norm, cgls_solve, operator_norm
 from resample_med.sampling.prior import LinearOperator
 
 NORM_POWER_ITERATIONS = 20
@@ -71,7 +71,7 @@ def z_coupled_cgls(
     Stopping: the joint discrepancy principle ``sum_k ||y_k - A x_k||^2 <= sum_k threshold_k``
     (the slab's data fit reaches its noise level), ``||grad|| <= rtol ||grad_0||``, or
     ``max_iter``. With ``z_scale == 0`` the items are independent and each runs its own CGLS
-    (:func:`resample_med.sampling.linalg.cgls`, per-item stopping), exactly as slice mode.
+    (:func:`resample_med.sampling.linalg.cgls_solve`, per-item stopping), exactly as slice mode.
 
     Args:
         operator: ``A`` with exact adjoint.
@@ -89,7 +89,7 @@ def z_coupled_cgls(
     if z_scale < 0:
         raise ValueError(f"z_scale must be >= 0, got {z_scale}")
     if z_scale == 0:
-        return cgls(operator, y, x0, max_iter=max_iter, threshold=threshold, rtol=rtol)
+        return cgls_solve(operator, y, x0, max_iter=max_iter, threshold=threshold, rtol=rtol)
     root = z_scale**0.5
     n_items = x0.shape[0]
     x = x0.clone()

@@ -33,7 +33,8 @@ from resample_med.training.augment import augment as augment_batch
 from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.loss_log import LossLog
-from resample_med.training.runtime import autocast, resolve_device, write_json
+from resample_med.config import resolve_device
+from resample_med.training.runtime import autocast, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import autoencoder_metrics
 

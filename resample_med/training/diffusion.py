@@ -49,7 +49,8 @@ from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
-from resample_med.training.runtime import autocast, resolve_device, write_json
+from resample_med.config import resolve_device
+from resample_med.training.runtime import autocast, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import save_grid_png
 from resample_med.units import model_to_hu

@@ -1,4 +1,4 @@
-"""Device choice, mixed precision and small file helpers shared by the training stages."""
+"""Mixed precision and small file helpers shared by the training stages (devices: :func:`resample_med.config.resolve_device`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:

@@ -31,8 +31,9 @@ def windowed_psnr(
     return 10.0 * torch.log10(1.0 / err.clamp_min(1e-12))
 
 
-def hu_rmse(hu_pred: torch.Tensor, hu_true: torch.Tensor) -> torch.Tensor:
-    """Per-slice RMSE in HU of (B, ..., H, W) images -> (B,)."""
+def unmasked_hu_rmse(hu_pred: torch.Tensor, hu_true: torch.Tensor) -> torch.Tensor:
+    """Per-slice RMSE in HU over the whole (B, ..., H, W) images -> (B,) (training validation;
+    :func:`resample_med.metrics.hu_rmse` is the reconstruction metric, inside the reconstruction circle)."""
     return (hu_pred - hu_true).flatten(1).pow(2).mean(1).sqrt()
 
 
@@ -50,7 +51,7 @@ def autoencoder_metrics(
         xb = x[i : i + batch_size]
         rec = reconstruct(xb).float().cpu()
         psnr.append(windowed_psnr(model_to_hu(rec), model_to_hu(xb)))
-        rmse.append(hu_rmse(model_to_hu(rec), model_to_hu(xb)))
+        rmse.append(unmasked_hu_rmse(model_to_hu(rec), model_to_hu(xb)))
     return {
         "psnr_db": float(torch.cat(psnr).mean()),
         "hu_rmse": float(torch.cat(rmse).mean()),

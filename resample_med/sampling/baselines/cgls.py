@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from resample_med.sampling.linalg import batch_sq_norm, cgls as cgls_solve, discrepancy_threshold
+from resample_med.sampling.linalg import batch_sq_norm, cgls_solve, discrepancy_threshold
 from resample_med.sampling.prior import LinearOperator
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
 

@@ -21,7 +21,7 @@ from resample_med.sampling.linalg import batch_sq_norm
 from resample_med.sampling.posterior import first_of_each, repeat_for_samples, summarise_samples, validate_n_samples
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import Generator, make_generator, standard_normal
+from resample_med.sampling.rng import Generator, generator_or_default, standard_normal
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def latent_dps(
 ) -> Reconstruction:
     """Latent DPS: ``y (B, 1, V, D) -> x (B, 1, H, W)`` (mean over ``n_samples`` and per-pixel std)."""
     validate_n_samples(n_samples)
-    gen = make_generator(generator, y.device)
+    gen = generator_or_default(generator, y.device)
     schedule = DiffusionSchedule.from_scheduler(prior.scheduler, config.num_steps)
     y_rep = repeat_for_samples(y, n_samples)
     z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)

@@ -30,7 +30,7 @@ from resample_med.sampling import tuned
 from resample_med.sampling.linalg import batch_sq_norm, operator_norm
 from resample_med.sampling.prior import LinearOperator
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
-from resample_med.sampling.rng import Generator, make_generator
+from resample_med.sampling.rng import Generator, generator_or_default
 
 GRADIENT_NORM_SQ_BOUND = 8.0
 """``||grad||^2 <= 8`` for 2-D forward differences."""
@@ -138,7 +138,7 @@ def tv_pdhg(
             x = operator.fbp(y)
             if config.lower_bound is not None:
                 x = x.clamp_min(config.lower_bound)
-        gen = make_generator(generator, "cpu")
+        gen = generator_or_default(generator, "cpu")
         a_norm = operator_norm(operator, (1, *x.shape[1:]), n_iter=config.power_iterations, generator=gen,
                                device=x.device, dtype=x.dtype)
         y_n = y / a_norm
