@@ -103,7 +103,8 @@ def test_backward_of_forward_is_the_adjoint() -> None:
     x.requires_grad_(True)
     (projector.forward(x) * y).sum().backward()
     torch.testing.assert_close(x.grad, projector.adjoint(y))
-    assert projector.backward is not None and projector.backprojection(y).equal(projector.adjoint(y))
+    # one name for the adjoint here; torch-radon's backward / backprojection live in operators.torch_radon
+    assert not hasattr(projector, "backward") and not hasattr(projector, "backprojection")
 
 
 def test_any_leading_batch_dims() -> None:

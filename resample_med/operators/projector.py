@@ -134,9 +134,6 @@ class Projector:
 
         return self._apply(backproject, y, "sinogram", self.sinogram_shape)
 
-    backward = adjoint
-    backprojection = adjoint
-
     @property
     def T(self) -> AdjointProjector:  # noqa: N802 (the usual name of a transpose)
         """The adjoint ``A^T`` as an operator: ``P.T(y) == P.adjoint(y)``, ``P.T.T is P``."""
