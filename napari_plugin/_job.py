@@ -60,7 +60,7 @@ class ReconstructionRequest:
         method: a name in :data:`resample_med.sampling.METHODS`.
         preset: the method's preset name (every method has ``paper``, ``default`` and ``fast``).
         steps: DDIM steps of the diffusion methods (their ``num_steps``).
-        gamma: ReSample's resampling variance scale (the GUI's sigma^2).
+        gamma: ReSample's resampling variance scale (:attr:`resample_med.sampling.ReSampleConfig.gamma`).
         n_samples: posterior samples per slice (> 1 gives an uncertainty map).
         seed: seeds measurement noise and sampling.
         device: ``"cpu"`` or ``"cuda"``.
@@ -110,7 +110,7 @@ class ReconstructionRequest:
         if "num_steps" in fields:
             parts.append(f"{self.steps} steps")
         if "gamma" in fields:
-            parts.append(f"s2={self.gamma:g}")
+            parts.append(f"gamma {self.gamma:g}")
         if uses_prior(self.method) and self.n_samples > 1:
             parts.append(f"{self.n_samples} samples")
         if uses_prior(self.method) or acquisition.photons is not None:

@@ -171,7 +171,7 @@ class ReconstructionWidget(Container):
         self.preset = ComboBox(choices=preset_names, value=preset, label="preset")
         self.steps = SpinBox(value=PRESETS[preset].num_steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1], label="steps")
         self.gamma = FloatSpinBox(
-            value=PRESETS[preset].gamma, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=1.0, label="sigma^2 (gamma)"
+            value=PRESETS[preset].gamma, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=1.0, label="gamma (resampling variance)"
         )
         self.n_samples = SpinBox(value=1, min=SAMPLES_RANGE[0], max=SAMPLES_RANGE[1], label="posterior samples")
         self.seed = SpinBox(value=0, min=SEED_RANGE[0], max=SEED_RANGE[1], label="seed")
@@ -231,7 +231,7 @@ class ReconstructionWidget(Container):
         )
 
     def _sync_enabled(self, *_: Any) -> None:
-        """Enable steps / sigma^2 only where the method has them, samples for the diffusion methods
+        """Enable steps / gamma only where the method has them, samples for the diffusion methods
         and photons only with noise."""
         self.photons.enabled = bool(self.noise.value)
         fields = config_fields(self.method.value, self.preset.value)
@@ -242,7 +242,7 @@ class ReconstructionWidget(Container):
         self.volume_mode.enabled = "z_weight" in fields and self.scope.value == SCOPE_VOLUME
 
     def _on_preset(self, name: str) -> None:
-        """Load the preset's steps and sigma^2 (where the method has them) into the widget."""
+        """Load the preset's steps and gamma (where the method has them) into the widget."""
         fields = config_fields(self.method.value, name)
         if "num_steps" in fields:
             self.steps.value = fields["num_steps"]

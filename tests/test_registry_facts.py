@@ -49,7 +49,32 @@ def test_cli_and_widget_configs_come_from_the_same_rule():
         overrides = {k: v for k, v in {"num_steps": 9, "gamma": 12.0}.items()
                      if k in {f.name for f in dataclasses.fields(resolve_method_config(method, "fast"))}}
         assert request.method_config() == configure(method, "fast", overrides)
-    assert common.sampler_config("resample", "fast", {"steps": 9, "sigma2": 12.0}) == \
+    assert common.sampler_config("resample", "fast", {"steps": 9, "gamma": 12.0}) == \
         ReconstructionRequest(AcquisitionConfig(), "resample", "fast", steps=9, gamma=12.0).method_config()
     with pytest.raises(ConfigError, match=r"\['max_iters'\] are not fields of resample.latent's config; known: \['lr', 'max_iter'"):
         common.sampler_config("resample", "fast", {"latent": {"max_iters": 3}})
+
+
+def _sampler_from_command_line(*options: str):
+    from resample_med.cli import build_parser
+    from resample_med.cli.reconstruct import config_from_args
+
+    args = build_parser(with_train=False).parse_args(["reconstruct", "in", "out", *options])
+    return common.sampler_config("resample", "fast", config_from_args(args).sampler)
+
+
+def test_the_resampling_variance_is_gamma_and_sigma2_still_works_with_a_warning(capsys):
+    assert _sampler_from_command_line("--gamma", "12").gamma == 12.0
+    assert capsys.readouterr().err == ""
+    assert _sampler_from_command_line("--sigma2", "13").gamma == 13.0
+    assert "--sigma2 / sampler.sigma2 is deprecated; use --gamma / sampler.gamma" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="keep only --gamma"):
+        _sampler_from_command_line("--sigma2", "13", "--gamma", "12")
+
+
+def test_widget_layer_names_call_the_variance_gamma():
+    from napari_plugin._job import ReconstructionRequest
+    from resample_med.pipeline.acquisition import AcquisitionConfig
+
+    parts = ReconstructionRequest(AcquisitionConfig(), "resample", "fast", steps=9, gamma=12.0).describe()
+    assert "gamma 12" in parts and not any("s2=" in p or "sigma" in p for p in parts)

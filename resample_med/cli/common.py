@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,11 @@ EXIT_INTERRUPTED = 130
 
 CLI_SAMPLER_ALIASES: dict[str, tuple[str, ...]] = {"steps": ("num_steps", "max_iter"), "sigma2": ("gamma",)}
 """Command-line names of sampler config fields, first match wins: ``--steps`` (diffusion steps or
-solver iterations) and ``--sigma2`` (ReSample's resampling variance scale gamma)."""
+solver iterations) and the deprecated ``--sigma2`` (now ``--gamma``, ReSample's resampling variance
+scale, the field's own name)."""
+
+DEPRECATED_SAMPLER_NAMES: dict[str, str] = {"sigma2": "gamma"}
+"""Old sampler setting names still accepted, with a warning, -> the name to use."""
 
 REPORTED_PACKAGES = ("torch", "diffusers", "numpy", "pydicom", "SimpleITK", "monai")
 
@@ -65,6 +70,13 @@ def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
         fields = {f.name for f in dataclasses.fields(resolve_method_config(method, preset))}
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    for old, new in DEPRECATED_SAMPLER_NAMES.items():
+        if old in overrides:
+            if new in overrides:
+                raise ConfigError(f"--{old} / sampler.{old} and --{new} / sampler.{new} set the same thing: "
+                                  f"keep only --{new} (sampler.{new})")
+            print(f"resample-med: warning: --{old} / sampler.{old} is deprecated; use --{new} / sampler.{new} "
+                  "(the same setting)", file=sys.stderr)
     named = {}
     for key, value in overrides.items():
         candidates = [name for name in CLI_SAMPLER_ALIASES.get(key, (key,)) if name in fields]

@@ -118,7 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--method", choices=sorted(METHODS), help="reconstruction method (default resample)")
     group.add_argument("--preset", help="method preset, e.g. fast | default | paper (default: fast on CPU, default on CUDA)")
     group.add_argument("--steps", type=int, metavar="S", help="sampling steps (overrides the preset)")
-    group.add_argument("--sigma2", type=float, metavar="GAMMA", help="ReSample resampling variance scale gamma")
+    group.add_argument("--gamma", type=float, metavar="GAMMA",
+                       help="ReSample's resampling variance scale gamma (overrides the preset, e.g. 40)")
+    group.add_argument("--sigma2", type=float, metavar="GAMMA", help="deprecated name of --gamma")
     group.add_argument("--n-samples", type=int, metavar="K", help="posterior samples per slice (>1 adds a std map)")
     group.add_argument("--batch-size", type=int, metavar="B", help="slices reconstructed together (default 4)")
     group.add_argument("--volume-mode", action="store_true", default=None,
@@ -158,7 +160,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                                 n_samples=getattr(args, "n_samples", None), batch_size=getattr(args, "batch_size", None),
                                 volume_mode=getattr(args, "volume_mode", None), z_weight=getattr(args, "z_weight", None),
                                 seed=args.seed, device=getattr(args, "device", None), model=getattr(args, "model", None)),
-        "sampler": _given(steps=getattr(args, "steps", None), sigma2=getattr(args, "sigma2", None)),
+        "sampler": _given(steps=getattr(args, "steps", None), gamma=getattr(args, "gamma", None),
+                          sigma2=getattr(args, "sigma2", None)),
         "output": _given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
     }
     return resolve_config(file_data, overrides, source=str(args.config or "command line"))

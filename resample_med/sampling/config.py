@@ -25,7 +25,7 @@ class ReSampleConfig:
     Attributes:
         num_steps: DDIM steps ``S`` (any ``1 <= S <= T``).
         eta: DDIM stochasticity of the unconditional step (official 0).
-        gamma: resampling variance scale (eq. 10), shown to users as sigma^2 (official 40).
+        gamma: resampling variance scale (eq. 10; ``--gamma`` and the widget's gamma; official 40).
         resampling: ``"stochastic"`` (ReSample), ``"ddim"`` (ablation: deterministic DDIM step
             from ``z0_y``) or ``"encode"`` (ablation: stochastic encoding of ``z0_y``).
         schedule: when consistency, time travel and the DPS step run.
@@ -73,7 +73,7 @@ class ReSampleConfig:
         if self.num_steps < 1:
             raise ValueError(f"ReSample config: num_steps must be >= 1, got {self.num_steps}")
         if self.gamma <= 0:
-            raise ValueError(f"ReSample config: gamma (sigma^2) must be > 0, got {self.gamma}")
+            raise ValueError(f"ReSample config: gamma must be > 0, got {self.gamma}")
         if self.resampling not in ("stochastic", "ddim", "encode"):
             raise ValueError(f"ReSample config: unknown resampling {self.resampling!r}")
         if self.final_consistency not in ("latent", "pixel", "none"):

@@ -18,7 +18,7 @@ def resample_variance(gamma: float, alpha_bar_t: float, alpha_bar_prev: float) -
     ``sigma_t^2 = gamma * (1 - ab_{t-1}) / (1 - ab_t) * (1 - ab_t / ab_{t-1})``,
 
     i.e. ``gamma`` times the DDPM posterior variance between ``t`` and ``t-1``; ``gamma`` is the
-    user-facing "sigma^2" knob (40 in the official code).
+    user-facing knob (``--gamma``, the widget's gamma; 40 in the official code).
     """
     return gamma * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_prev)
 
