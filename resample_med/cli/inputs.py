@@ -27,7 +27,6 @@ from resample_med.io.output_paths import safe_component, unique_components
 from resample_med.pipeline import is_sinogram_file
 
 
-
 @dataclass(frozen=True)
 class Job:
     """One series to reconstruct.

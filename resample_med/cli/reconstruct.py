@@ -213,8 +213,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     import torch
 
     from resample_med.cli.inputs import find_jobs, list_series
-    from resample_med.io.nifti import is_nifti
     from resample_med.cli.outputs import OutputSession, write_json
+    from resample_med.io.nifti import is_nifti
     from resample_med.io.output_paths import check_output_folder
     from resample_med.pipeline.sinogram_file import is_sinogram_file
     from resample_med.sampling.registry import needs_prior
@@ -439,8 +439,8 @@ class SeriesRunner:
 
     def _model_grid(self, source: CTVolume) -> Any:
         """The model grid the slices of ``source`` are reconstructed on (the prior's image size)."""
-        from resample_med.io.model_grid import ModelGrid, ModelGridConfig
         from resample_med.geometry import DEFAULT_IMAGE_SIZE
+        from resample_med.io.model_grid import ModelGrid, ModelGridConfig
 
         size = int(getattr(self.prior, "image_size", DEFAULT_IMAGE_SIZE))
         return ModelGrid.for_slices(source.hu.shape[1:], source.spacing_mm[1:], ModelGridConfig(size=size))

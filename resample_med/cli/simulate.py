@@ -40,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the sinogram file; returns the exit code."""
+    from resample_med.geometry import DEFAULT_IMAGE_SIZE
     from resample_med.io import iter_model_slices, load_volume
     from resample_med.pipeline import save_measurements
-    from resample_med.geometry import DEFAULT_IMAGE_SIZE
     from resample_med.pipeline.volume import simulate_model_slices
 
     config = config_from_args(args)

@@ -460,10 +460,10 @@ def reconstruct_studies(
     """
     from resample_med.cli import common
     from resample_med.cli.inputs import find_jobs
-    from resample_med.io.nifti import is_nifti
     from resample_med.cli.outputs import write_json
     from resample_med.cli.reconstruct import SUMMARY_FILE, InputOptions
     from resample_med.config import RunConfig, resolve_device
+    from resample_med.io.nifti import is_nifti
     from resample_med.io.output_paths import OutputLock, check_output_folder, remove_stale_temporaries
     from resample_med.pipeline.sinogram_file import is_sinogram_file
 

@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from resample_med.config import resolve_device
 from resample_med.models.bundle import load_pretrained_strict
 from resample_med.models.config import get_architecture
 from resample_med.models.networks import build_autoencoder, count_parameters
@@ -33,7 +34,6 @@ from resample_med.training.augment import augment as augment_batch
 from resample_med.training.checkpoint import TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.loss_log import LossLog
-from resample_med.config import resolve_device
 from resample_med.training.runtime import autocast, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import autoencoder_metrics

@@ -32,6 +32,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel
 from tqdm.auto import tqdm
 
+from resample_med.config import resolve_device
 from resample_med.models.bundle import LatentDiffusionBundle, load_pretrained_strict
 from resample_med.models.config import ArchitectureConfig, AutoencoderArchitecture, PriorConfig, get_architecture
 from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
@@ -49,7 +50,6 @@ from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
-from resample_med.config import resolve_device
 from resample_med.training.runtime import autocast, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import save_grid_png
