@@ -213,5 +213,5 @@ def test_paper_preset_holds_official_defaults() -> None:
     assert paper.schedule.dps_every_step and paper.dps_scale == 0.5
     assert (paper.latent.optimizer, paper.latent.lr, paper.latent.max_iter) == ("adamw", 5e-3, 500)
     assert (paper.pixel.solver, paper.pixel.lr, paper.pixel.max_iter) == ("adamw", 1e-2, 2000)
-    with pytest.raises(ValueError, match=r"ReSample config: gamma \(sigma\^2\) must be > 0"):
+    with pytest.raises(ValueError, match=r"ReSample config: gamma must be > 0, got 0"):
         ReSampleConfig(gamma=0.0)
