@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from resample_med.config import AUTO, ConfigError
 
 if TYPE_CHECKING:
+    from resample_med.models import LatentDiffusionBundle
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import MethodConfig
     import torch
 
 EXIT_OK = 0
@@ -54,7 +57,7 @@ def resolve_preset(preset: str, device: torch.device) -> str:
     return default_preset(device) if preset == AUTO else preset
 
 
-def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> Any:
+def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> MethodConfig:
     """The method's config dataclass from its ``preset`` with ``overrides`` applied
     (:func:`resample_med.sampling.registry.configure`).
 
@@ -113,7 +116,7 @@ def config_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def load_prior(model: str | None, device: torch.device) -> Any:
+def load_prior(model: str | None, device: torch.device) -> LatentDiffusionBundle:
     """The model bundle in folder ``model``, or the shipped default model when ``None``."""
     from resample_med.models import LatentDiffusionBundle, load_default_model
 
@@ -125,13 +128,13 @@ def load_prior(model: str | None, device: torch.device) -> Any:
     return LatentDiffusionBundle.load(path, device=device)
 
 
-def model_summary(prior: Any, model: str | None) -> dict[str, Any] | None:
+def model_summary(prior: LatentPrior | None, model: str | None) -> dict[str, Any] | None:
     """What the report records about the prior: where it came from and its configuration."""
     if prior is None:
         return None
     summary: dict[str, Any] = {"path": model or "shipped default model (resample_med/default_model)"}
     config = getattr(prior, "config", None)
-    if config is not None and dataclasses.is_dataclass(config):
+    if config is not None and dataclasses.is_dataclass(config) and not isinstance(config, type):
         summary["config"] = dataclasses.asdict(config)
     summary["latent_shape"] = list(getattr(prior, "latent_shape", ()))
     summary["image_size"] = getattr(prior, "image_size", None)

@@ -48,6 +48,8 @@ from resample_med.pipeline.checkpoint import CheckpointMismatchError
 from resample_med.sampling.names import METHODS
 
 if TYPE_CHECKING:  # the heavy modules (torch, MONAI) are imported when a run starts, not for --help
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import MethodConfig
     import torch
 
     from resample_med.cli.inputs import Job
@@ -283,7 +285,7 @@ class InputOptions:
 class SeriesRunner:
     """Runs one job at a time with the shared configuration, prior and sampler config, into ``session``'s OUT."""
 
-    def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: Any, prior: Any,
+    def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: MethodConfig, prior: LatentPrior | None,
                  overwrite: bool, options: InputOptions, session: OutputSession, window: str = "soft-tissue",
                  console: Console | None = None) -> None:
         self.config = config

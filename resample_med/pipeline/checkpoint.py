@@ -128,7 +128,7 @@ class SliceCheckpoint:
         if std_hu is not None:
             arrays["std_hu"] = np.asarray(std_hu, dtype=np.float32)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         data = buffer.getvalue()
         path = self.folder / SLICE_PATTERN.format(index=index)
         tmp = path.with_name(TEMPORARY_PREFIX + path.name)

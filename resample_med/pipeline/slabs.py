@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,8 +38,14 @@ from resample_med.pipeline.slices import (
     _require_finite,
 )
 from resample_med.sampling import reconstruct, resolve_method_config, tuned
+from resample_med.sampling.baselines.tv import TVConfig
+from resample_med.sampling.config import ReSampleConfig
 from resample_med.sampling.result import ProgressCallback
 from resample_med.units import model_to_hu
+
+if TYPE_CHECKING:
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import ConfigChoice
 
 Z_WEIGHT_DEFAULTS: dict[str, float] = {
     "resample": tuned.RESAMPLE_Z_WEIGHT,
@@ -82,7 +88,7 @@ class VolumeMode:
         return dataclasses.asdict(self)
 
 
-def coupled_config(method: str, config: Any, mode: VolumeMode) -> Any:
+def coupled_config(method: str, config: ConfigChoice, mode: VolumeMode) -> ReSampleConfig | TVConfig:
     """``method``'s resolved config with the volume mode's ``z_weight`` set.
 
     Raises:
@@ -92,6 +98,7 @@ def coupled_config(method: str, config: Any, mode: VolumeMode) -> Any:
         raise ValueError(f"method {method!r} has no volume mode (it exists for {', '.join(Z_WEIGHT_DEFAULTS)}); "
                          "choose one of those or run slice by slice")
     resolved = resolve_method_config(method, config)
+    assert isinstance(resolved, (ReSampleConfig, TVConfig))  # the methods of Z_WEIGHT_DEFAULTS
     weight = Z_WEIGHT_DEFAULTS[method] if mode.z_weight is None else mode.z_weight
     return dataclasses.replace(resolved, z_weight=float(weight))
 
@@ -139,7 +146,7 @@ class BatchLimitedPrior:
     larger than a batch; memory stays bounded by the batch as in slice mode). Other attributes
     are the wrapped prior's."""
 
-    def __init__(self, prior: Any, max_items: int) -> None:
+    def __init__(self, prior: LatentPrior, max_items: int) -> None:
         self._prior = prior
         self._max_items = max(1, int(max_items))
 
@@ -168,8 +175,8 @@ class BatchLimitedPrior:
 def reconstruct_slabs(
     measurements: Measurements,
     method: str = "resample",
-    prior: Any = None,
-    config: Any = None,
+    prior: LatentPrior | None = None,
+    config: ConfigChoice = None,
     *,
     mode: VolumeMode | None = None,
     batch_size: int = 4,

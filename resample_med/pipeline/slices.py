@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from resample_med.pipeline.seeding import slice_generators
 from resample_med.sampling import reconstruct, resolve_method_config
 from resample_med.sampling.result import ProgressCallback
 from resample_med.units import model_to_hu
+
+if TYPE_CHECKING:
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import ConfigChoice
 
 SliceProgress = Callable[[int, int], None]
 """``on_slices(n_finished, n_total)``, called as slices finish (or are restored from a checkpoint)."""
@@ -54,8 +58,8 @@ class SliceReconstruction:
 def reconstruct_slices(
     measurements: Measurements,
     method: str = "resample",
-    prior: Any = None,
-    config: Any = None,
+    prior: LatentPrior | None = None,
+    config: ConfigChoice = None,
     *,
     batch_size: int = 4,
     n_samples: int = 1,
@@ -149,8 +153,8 @@ def _reconstruct_batch(
     measurements: Measurements,
     rows: list[int],
     method: str,
-    prior: Any,
-    config: Any,
+    prior: LatentPrior | None,
+    config: ConfigChoice,
     *,
     n_samples: int,
     seed: int,
@@ -187,7 +191,7 @@ def _require_finite(hu: np.ndarray, std_hu: np.ndarray | None, first_index: int)
     """Refuse a batch ``(B, H, W)`` whose reconstruction or std holds NaN or Inf: it is never saved nor written."""
     for values, what in ((hu, "reconstruction"), (std_hu, "posterior std")):
         count, first = (0, None) if values is None else non_finite_summary(values)
-        if count:
+        if count and first is not None:
             raise NonFiniteError(
                 f"slice {first_index + int(first)}: the {what} holds {count} non-finite value(s) (NaN or Inf); "
                 "this batch is neither checkpointed nor written (the method diverged: try other sampler settings)")

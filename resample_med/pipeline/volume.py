@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,10 @@ from resample_med.pipeline.seeding import make_generator
 from resample_med.pipeline.slabs import VolumeMode
 from resample_med.pipeline.slices import SliceProgress, reconstruct_slices
 from resample_med.sampling.result import ProgressCallback
+
+if TYPE_CHECKING:
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import ConfigChoice
 
 PER_SLICE_SOURCE_KEYS = ("files", "SOPInstanceUIDs", "ImagePositionPatient")
 """Entries of :attr:`CTVolume.source` that hold one item per slice."""
@@ -63,8 +67,8 @@ def reconstruct_volume(
     volume: CTVolume,
     acquisition: AcquisitionConfig | None = None,
     method: str = "resample",
-    prior: Any = None,
-    config: Any = None,
+    prior: LatentPrior | None = None,
+    config: ConfigChoice = None,
     *,
     batch_size: int = 4,
     n_samples: int = 1,
@@ -137,8 +141,8 @@ def reconstruct_input(
     source: CTVolume | Measurements,
     acquisition: AcquisitionConfig | None = None,
     method: str = "resample",
-    prior: Any = None,
-    config: Any = None,
+    prior: LatentPrior | None = None,
+    config: ConfigChoice = None,
     *,
     device: torch.device | str | None = None,
     **options: Any,
@@ -216,13 +220,15 @@ def simulate_model_slices(model_slices: list[Any], acquisition: AcquisitionConfi
         for s in model_slices
     ]
     first = parts[0]
+    variances = [p.noise_variance for p in parts if p.noise_variance is not None]
+    references = [p.reference_hu for p in parts if p.reference_hu is not None]
     return Measurements(
         sinogram=torch.cat([p.sinogram for p in parts]),
         projector=first.projector,
         acquisition=acquisition,
         pixel_spacing_mm=spacing,
-        noise_variance=None if first.noise_variance is None else torch.cat([p.noise_variance for p in parts]),
-        reference_hu=torch.cat([p.reference_hu for p in parts]),
+        noise_variance=torch.cat(variances) if len(variances) == len(parts) else None,
+        reference_hu=torch.cat(references),
     )
 
 

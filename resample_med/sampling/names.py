@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-RESAMPLE_VARIANTS: dict[str, str] = {
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resample_med.sampling.config import ResamplingKind
+
+RESAMPLE_VARIANTS: dict[str, ResamplingKind] = {
     "resample": "stochastic",
     "resample_no_resampling": "ddim",
     "resample_stochastic_encoding": "encode",

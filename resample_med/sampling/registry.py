@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from resample_med.sampling.baselines import cgls, fbp, latent_dps, tv
-from resample_med.sampling.config import resolve_resample_config
+from resample_med.sampling.config import ReSampleConfig, resolve_resample_config
 from resample_med.sampling.names import METHODS, RESAMPLE_VARIANTS
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resample import resample
@@ -21,6 +21,15 @@ from resample_med.sampling.result import ProgressCallback, Reconstruction
 
 PRIOR_FREE_METHODS: tuple[str, ...] = ("fbp", "cgls", "tv")
 """Methods of :data:`METHODS` that need no diffusion prior (the classical baselines)."""
+
+MethodConfig = ReSampleConfig | fbp.FBPConfig | cgls.CGLSConfig | tv.TVConfig | latent_dps.LatentDPSConfig
+"""The frozen config of any method of :data:`METHODS`."""
+
+C = TypeVar("C", ReSampleConfig, fbp.FBPConfig, cgls.CGLSConfig, tv.TVConfig, latent_dps.LatentDPSConfig)
+
+ConfigChoice = MethodConfig | str | None
+"""How callers name a config: an instance, a preset name (``paper | default | fast``) or ``None``
+(``"default"``)."""
 
 DEVICE_PRESETS: dict[str, str] = {"cpu": "fast", "cuda": "default"}
 """Preset run when none is named, by device type: ``fast`` is sized for a CPU."""
@@ -33,12 +42,14 @@ _BASELINE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_method_config(method: str, config: Any) -> Any:
+def resolve_method_config(method: str, config: ConfigChoice) -> MethodConfig:
     """The frozen config a method runs with, from an instance, a preset name or ``None``
     (``"default"``). Every method has the presets ``paper``, ``default`` and ``fast``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method in RESAMPLE_VARIANTS:
+        if config is not None and not isinstance(config, (str, ReSampleConfig)):
+            raise TypeError(f"method {method!r} takes a ReSampleConfig or a preset name, got a {type(config).__name__}")
         return replace(resolve_resample_config(config), resampling=RESAMPLE_VARIANTS[method])
     presets = _BASELINE_PRESETS[method]
     if config is None:
@@ -48,6 +59,13 @@ def resolve_method_config(method: str, config: Any) -> Any:
             raise ValueError(f"unknown {method} preset {config!r}; "
                              f"choose from {sorted(presets)}")
         return presets[config]
+    return _config_of(config, type(presets["default"]), method)
+
+
+def _config_of(config: MethodConfig, kind: type[C], method: str) -> C:
+    """``config`` when it is the config class of ``method``; a clear error instead of a missing field later."""
+    if not isinstance(config, kind):
+        raise TypeError(f"method {method!r} takes a {kind.__name__} or a preset name, got a {type(config).__name__}")
     return config
 
 
@@ -64,7 +82,7 @@ def default_preset(device: torch.device | str) -> str:
     return DEVICE_PRESETS.get(torch.device(device).type, DEVICE_PRESETS["cpu"])
 
 
-def configure(method: str, preset: Any, overrides: dict[str, Any]) -> Any:
+def configure(method: str, preset: ConfigChoice, overrides: dict[str, Any]) -> MethodConfig:
     """``method``'s config from ``preset`` (as in :func:`resolve_method_config`) with ``overrides``.
 
     ``overrides`` are field names of the method's config dataclass; nested dataclasses take a
@@ -110,7 +128,7 @@ def reconstruct(
     operator: LinearOperator,
     *,
     prior: LatentPrior | None = None,
-    config: Any = None,
+    config: ConfigChoice = None,
     noise_std: float | Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: ProgressCallback | None = None,
@@ -135,15 +153,17 @@ def reconstruct(
     """
     cfg = resolve_method_config(method, config)
     if method == "fbp":
-        return fbp.fbp(y, operator, cfg, callback=callback)
+        return fbp.fbp(y, operator, _config_of(cfg, fbp.FBPConfig, method), callback=callback)
     if method == "cgls":
-        return cgls.cgls(y, operator, cfg, noise_std=noise_std, callback=callback)
+        return cgls.cgls(y, operator, _config_of(cfg, cgls.CGLSConfig, method), noise_std=noise_std,
+                         callback=callback)
     if method == "tv":
-        return tv.tv_pdhg(y, operator, cfg, generator=generator, callback=callback)
+        return tv.tv_pdhg(y, operator, _config_of(cfg, tv.TVConfig, method), generator=generator, callback=callback)
     if method == "latent_dps":
-        return latent_dps.latent_dps(y, operator, _require_prior(method, prior), cfg, generator=generator,
+        return latent_dps.latent_dps(y, operator, _require_prior(method, prior),
+                                     _config_of(cfg, latent_dps.LatentDPSConfig, method), generator=generator,
                                      callback=callback, n_samples=n_samples)
-    rec = resample(y, operator, _require_prior(method, prior), cfg, noise_std=noise_std, generator=generator,
-                   callback=callback, n_samples=n_samples)
+    rec = resample(y, operator, _require_prior(method, prior), _config_of(cfg, ReSampleConfig, method),
+                   noise_std=noise_std, generator=generator, callback=callback, n_samples=n_samples)
     rec.info["method"] = method
     return rec
