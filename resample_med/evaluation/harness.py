@@ -57,7 +57,6 @@ from resample_med.evaluation.runner import (
     ABLATIONS,
     BASE_METHODS,
     POSTERIOR_ROW,
-    PRIOR_METHODS,
     RESAMPLE_ROWS,
     MethodResult,
     load_prior,
@@ -68,6 +67,7 @@ from resample_med.evaluation.runner import (
     score,
 )
 from resample_med.sampling import tuned
+from resample_med.sampling.registry import needs_prior
 from resample_med.sampling.baselines.tv import TVConfig
 
 DEFAULT_OUT = (
@@ -92,7 +92,7 @@ def evaluate(args: argparse.Namespace) -> None:
     hu, ids = hu_all[idx], [ids_all[i] for i in idx]
     methods = list(args.methods) + (list(ABLATIONS) if args.ablations else [])
     prior, prior_text = (
-        load_prior(args.model, args.device) if any(m in PRIOR_METHODS for m in methods) else (None, "not used")
+        load_prior(args.model, args.device) if any(needs_prior(m) for m in methods) else (None, "not used")
     )
     started = time.perf_counter()
     context: dict[str, Any] = {

@@ -23,9 +23,8 @@ import yaml
 from resample_med.evaluation.data import SOURCE_ROOT
 from resample_med.pipeline import Measurements, SliceReconstruction, reconstruct_slices
 from resample_med.sampling import resolve_method_config
+from resample_med.sampling.registry import needs_prior
 
-PRIOR_METHODS = ("latent_dps", "resample", "resample_no_resampling", "resample_stochastic_encoding")
-"""Methods that need the latent diffusion prior."""
 BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
 """The methods compared by default, in table order."""
 ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
@@ -146,7 +145,7 @@ def method_config(method: str, preset: str, sampler: list[str]) -> Any:
         method = "resample"
     if method == "latent_dps":
         return resolve_method_config(method, preset)
-    if method in PRIOR_METHODS:
+    if needs_prior(method):
         return sampler_config(preset, sampler, resample_variant=method)
     return resolve_method_config(method, "default")
 

@@ -21,8 +21,9 @@ import torch
 
 from resample_med.evaluation.data import evaluation_indices, load_split, simulate
 from resample_med.evaluation.options import add_shared_options, parse_settings
-from resample_med.evaluation.runner import PRIOR_METHODS, load_prior, method_config, run_method
+from resample_med.evaluation.runner import load_prior, method_config, run_method
 from resample_med.sampling import tuned
+from resample_med.sampling.registry import needs_prior
 
 STORE: Path = tuned.TUNED_FILE
 """Where :func:`tune` writes (the package's store)."""
@@ -51,7 +52,7 @@ TUNABLES: dict[str, Tunable] = {
 def tune(args: argparse.Namespace) -> float:
     """Run ``args.tune``'s grid on the tuning slices, store the best value; returns it."""
     method, tunable = args.tune, TUNABLES[args.tune]
-    prior = load_prior(args.model, args.device)[0] if method in PRIOR_METHODS else None
+    prior = load_prior(args.model, args.device)[0] if needs_prior(method) else None
     hu_all, _ = load_split(args.data, args.split)
     eval_idx = set(evaluation_indices(len(hu_all), args.n_slices).tolist())
     spare = np.asarray([i for i in range(len(hu_all)) if i not in eval_idx] or list(range(len(hu_all))))
@@ -74,7 +75,7 @@ def tune(args: argparse.Namespace) -> float:
             scores[value].append(float(np.mean([r["psnr"] for r in rec.per_slice])))
             print(f"[{setting.label}] {tunable.description} {value:.2e}: PSNR {scores[value][-1]:.2f}", flush=True)
     best = max(scores, key=lambda v: np.mean(scores[v]))
-    preset = f", preset {args.preset}" if method in PRIOR_METHODS else ""
+    preset = f", preset {args.preset}" if needs_prior(method) else ""
     provenance = (
         f"{args.command} on {dt.date.today()}: grid {[f'{v:.1e}' for v in tunable.grid]}, "
         f"best mean PSNR {np.mean(scores[best]):.2f} dB over val slices {tune_idx.tolist()} at "
