@@ -24,8 +24,8 @@ import dataclasses
 import json
 import shlex
 import shutil
-import sys
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path

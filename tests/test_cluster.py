@@ -20,8 +20,7 @@ from resample_med.cli import main
 from resample_med.config import resolve_config
 from resample_med.io import load_series
 from resample_med.models import create_bundle
-from resample_med.pipeline import SharedStorageError, reconstruct_studies
-from resample_med.pipeline import SliceCheckpoint
+from resample_med.pipeline import SharedStorageError, SliceCheckpoint, reconstruct_studies
 from resample_med.pipeline.studies import (
     ChunkCheckpoint,
     StudySettings,

@@ -8,7 +8,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from resample_med.io import SAMPLE_CTS, DicomInputError, iter_model_slices, load_sample_ct, load_volume, sample, sample_ct_path
+from resample_med.io import (
+    SAMPLE_CTS,
+    DicomInputError,
+    iter_model_slices,
+    load_sample_ct,
+    load_volume,
+    sample,
+    sample_ct_path,
+)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_CTS))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import resample_med.training.diffusion as diffusion_module
 from resample_med.models import LatentDiffusionBundle
 from resample_med.training import (
     AUTOENCODER_PRESETS,
@@ -22,7 +23,6 @@ from resample_med.training import (
 )
 from resample_med.training.augment import NO_AUGMENT, AugmentConfig, augment
 from resample_med.training.data import SliceSelection, load_npz_slices
-import resample_med.training.diffusion as diffusion_module
 from resample_med.training.diffusion import validation_loss
 from resample_med.training.loss_log import LossLog
 from resample_med.training.schedule import LRSchedule

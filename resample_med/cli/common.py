@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from resample_med.config import AUTO, ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
     from resample_med.models import LatentDiffusionBundle
     from resample_med.sampling.prior import LatentPrior
     from resample_med.sampling.registry import MethodConfig
-    import torch
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

@@ -48,12 +48,12 @@ from resample_med.pipeline.checkpoint import CheckpointMismatchError
 from resample_med.sampling.names import METHODS
 
 if TYPE_CHECKING:  # the heavy modules (torch, MONAI) are imported when a run starts, not for --help
-    from resample_med.sampling.prior import LatentPrior
-    from resample_med.sampling.registry import MethodConfig
     import torch
 
     from resample_med.cli.inputs import Job
     from resample_med.cli.outputs import OutputSession
+    from resample_med.sampling.prior import LatentPrior
+    from resample_med.sampling.registry import MethodConfig
     from resample_med.sampling.result import ProgressEvent
 
 PARTIAL_DIR = ".partial"

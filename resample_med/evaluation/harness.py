@@ -67,8 +67,8 @@ from resample_med.evaluation.runner import (
     score,
 )
 from resample_med.sampling import tuned
-from resample_med.sampling.registry import needs_prior
 from resample_med.sampling.baselines.tv import TVConfig
+from resample_med.sampling.registry import needs_prior
 
 DEFAULT_OUT = (
     SOURCE_ROOT / "benchmarks" / "results" if (SOURCE_ROOT / "benchmarks").is_dir() else Path("evaluation_results")

@@ -8,8 +8,8 @@ the attribute instead of an exception from pydicom's lazy value conversion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom

@@ -98,7 +98,7 @@ class ReSampleConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReSampleConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ReSampleConfig:
         """Inverse of :meth:`to_dict` (lists read back as tuples)."""
         data = dict(data)
         sched = dict(data.pop("schedule", {}))

@@ -14,8 +14,9 @@ slices are fitted jointly; ``z_scale = 0`` is slice mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -37,7 +37,7 @@ class DiffusionSchedule:
         return int(self.timesteps.shape[0])
 
     @classmethod
-    def from_scheduler(cls, scheduler: DDIMScheduler, num_steps: int) -> "DiffusionSchedule":
+    def from_scheduler(cls, scheduler: DDIMScheduler, num_steps: int) -> DiffusionSchedule:
         """The scheduler's own spacing (``timestep_spacing``) for ``num_steps`` steps.
 
         Works for any ``1 <= num_steps <= T``; the caller's scheduler is not modified (a copy

@@ -6,7 +6,6 @@ by a draw that mixes it with the data-consistent ``z0_y``; two ablations are pro
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from resample_med.sampling.rng import Generator, standard_normal

@@ -73,7 +73,7 @@ class DenseOperator:
         return (y.flatten(1) @ pinv.T).reshape(y.shape[0], 1, self.image_size, self.image_size)
 
     @classmethod
-    def random(cls, image_size: int, sinogram_shape: tuple[int, int], generator: torch.Generator) -> "DenseOperator":
+    def random(cls, image_size: int, sinogram_shape: tuple[int, int], generator: torch.Generator) -> DenseOperator:
         """A Gaussian random matrix scaled to unit-order singular values."""
         m, n = sinogram_shape[0] * sinogram_shape[1], image_size * image_size
         matrix = torch.randn(m, n, generator=generator) / n**0.5

@@ -37,6 +37,8 @@ from resample_med.models.bundle import LatentDiffusionBundle, load_pretrained_st
 from resample_med.models.config import ArchitectureConfig, AutoencoderArchitecture, PriorConfig, get_architecture
 from resample_med.models.networks import apply_unet, build_scheduler, build_unet, count_parameters
 from resample_med.models.sample import sample_images
+from resample_med.training.augment import rotate_and_zoom
+from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.checkpoint import (
     BestScore,
     TrainState,
@@ -45,8 +47,6 @@ from resample_med.training.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from resample_med.training.augment import rotate_and_zoom
-from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog

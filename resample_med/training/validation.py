@@ -7,7 +7,6 @@ PSNR is computed in the HU window ``[lo, hi]`` mapped to [0, 1] (both images cli
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from pathlib import Path
 
 import numpy as np
