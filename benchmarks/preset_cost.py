@@ -69,9 +69,14 @@ class OperationCounts:
     encode: int
 
     def seconds(self, unit: UnitCosts) -> float:
-        return (self.network * unit.network + self.dps_gradient * unit.dps_gradient
-                + self.latent_iteration * unit.latent_iteration + self.pixel_iteration * unit.pixel_iteration
-                + self.decode * unit.decode + self.encode * unit.encode)
+        return (
+            self.network * unit.network
+            + self.dps_gradient * unit.dps_gradient
+            + self.latent_iteration * unit.latent_iteration
+            + self.pixel_iteration * unit.pixel_iteration
+            + self.decode * unit.decode
+            + self.encode * unit.encode
+        )
 
 
 def count_operations(config: ReSampleConfig) -> OperationCounts:
@@ -80,7 +85,7 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
     A warm start skips the steps before ``warm_start_step`` and adds one encode; from TV it adds
     TV's PDHG and power iterations, each counted as a pixel iteration (one ``A`` and one ``A^T``).
     """
-    plans = plan_steps(config.num_steps, config.schedule)[config.warm_start_step:]
+    plans = plan_steps(config.num_steps, config.schedule)[config.warm_start_step :]
     n_dps = sum(p.dps for p in plans)
     n_network = sum(not p.dps for p in plans) + sum(p.time_travel for p in plans)
     n_pixel = sum(p.consistency == "pixel" for p in plans)
@@ -97,8 +102,14 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
         latent_iters += config.final_max_iter
     elif config.final_consistency == "pixel":
         pixel_iters += config.final_max_iter
-    return OperationCounts(network=n_network, dps_gradient=n_dps, latent_iteration=latent_iters,
-                           pixel_iteration=pixel_iters, decode=decodes, encode=encodes)
+    return OperationCounts(
+        network=n_network,
+        dps_gradient=n_dps,
+        latent_iteration=latent_iters,
+        pixel_iteration=pixel_iters,
+        decode=decodes,
+        encode=encodes,
+    )
 
 
 def _median_seconds(fn: Callable[[], object]) -> float:
@@ -148,8 +159,15 @@ def measure_preset(prior: object, problem: object, preset: str) -> tuple[float, 
     batch of ``problem``."""
     with PeakMemory(torch.device("cpu")) as memory:
         start = time.perf_counter()
-        reconstruct("resample", problem.y, problem.operator, prior=prior, config=preset, noise_std=problem.noise_std,
-                    generator=torch.Generator().manual_seed(0))
+        reconstruct(
+            "resample",
+            problem.y,
+            problem.operator,
+            prior=prior,
+            config=preset,
+            noise_std=problem.noise_std,
+            generator=torch.Generator().manual_seed(0),
+        )
         seconds = time.perf_counter() - start
     return seconds, memory.peak_mib
 
@@ -160,8 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
     p.add_argument("--views", type=int, default=30)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--measure", nargs="*", default=[], choices=sorted(PRESETS),
-                   help="presets also run end to end (measured beside the estimate)")
+    p.add_argument(
+        "--measure",
+        nargs="*",
+        default=[],
+        choices=sorted(PRESETS),
+        help="presets also run end to end (measured beside the estimate)",
+    )
     p.add_argument("--model", default="default")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "speed_cpu.md")
@@ -171,22 +194,29 @@ def main(argv: list[str] | None = None) -> None:
     hu_all, _ = load_split(args.data, "val")
     prior, prior_text = load_prior(args.model, "cpu")
     setting = Setting(args.geometry, args.views)
-    lines = [f"# Speed of the ReSample presets ({setting.label})", "",
-             f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             f"- **Machine:** {machine_description(torch.device('cpu'))}",
-             f"- **Command:** `python benchmarks/preset_cost.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
-             f"- **Prior:** {prior_text}", "",
-             "Estimate = operation counts of the preset (every consistency at its iteration cap) x the measured "
-             "seconds per operation, divided by the batch size (it leaves out the vector arithmetic between "
-             "operations and ignores early stopping). Measured = one end-to-end run (discrepancy "
-             "stopping active, I0 = 1e5), where run; peak MiB = the process's peak resident memory during "
-             "that run (model and data included).", ""]
+    lines = [
+        f"# Speed of the ReSample presets ({setting.label})",
+        "",
+        f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- **Machine:** {machine_description(torch.device('cpu'))}",
+        f"- **Command:** `python benchmarks/preset_cost.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- **Prior:** {prior_text}",
+        "",
+        "Estimate = operation counts of the preset (every consistency at its iteration cap) x the measured "
+        "seconds per operation, divided by the batch size (it leaves out the vector arithmetic between "
+        "operations and ignores early stopping). Measured = one end-to-end run (discrepancy "
+        "stopping active, I0 = 1e5), where run; peak MiB = the process's peak resident memory during "
+        "that run (model and data included).",
+        "",
+    ]
     unit_rows, preset_rows = [], []
     for batch in args.batches:
         problem = linearise(simulate(hu_all, np.arange(batch), setting, photons=1e5, pixel_spacing=1.4, seed=0))
         unit = measure_unit_costs(prior, problem.operator, problem.y)
-        unit_rows.append(f"| {batch} | {unit.network:.3f} | {unit.dps_gradient:.3f} | {unit.latent_iteration:.3f} | "
-                         f"{unit.pixel_iteration:.4f} | {unit.decode:.3f} | {unit.encode:.3f} |")
+        unit_rows.append(
+            f"| {batch} | {unit.network:.3f} | {unit.dps_gradient:.3f} | {unit.latent_iteration:.3f} | "
+            f"{unit.pixel_iteration:.4f} | {unit.decode:.3f} | {unit.encode:.3f} |"
+        )
         print(unit_rows[-1], flush=True)
         for name, config in PRESETS.items():
             counts = count_operations(config)
@@ -195,16 +225,26 @@ def main(argv: list[str] | None = None) -> None:
             if name in args.measure:
                 seconds, peak = measure_preset(prior, problem, name)
                 measured = f"{seconds / batch:.2f} | {peak:.0f}"
-            preset_rows.append(f"| {name} | {batch} | {counts.network} | {counts.dps_gradient} | {counts.latent_iteration} | "
-                               f"{counts.pixel_iteration} | {estimate:.1f} | {measured} |")
+            preset_rows.append(
+                f"| {name} | {batch} | {counts.network} | {counts.dps_gradient} | {counts.latent_iteration} | "
+                f"{counts.pixel_iteration} | {estimate:.1f} | {measured} |"
+            )
             print(preset_rows[-1], flush=True)
-        body = (["## Unit costs (seconds per call of the whole batch)", "",
-                 "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
-                 "|---|---|---|---|---|---|---|", *unit_rows, "",
-                 "## Presets (seconds per slice)", "",
-                 "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | estimate s/slice | "
-                 "measured s/slice | measured peak MiB |",
-                 "|---|---|---|---|---|---|---|---|---|", *preset_rows, ""])
+        body = [
+            "## Unit costs (seconds per call of the whole batch)",
+            "",
+            "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
+            "|---|---|---|---|---|---|---|",
+            *unit_rows,
+            "",
+            "## Presets (seconds per slice)",
+            "",
+            "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | estimate s/slice | "
+            "measured s/slice | measured peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *preset_rows,
+            "",
+        ]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines + body) + "\n")
     print(f"wrote {args.out}")

@@ -167,16 +167,28 @@ def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict
     out: dict[str, dict[str, float]] = {}
     for geometry, views in STRENGTH_SETTINGS:
         setting = Setting(geometry, views)
-        measurements = simulate(hu_all, idx, setting, photons=STRENGTH_PHOTONS, pixel_spacing=STRENGTH_PIXEL_MM,
-                                seed=seed)
+        measurements = simulate(
+            hu_all, idx, setting, photons=STRENGTH_PHOTONS, pixel_spacing=STRENGTH_PIXEL_MM, seed=seed
+        )
         problem, ref_hu = linearise(measurements), measurements.reference_hu
-        for label, method, config in (("TV", "tv", None),
-                                      ("ReSample fast, final: none", "resample", dataclasses.replace(FAST, final_consistency="none"))):
-            rec = reconstruct(method, problem.y, problem.operator, prior=bundle, config=config, noise_std=problem.noise_std,
-                              generator=torch.Generator().manual_seed(seed))
+        for label, method, config in (
+            ("TV", "tv", None),
+            ("ReSample fast, final: none", "resample", dataclasses.replace(FAST, final_consistency="none")),
+        ):
+            rec = reconstruct(
+                method,
+                problem.y,
+                problem.operator,
+                prior=bundle,
+                config=config,
+                noise_std=problem.noise_std,
+                generator=torch.Generator().manual_seed(seed),
+            )
             hu = model_to_hu(rec.image[:, 0].double())
-            out[f"{setting.label}: {label}"] = {"psnr_db": float(metrics.psnr(hu, ref_hu).mean()),
-                                                "ssim": float(metrics.ssim(hu, ref_hu).mean())}
+            out[f"{setting.label}: {label}"] = {
+                "psnr_db": float(metrics.psnr(hu, ref_hu).mean()),
+                "ssim": float(metrics.ssim(hu, ref_hu).mean()),
+            }
             print(f"{setting.label}: {label}: {out[f'{setting.label}: {label}']}", flush=True)
     return out
 
@@ -201,8 +213,13 @@ def markdown(report: dict) -> str:
             f"| {name} | {d['w1_hu']:.1f} | {d['hist_intersection']:.3f} | {d['fd_random_features']:.4g} | {d['log_psd_mse']:.4f} |"
         )
     if "strength" in report:
-        lines += ["", "Prior strength (val slices that tuned TV, 30 views, I0 = 1e5, mean over the slices):", "",
-                  "| setting: method | PSNR (dB) | SSIM |", "|---|---|---|"]
+        lines += [
+            "",
+            "Prior strength (val slices that tuned TV, 30 views, I0 = 1e5, mean over the slices):",
+            "",
+            "| setting: method | PSNR (dB) | SSIM |",
+            "|---|---|---|",
+        ]
         lines += [f"| {k} | {v['psnr_db']:.2f} | {v['ssim']:.3f} |" for k, v in report["strength"].items()]
     return "\n".join(lines) + "\n"
 
@@ -217,13 +234,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--strength", action="store_true", help="also ReSample fast (no final fit) vs TV (minutes on a CPU)")
+    parser.add_argument(
+        "--strength", action="store_true", help="also ReSample fast (no final fit) vs TV (minutes on a CPU)"
+    )
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bundle = load_default_model(args.device) if args.model is None else LatentDiffusionBundle.load(args.model, args.device)
+    bundle = (
+        load_default_model(args.device) if args.model is None else LatentDiffusionBundle.load(args.model, args.device)
+    )
     val = load_npz_slices(args.data, SliceSelection(splits=("val",), license_classes=None))
     real_val = model_to_hu(val.model_units())
     reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))

@@ -184,17 +184,37 @@ def quality_runs(unet_steps: int, ae_steps: int, work: Path, threads: int) -> li
     The UNet's score is its held-out loss with ``ema_decay = 0`` (the raw weights: an EMA over a
     hundred steps would mostly report the starting point).
     """
-    common_dm = dict(data=DATA, max_steps=unet_steps, num_threads=threads, patient_balance=0.5,
-                     zoom_levels=ZOOM_LEVELS, progress_bar=False, val_every=10**9, sample_every=10**9,
-                     checkpoint_every=10**9, init_from=DEFAULT_MODEL, ema_decay=0.0, warmup_steps=20)
+    common_dm = dict(
+        data=DATA,
+        max_steps=unet_steps,
+        num_threads=threads,
+        patient_balance=0.5,
+        zoom_levels=ZOOM_LEVELS,
+        progress_bar=False,
+        val_every=10**9,
+        sample_every=10**9,
+        checkpoint_every=10**9,
+        init_from=DEFAULT_MODEL,
+        ema_decay=0.0,
+        warmup_steps=20,
+    )
     unet_runs = {
         "UNet: shipped, no training (reference)": dict(max_steps=0),
         "UNet: continue, fp32, lr 1e-3": dict(lr=1e-3),
         "UNet: continue, bf16 autocast, lr 1e-3": dict(lr=1e-3, cpu_bf16=True),
         "UNet: continue, bf16 autocast, lr 3e-4": dict(lr=3e-4, cpu_bf16=True),
     }
-    common_ae = dict(data=DATA, max_steps=ae_steps, num_threads=threads, patient_balance=0.5, warmup_steps=10,
-                     init_from=DEFAULT_MODEL, progress_bar=False, val_every=10**9, checkpoint_every=10**9)
+    common_ae = dict(
+        data=DATA,
+        max_steps=ae_steps,
+        num_threads=threads,
+        patient_balance=0.5,
+        warmup_steps=10,
+        init_from=DEFAULT_MODEL,
+        progress_bar=False,
+        val_every=10**9,
+        checkpoint_every=10**9,
+    )
     ae_runs = {
         "AE: shipped, no training (reference)": dict(max_steps=0),
         "AE: continue, all weights, bf16 autocast, lr 5e-4": dict(trainable="all", cpu_bf16=True),
@@ -209,15 +229,28 @@ def quality_runs(unet_steps: int, ae_steps: int, work: Path, threads: int) -> li
         cfg = dataclasses.replace(DIFFUSION_PRESETS["cpu"], out_dir=str(run), **{**common_dm, **opts})
         cpu0 = time.process_time()
         s = train_diffusion(cfg)
-        rows.append({"run": name, "steps": s["steps_this_run"], "cpu_seconds": time.process_time() - cpu0,
-                     "val_loss": s["val_loss_ema"]})
+        rows.append(
+            {
+                "run": name,
+                "steps": s["steps_this_run"],
+                "cpu_seconds": time.process_time() - cpu0,
+                "val_loss": s["val_loss_ema"],
+            }
+        )
         print(rows[-1], flush=True)
     for i, (name, opts) in enumerate(ae_runs.items()):
         cfg = dataclasses.replace(AUTOENCODER_PRESETS["cpu"], out_dir=str(work / f"ae{i}"), **{**common_ae, **opts})
         cpu0 = time.process_time()
         s = train_autoencoder(cfg)
-        rows.append({"run": name, "steps": s["steps_this_run"], "cpu_seconds": time.process_time() - cpu0,
-                     "val_psnr_db": s["val"]["psnr_db"], "val_hu_rmse": s["val"]["hu_rmse"]})
+        rows.append(
+            {
+                "run": name,
+                "steps": s["steps_this_run"],
+                "cpu_seconds": time.process_time() - cpu0,
+                "val_psnr_db": s["val"]["psnr_db"],
+                "val_hu_rmse": s["val"]["hu_rmse"],
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -225,11 +258,19 @@ def quality_runs(unet_steps: int, ae_steps: int, work: Path, threads: int) -> li
 def write_markdown(path: Path, speed: list[dict], quality: list[dict], command: str) -> None:
     """The two tables; speed ratios against the first (fp32) row of the same kind."""
     ref: dict[str, float | None] = {"UNet train": None, "AE train": None, "UNet eval": None}
-    lines = ["# Prior recipe: what a CPU-second buys", "",
-             f"`python benchmarks/prior_recipe.py {command}`; torch {torch.__version__}.", ""]
+    lines = [
+        "# Prior recipe: what a CPU-second buys",
+        "",
+        f"`python benchmarks/prior_recipe.py {command}`; torch {torch.__version__}.",
+        "",
+    ]
     if speed:
-        lines += ["## Speed (median s per call; ratio to the fp32 row of the same kind)", "",
-                  "| variant | s | ratio | set-up s |", "|---|---|---|---|"]
+        lines += [
+            "## Speed (median s per call; ratio to the fp32 row of the same kind)",
+            "",
+            "| variant | s | ratio | set-up s |",
+            "|---|---|---|---|",
+        ]
         for r in speed:
             kind = next(k for k in ref if r["variant"].startswith(k))
             if ref[kind] is None and r["seconds"] is not None:
@@ -238,12 +279,20 @@ def write_markdown(path: Path, speed: list[dict], quality: list[dict], command: 
             sec = f"{r['seconds']:.3f}" if r["seconds"] else "-"
             lines.append(f"| {r['variant']} | {sec} | {ratio} | {r['setup_seconds']} |")
     if quality:
-        lines += ["", "## Quality after a fixed number of steps from the shipped weights", "",
-                  "CPU-s: process CPU time of the run, including set-up and validation.", "",
-                  "| run | steps | CPU-s | UNet val loss | AE val PSNR dB | AE val HU-RMSE |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Quality after a fixed number of steps from the shipped weights",
+            "",
+            "CPU-s: process CPU time of the run, including set-up and validation.",
+            "",
+            "| run | steps | CPU-s | UNet val loss | AE val PSNR dB | AE val HU-RMSE |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in quality:
             if "val_psnr_db" in r:
-                lines.append(f"| {r['run']} | {r['steps']} | {r['cpu_seconds']:.0f} | - | {r['val_psnr_db']:.2f} | {r['val_hu_rmse']:.1f} |")
+                lines.append(
+                    f"| {r['run']} | {r['steps']} | {r['cpu_seconds']:.0f} | - | {r['val_psnr_db']:.2f} | {r['val_hu_rmse']:.1f} |"
+                )
             else:
                 lines.append(f"| {r['run']} | {r['steps']} | {r['cpu_seconds']:.0f} | {r['val_loss']:.4f} | - | - |")
     path.write_text("\n".join(lines) + "\n")

@@ -59,17 +59,27 @@ SAMPLER_VARIANTS: dict[str, tuple[ReSampleConfig, int]] = {
     "fast, consistency at every step": (replace(FAST, schedule=replace(FAST.schedule, skip=1)), 1),
     "fast, mean of 4 posterior samples": (FAST, 4),
     "fast, final: none, mean of 4 posterior samples": (replace(FAST, final_consistency="none"), 4),
-    **{f"fast, warm start from TV at step {k} of 20": (replace(FAST, warm_start="tv", warm_start_step=k), 1)
-       for k in WARM_START_STEPS},
-    f"fast, warm start from FBP at step {WARM_START_STEPS[1]} of 20":
-        (replace(FAST, warm_start="fbp", warm_start_step=WARM_START_STEPS[1]), 1),
+    **{
+        f"fast, warm start from TV at step {k} of 20": (replace(FAST, warm_start="tv", warm_start_step=k), 1)
+        for k in WARM_START_STEPS
+    },
+    f"fast, warm start from FBP at step {WARM_START_STEPS[1]} of 20": (
+        replace(FAST, warm_start="fbp", warm_start_step=WARM_START_STEPS[1]),
+        1,
+    ),
     "fast, final tau = 4": (replace(FAST, final_tau=4.0), 1),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4":
-        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0), 1),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final: none":
-        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_consistency="none"), 1),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4, mean of 4 posterior samples":
-        (replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0), 4),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4": (
+        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0),
+        1,
+    ),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final: none": (
+        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_consistency="none"),
+        1,
+    ),
+    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4, mean of 4 posterior samples": (
+        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0),
+        4,
+    ),
 }
 """Row label -> (config, posterior samples averaged)."""
 LOOSE_FIT_TAUS = (2.0, 4.0)
@@ -90,14 +100,23 @@ def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - start
 
 
-def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, with_default: bool,
-                only: str | None = None) -> list[Row]:
+def run_setting(
+    problem: LinearProblem, ref_hu: torch.Tensor, prior: object, with_default: bool, only: str | None = None
+) -> list[Row]:
     """TV and every variant (whose label matches the regular expression ``only``, if given) on one setting."""
     n = problem.y.shape[0]
 
     def method(name: str, config: object, n_samples: int = 1) -> torch.Tensor:
-        rec = reconstruct(name, problem.y, problem.operator, prior=prior, config=config, noise_std=problem.noise_std,
-                          generator=torch.Generator().manual_seed(0), n_samples=n_samples)
+        rec = reconstruct(
+            name,
+            problem.y,
+            problem.operator,
+            prior=prior,
+            config=config,
+            noise_std=problem.noise_std,
+            generator=torch.Generator().manual_seed(0),
+            n_samples=n_samples,
+        )
         return rec.image
 
     rows = []
@@ -119,8 +138,11 @@ def run_setting(problem: LinearProblem, ref_hu: torch.Tensor, prior: object, wit
         return rows
     for tau in LOOSE_FIT_TAUS:
         threshold = discrepancy_threshold(problem.y, problem.noise_std, tau)
-        fitted, sec = _timed(lambda: pixel_least_squares(decoded, problem.y, problem.operator,
-                                                         replace(FAST.pixel, tau=tau), threshold)[0])
+        fitted, sec = _timed(
+            lambda: pixel_least_squares(decoded, problem.y, problem.operator, replace(FAST.pixel, tau=tau), threshold)[
+                0
+            ]
+        )
         rows.append((f"fast, final: none + CGLS to tau = {tau:g}", *_scores(fitted, ref_hu), float("nan")))
     return rows
 
@@ -130,8 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--slices", nargs="+", type=int, default=list(TUNE_SLICES), help="val indices")
     p.add_argument("--settings", nargs="+", default=["parallel:30", "fan:20"], help="GEOMETRY:VIEWS")
-    p.add_argument("--simulation", default=SIMULATIONS[0], choices=SIMULATIONS,
-                   help="how the data are simulated (as benchmarks/evaluate.py --simulations)")
+    p.add_argument(
+        "--simulation",
+        default=SIMULATIONS[0],
+        choices=SIMULATIONS,
+        help="how the data are simulated (as benchmarks/evaluate.py --simulations)",
+    )
     p.add_argument("--only", metavar="REGEX", help="run only the variants whose row label matches")
     p.add_argument("--append", action="store_true", help="append the tables as a new section of --out")
     p.add_argument("--photons", type=float, default=1e5)
@@ -146,32 +172,50 @@ def main(argv: list[str] | None = None) -> None:
     hu_all, _ = load_split(args.data, "val")
     idx = np.asarray(args.slices)
     prior, prior_text = load_prior("default", "cpu")
-    title = (f"## Run of {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}: {len(idx)} slices, {args.simulation} simulation"
-             if args.append else "# ReSample variants against TV (choosing the sampler settings)")
-    lines = [title, "",
-             f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
-             f"- **Machine:** {machine_description(torch.device('cpu'))}",
-             f"- **Command:** `python benchmarks/resample_variants.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
-             f"- **Slices:** val {idx.tolist()} ({len(idx)} slices; {list(TUNE_SLICES)} are the TV-tuning slices), "
-             f"I0 = {args.photons:g}, prior {prior_text}",
-             f"- **Simulation:** {args.simulation} ({SIMULATION_TEXT})",
-             "- PSNR / SSIM as in `quality.md` (HU window [-1000, 1000], reconstruction circle), mean over the slices; "
-             "wins = slices on which the row beats TV; s/slice at batch = all slices (relative costs only).", ""]
+    title = (
+        f"## Run of {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}: {len(idx)} slices, {args.simulation} simulation"
+        if args.append
+        else "# ReSample variants against TV (choosing the sampler settings)"
+    )
+    lines = [
+        title,
+        "",
+        f"- **Date:** {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- **Machine:** {machine_description(torch.device('cpu'))}",
+        f"- **Command:** `python benchmarks/resample_variants.py {shlex.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- **Slices:** val {idx.tolist()} ({len(idx)} slices; {list(TUNE_SLICES)} are the TV-tuning slices), "
+        f"I0 = {args.photons:g}, prior {prior_text}",
+        f"- **Simulation:** {args.simulation} ({SIMULATION_TEXT})",
+        "- PSNR / SSIM as in `quality.md` (HU window [-1000, 1000], reconstruction circle), mean over the slices; "
+        "wins = slices on which the row beats TV; s/slice at batch = all slices (relative costs only).",
+        "",
+    ]
     heading = "###" if args.append else "##"
     previous = args.out.read_text().rstrip("\n") + "\n\n" if args.append and args.out.is_file() else ""
     for text in args.settings:
         geometry, views = text.split(":")
         setting = Setting(geometry, int(views), args.simulation)
-        measurements = simulate(hu_all, idx, setting, photons=args.photons, pixel_spacing=args.pixel_spacing,
-                                seed=args.seed)
+        measurements = simulate(
+            hu_all, idx, setting, photons=args.photons, pixel_spacing=args.pixel_spacing, seed=args.seed
+        )
         problem, ref_hu = linearise(measurements), measurements.reference_hu
-        lines += [f"{heading} {setting.label}", "", "| configuration | PSNR (dB) | SSIM | wins vs TV (PSNR / SSIM) | s/slice |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"{heading} {setting.label}",
+            "",
+            "| configuration | PSNR (dB) | SSIM | wins vs TV (PSNR / SSIM) | s/slice |",
+            "|---|---|---|---|---|",
+        ]
         rows = run_setting(problem, ref_hu, prior, args.with_default, args.only)
         _, tv_psnr, tv_ssim, _ = rows[0]
         for label, psnr, ssim, sec in rows:
-            wins = "-" if label.startswith("TV") else f"{int((psnr > tv_psnr).sum())}/{len(psnr)} / {int((ssim > tv_ssim).sum())}/{len(ssim)}"
-            lines.append(f"| {label} | {psnr.mean():.2f} | {ssim.mean():.3f} | {wins} | {'-' if np.isnan(sec) else f'{sec:.1f}'} |")
+            wins = (
+                "-"
+                if label.startswith("TV")
+                else f"{int((psnr > tv_psnr).sum())}/{len(psnr)} / {int((ssim > tv_ssim).sum())}/{len(ssim)}"
+            )
+            lines.append(
+                f"| {label} | {psnr.mean():.2f} | {ssim.mean():.3f} | {wins} | {'-' if np.isnan(sec) else f'{sec:.1f}'} |"
+            )
         lines.append("")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(previous + "\n".join(lines) + "\n")

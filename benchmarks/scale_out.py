@@ -104,16 +104,30 @@ def unit_costs(studies: list[Path], tmp: Path) -> dict[str, Any]:
         read.append(timed(lambda: load_series(study), repeats=1)[1])
         grid.append(timed(lambda: list(iter_model_slices(volume, size=256)), repeats=1)[1])
         target = tmp / "write" / study.name
-        write.append(timed(lambda: write_derived_series(volume, volume.hu, target, method="fbp",
-                                                        description="benchmark", overwrite=True), repeats=1)[1])
+        write.append(
+            timed(
+                lambda: write_derived_series(
+                    volume, volume.hu, target, method="fbp", description="benchmark", overwrite=True
+                ),
+                repeats=1,
+            )[1]
+        )
         sizes_in.append(sum(Path(f).stat().st_size for f in volume.source["files"]))
         sizes_out.append(sum(p.stat().st_size for p in target.glob("*")))
     checkpoint = SliceCheckpoint.open(tmp / "ckpt", {"benchmark": 1})
     hu = np.zeros((256, 256), np.float32)
-    costs["checkpoint"] = timed(lambda: (checkpoint.save(0, hu, None, {"seconds": 1.0}), checkpoint.load(0)), repeats=20)
+    costs["checkpoint"] = timed(
+        lambda: (checkpoint.save(0, hu, None, {"seconds": 1.0}), checkpoint.load(0)), repeats=20
+    )
     costs["checkpoint_bytes"] = (tmp / "ckpt" / "slice_00000.npz").stat().st_size
-    costs.update(read=sum(read) / n_total, grid=sum(grid) / n_total, write=sum(write) / n_total,
-                 bytes_in=sum(sizes_in) / n_total, bytes_out=sum(sizes_out) / n_total, n_slices=n_total)
+    costs.update(
+        read=sum(read) / n_total,
+        grid=sum(grid) / n_total,
+        write=sum(write) / n_total,
+        bytes_in=sum(sizes_in) / n_total,
+        bytes_out=sum(sizes_out) / n_total,
+        n_slices=n_total,
+    )
     return costs
 
 
@@ -123,6 +137,7 @@ def ray_round_trip() -> float:
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
+
         @ray.remote(num_cpus=1)
         class Echo:
             def ping(self, x: int) -> int:
@@ -141,7 +156,11 @@ def ray_round_trip() -> float:
 def h200_seconds_per_batch(preset: str) -> float:
     """GPU seconds of one sampler call (any batch up to 16, launch-bound) from DESIGN.md's H200 costs."""
     evals, latent, pixel = PRESET_COUNTS[preset]
-    return evals * H200_UNET_EVAL_S + latent * (H200_DECODER_FWD_BWD_S + 2 * H200_PROJECTOR_S) + pixel * 2 * H200_PROJECTOR_S
+    return (
+        evals * H200_UNET_EVAL_S
+        + latent * (H200_DECODER_FWD_BWD_S + 2 * H200_PROJECTOR_S)
+        + pixel * 2 * H200_PROJECTOR_S
+    )
 
 
 def main() -> None:
@@ -154,21 +173,44 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     studies = sorted(p for p in args.input.iterdir() if p.is_dir())
-    common = [str(args.input), "--slices", args.slices, "--method", "resample", "--preset", args.preset,
-              "--device", "cpu", "--batch-size", "4"]
+    common = [
+        str(args.input),
+        "--slices",
+        args.slices,
+        "--method",
+        "resample",
+        "--preset",
+        args.preset,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(REPO)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         runs = {}
         runs["serial"] = run_cli(["reconstruct", *common[:1], str(tmp / "serial"), *common[1:]], env)
-        runs["serial, 1 thread"] = run_cli(["reconstruct", *common[:1], str(tmp / "serial1"), *common[1:]],
-                                           {**env, "OMP_NUM_THREADS": "1"})
+        runs["serial, 1 thread"] = run_cli(
+            ["reconstruct", *common[:1], str(tmp / "serial1"), *common[1:]], {**env, "OMP_NUM_THREADS": "1"}
+        )
         runs[f"ray, {args.workers} workers"] = run_cli(
-            ["reconstruct", *common[:1], str(tmp / "ray"), *common[1:], "--executor", "ray",
-             "--workers", str(args.workers), "--cpus-per-worker", "1"], env)
-        reports = {name: series_reports(tmp / folder) for name, folder in
-                   zip(runs, ("serial", "serial1", "ray"))}
+            [
+                "reconstruct",
+                *common[:1],
+                str(tmp / "ray"),
+                *common[1:],
+                "--executor",
+                "ray",
+                "--workers",
+                str(args.workers),
+                "--cpus-per-worker",
+                "1",
+            ],
+            env,
+        )
+        reports = {name: series_reports(tmp / folder) for name, folder in zip(runs, ("serial", "serial1", "ray"))}
         diff_1 = compare(tmp / "ray", tmp / "serial1")
         diff_default = compare(tmp / "ray", tmp / "serial")
         aggregate = json.loads((tmp / "ray" / "report.json").read_text())
@@ -178,9 +220,17 @@ def main() -> None:
     write_report(args, runs, reports, n_slices, diff_1, diff_default, aggregate, costs, task_s)
 
 
-def write_report(args: argparse.Namespace, runs: dict[str, tuple[float, tuple[float, float]]],
-                 reports: dict[str, list[dict[str, Any]]], n_slices: int, diff_1: float, diff_default: float,
-                 aggregate: dict[str, Any], costs: dict[str, Any], task_s: float) -> None:
+def write_report(
+    args: argparse.Namespace,
+    runs: dict[str, tuple[float, tuple[float, float]]],
+    reports: dict[str, list[dict[str, Any]]],
+    n_slices: int,
+    diff_1: float,
+    diff_default: float,
+    aggregate: dict[str, Any],
+    costs: dict[str, Any],
+    task_s: float,
+) -> None:
     """benchmarks/results/scale_out.md."""
     import ray
     import torch
@@ -189,8 +239,10 @@ def write_report(args: argparse.Namespace, runs: dict[str, tuple[float, tuple[fl
     rows = []
     for name, (seconds, (load_before, load_after)) in runs.items():
         per_slice = [r["timings"]["seconds_per_slice"] for r in reports[name]]
-        rows.append(f"| {name} | {seconds:.1f} | {n_slices / seconds:.3f} | {serial / seconds:.2f} | "
-                    f"{np.mean(per_slice):.2f} | {load_before:.1f} / {load_after:.1f} |")
+        rows.append(
+            f"| {name} | {seconds:.1f} | {n_slices / seconds:.3f} | {serial / seconds:.2f} | "
+            f"{np.mean(per_slice):.2f} | {load_before:.1f} / {load_after:.1f} |"
+        )
     ray_wall = runs[next(k for k in runs if k.startswith("ray"))][0]
     one_thread = runs["serial, 1 thread"][0]
     read_k = costs["read"] + costs["grid"]

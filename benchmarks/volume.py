@@ -91,9 +91,13 @@ def load_volume(path: Path) -> CTVolume:
 def sub_volume(volume: CTVolume, indices: np.ndarray, spacing: int) -> CTVolume:
     """Slices ``indices`` (every ``spacing``-th of a contiguous run) as a volume with that slice spacing."""
     sz, sy, sx = volume.spacing_mm
-    return CTVolume(hu=np.ascontiguousarray(volume.hu[indices]), spacing_mm=(sz * spacing, sy, sx),
-                    origin_mm=np.asarray(volume.slice_positions()[indices[0]], dtype=np.float64),
-                    direction=volume.direction, source={"format": "benchmark"})
+    return CTVolume(
+        hu=np.ascontiguousarray(volume.hu[indices]),
+        spacing_mm=(sz * spacing, sy, sx),
+        origin_mm=np.asarray(volume.slice_positions()[indices[0]], dtype=np.float64),
+        direction=volume.direction,
+        source={"format": "benchmark"},
+    )
 
 
 def reformat_scores(recon: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -132,8 +136,14 @@ def scores(recon: np.ndarray, truth: np.ndarray, slice_mm: float) -> dict[str, f
     }
 
 
-def run_mode(mode: str, measurements: Measurements, method: str, prior: Any, args: argparse.Namespace,
-             z_weight: float | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
+def run_mode(
+    mode: str,
+    measurements: Measurements,
+    method: str,
+    prior: Any,
+    args: argparse.Namespace,
+    z_weight: float | None = None,
+) -> tuple[np.ndarray, float, dict[str, Any]]:
     """``(hu (N, H, W), seconds per slice, info)`` of one reconstruction."""
     config = args.preset if method == "resample" else "fast"
     started = time.perf_counter()
@@ -141,8 +151,9 @@ def run_mode(mode: str, measurements: Measurements, method: str, prior: Any, arg
         rec = reconstruct_slices(measurements, method, prior, config, batch_size=args.batch_size, seed=args.seed)
     else:
         volume_mode = VolumeMode(z_weight=z_weight, slab_slices=args.slab_slices, overlap=args.overlap)
-        rec = reconstruct_slabs(measurements, method, prior, config, mode=volume_mode, batch_size=args.batch_size,
-                                seed=args.seed)
+        rec = reconstruct_slabs(
+            measurements, method, prior, config, mode=volume_mode, batch_size=args.batch_size, seed=args.seed
+        )
     seconds = (time.perf_counter() - started) / measurements.n_slices
     return rec.hu, seconds, rec.info
 
@@ -172,7 +183,7 @@ def evaluate(args: argparse.Namespace) -> None:
     figure: dict[str, np.ndarray] = {}
     for spacing in args.spacings:
         available = np.arange(args.eval_start, volume.n_slices, spacing)
-        indices = available[:args.n_slices]
+        indices = available[: args.n_slices]
         sub = sub_volume(volume, indices, spacing)
         model_slices, truth = model_grid(sub, prior.image_size)
         slice_mm = float(sub.spacing_mm[0])
@@ -186,10 +197,17 @@ def evaluate(args: argparse.Namespace) -> None:
                     hu, seconds, info = run_mode(mode, measurements, method, prior, args)
                     if spacing == args.spacings[0] and setting == args.settings[0]:
                         figure[f"{method} {mode}"] = hu
-                    record = {"spacing": spacing, "setting": setting, "method": method, "mode": mode,
-                              "slices": [int(i) for i in indices], "slice_mm": slice_mm,
-                              "seconds_per_slice": seconds, **scores(hu, truth, slice_mm),
-                              "z_weight": info.get("volume_mode", {}).get("z_weight_used")}
+                    record = {
+                        "spacing": spacing,
+                        "setting": setting,
+                        "method": method,
+                        "mode": mode,
+                        "slices": [int(i) for i in indices],
+                        "slice_mm": slice_mm,
+                        "seconds_per_slice": seconds,
+                        **scores(hu, truth, slice_mm),
+                        "z_weight": info.get("volume_mode", {}).get("z_weight_used"),
+                    }
                     records.append(record)
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(records, indent=1))
@@ -203,9 +221,15 @@ def make_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarray], sl
     """Coronal reformats through the grid centre, one window, z stretched to true proportions."""
     from PIL import Image, ImageDraw
 
-    panels = [("truth", truth)] + [(label, recons[key]) for key, label in (
-        ("resample slice", "ReSample, slice by slice"), ("resample volume", "ReSample, volume mode"),
-        ("tv volume", "3-D TV (volume mode)")) if key in recons]
+    panels = [("truth", truth)] + [
+        (label, recons[key])
+        for key, label in (
+            ("resample slice", "ReSample, slice by slice"),
+            ("resample volume", "ReSample, volume mode"),
+            ("tv volume", "3-D TV (volume mode)"),
+        )
+        if key in recons
+    ]
     row = truth.shape[1] // 2
     lo, hi = FIGURE_WINDOW_HU
     height = max(1, int(round(truth.shape[0] * slice_mm / pixel_mm)))
@@ -248,39 +272,64 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace) -> Non
     ]
     if args.reduced_note:
         lines += [f"**Reduced run:** {args.reduced_note}", ""]
-    header = ("| method | mode | axial PSNR | axial SSIM | coronal PSNR | coronal SSIM | sagittal PSNR | "
-              "sagittal SSIM | z-der RMSE (HU/mm) | s/slice |")
+    header = (
+        "| method | mode | axial PSNR | axial SSIM | coronal PSNR | coronal SSIM | sagittal PSNR | "
+        "sagittal SSIM | z-der RMSE (HU/mm) | s/slice |"
+    )
     for spacing in sorted({r["spacing"] for r in records}):
         for setting in [s for s in dict.fromkeys(r["setting"] for r in records)]:
             rows = [r for r in records if r["spacing"] == spacing and r["setting"] == setting]
             if not rows:
                 continue
             geometry, views = setting.split(":")
-            lines += [f"## {geometry}, {views} views, slice spacing {rows[0]['slice_mm']:g} mm "
-                      f"({len(rows[0]['slices'])} slices: {rows[0]['slices'][0]}..{rows[0]['slices'][-1]} "
-                      f"step {spacing})", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"## {geometry}, {views} views, slice spacing {rows[0]['slice_mm']:g} mm "
+                f"({len(rows[0]['slices'])} slices: {rows[0]['slices'][0]}..{rows[0]['slices'][-1]} "
+                f"step {spacing})",
+                "",
+                header,
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in rows:
-                lines.append(f"| {r['method']} | {r['mode']} | {r['axial_psnr']:.2f} | {r['axial_ssim']:.3f} | "
-                             f"{r['coronal_psnr']:.2f} | {r['coronal_ssim']:.3f} | {r['sagittal_psnr']:.2f} | "
-                             f"{r['sagittal_ssim']:.3f} | {r['z_derivative_rmse']:.1f} | {r['seconds_per_slice']:.2f} |")
+                lines.append(
+                    f"| {r['method']} | {r['mode']} | {r['axial_psnr']:.2f} | {r['axial_ssim']:.3f} | "
+                    f"{r['coronal_psnr']:.2f} | {r['coronal_ssim']:.3f} | {r['sagittal_psnr']:.2f} | "
+                    f"{r['sagittal_ssim']:.3f} | {r['z_derivative_rmse']:.1f} | {r['seconds_per_slice']:.2f} |"
+                )
             lines.append("")
-    lines += ["## Gain of volume mode and its cost", "",
-              "| spacing | setting | method | d axial PSNR | d coronal PSNR | d sagittal PSNR | z-der RMSE change | "
-              "time volume / slice |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Gain of volume mode and its cost",
+        "",
+        "| spacing | setting | method | d axial PSNR | d coronal PSNR | d sagittal PSNR | z-der RMSE change | "
+        "time volume / slice |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         if r["mode"] != "volume":
             continue
-        base = next((b for b in records if b["mode"] == "slice" and all(
-            b[k] == r[k] for k in ("spacing", "setting", "method"))), None)
+        base = next(
+            (
+                b
+                for b in records
+                if b["mode"] == "slice" and all(b[k] == r[k] for k in ("spacing", "setting", "method"))
+            ),
+            None,
+        )
         if base is None:
             continue
-        lines.append(f"| {r['slice_mm']:g} mm | {r['setting']} | {r['method']} | "
-                     f"{r['axial_psnr'] - base['axial_psnr']:+.2f} | {r['coronal_psnr'] - base['coronal_psnr']:+.2f} | "
-                     f"{r['sagittal_psnr'] - base['sagittal_psnr']:+.2f} | "
-                     f"{100 * (r['z_derivative_rmse'] / base['z_derivative_rmse'] - 1):+.0f}% | "
-                     f"{r['seconds_per_slice'] / base['seconds_per_slice']:.2f}x |")
-    lines += ["", f"Figure: `docs/volume_coronal.png` (coronal reformat through the grid centre, first setting, "
-              f"window [{FIGURE_WINDOW_HU[0]:g}, {FIGURE_WINDOW_HU[1]:g}] HU, z to scale).", ""]
+        lines.append(
+            f"| {r['slice_mm']:g} mm | {r['setting']} | {r['method']} | "
+            f"{r['axial_psnr'] - base['axial_psnr']:+.2f} | {r['coronal_psnr'] - base['coronal_psnr']:+.2f} | "
+            f"{r['sagittal_psnr'] - base['sagittal_psnr']:+.2f} | "
+            f"{100 * (r['z_derivative_rmse'] / base['z_derivative_rmse'] - 1):+.0f}% | "
+            f"{r['seconds_per_slice'] / base['seconds_per_slice']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Figure: `docs/volume_coronal.png` (coronal reformat through the grid centre, first setting, "
+        f"window [{FIGURE_WINDOW_HU[0]:g}, {FIGURE_WINDOW_HU[1]:g}] HU, z to scale).",
+        "",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
@@ -302,13 +351,18 @@ def tune(args: argparse.Namespace) -> None:
             hu, _, _ = run_mode("volume", measurements, method, prior, args, z_weight=weight)
             s = scores(hu, truth, float(sub.spacing_mm[0]))
             totals[weight].append((s["axial_psnr"] + s["coronal_psnr"] + s["sagittal_psnr"]) / 3)
-            print(f"[{setting}] {method} z_weight {weight:g}: mean PSNR {totals[weight][-1]:.2f} "
-                  f"(z-der RMSE {s['z_derivative_rmse']:.1f})", flush=True)
+            print(
+                f"[{setting}] {method} z_weight {weight:g}: mean PSNR {totals[weight][-1]:.2f} "
+                f"(z-der RMSE {s['z_derivative_rmse']:.1f})",
+                flush=True,
+            )
     best = max(totals, key=lambda w: np.mean(totals[w]))
     constant = TUNE_CONSTANTS[method]
-    provenance = (f"benchmarks/volume.py --tune {method} on {dt.date.today()}: grid {list(TUNE_GRIDS[method])}, best "
-                  f"mean axial/coronal/sagittal PSNR {np.mean(totals[best]):.2f} dB on slices {args.tune_slices} of "
-                  f"{args.data.name} at {args.settings}, I0 = {args.photons:g}, slabs {args.slab_slices}/{args.overlap}")
+    provenance = (
+        f"benchmarks/volume.py --tune {method} on {dt.date.today()}: grid {list(TUNE_GRIDS[method])}, best "
+        f"mean axial/coronal/sagittal PSNR {np.mean(totals[best]):.2f} dB on slices {args.tune_slices} of "
+        f"{args.data.name} at {args.settings}, I0 = {args.photons:g}, slabs {args.slab_slices}/{args.overlap}"
+    )
     tuned.store(constant, best, provenance)
     print(f"{constant} = {best:g} written to {tuned.TUNED_FILE}")
 
@@ -319,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default' or a bundle folder")
     p.add_argument("--methods", nargs="+", default=["resample", "tv"], choices=sorted(TUNE_GRIDS))
     p.add_argument("--preset", default="fast", help="ReSample preset")
-    p.add_argument("--settings", nargs="+", default=["parallel:20", "parallel:30", "fan:20", "fan:30"],
-                   help="geometry:views")
+    p.add_argument(
+        "--settings", nargs="+", default=["parallel:20", "parallel:30", "fan:20", "fan:30"], help="geometry:views"
+    )
     p.add_argument("--photons", type=float, default=1e5)
     p.add_argument("--spacings", nargs="+", type=int, default=[1, 2, 3], help="use every s-th slice")
     p.add_argument("--eval-start", type=int, default=16, help="first evaluated slice (slices before it tune)")

@@ -170,8 +170,9 @@ class MeasurementRecord:
     to_source: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
-    def assumed(cls, acquisition: AcquisitionConfig, n_views: int, det_count: int, image_size: int,
-                pixel_spacing_mm: float) -> MeasurementRecord:
+    def assumed(
+        cls, acquisition: AcquisitionConfig, n_views: int, det_count: int, image_size: int, pixel_spacing_mm: float
+    ) -> MeasurementRecord:
         """The record of a sinogram measured elsewhere: ``acquisition``'s geometry kind with the
         sinogram's ``n_views`` x ``det_count`` on an ``image_size`` grid of ``pixel_spacing_mm``."""
         acquisition = acquisition.replace(n_views=n_views, det_count=det_count)
@@ -180,8 +181,11 @@ class MeasurementRecord:
 
     def metadata(self) -> dict[str, Any]:
         """JSON-like part of the record (for reports)."""
-        return {"geometry": self.geometry, "acquisition": self.acquisition.to_dict(),
-                "pixel_spacing_mm": self.pixel_spacing_mm}
+        return {
+            "geometry": self.geometry,
+            "acquisition": self.acquisition.to_dict(),
+            "pixel_spacing_mm": self.pixel_spacing_mm,
+        }
 
 
 @dataclass(frozen=True)
@@ -266,8 +270,14 @@ class _ProgressRelay:
     cancel event is set. ``to_source`` maps a model-grid slice ``(S, S)`` onto the source grid.
     """
 
-    def __init__(self, n_slices: int, batch_size: int, to_source: Callable[[np.ndarray], np.ndarray],
-                 cancel: threading.Event, emit: Callable[[RunUpdate], None]) -> None:
+    def __init__(
+        self,
+        n_slices: int,
+        batch_size: int,
+        to_source: Callable[[np.ndarray], np.ndarray],
+        cancel: threading.Event,
+        emit: Callable[[RunUpdate], None],
+    ) -> None:
         self.n_slices = n_slices
         self.batch_size = batch_size
         self.to_source = to_source
@@ -297,8 +307,10 @@ class _ProgressRelay:
         within = event.step / event.total if event.total else 0.0
         # Stages (sampling, final consistency) each count 0..total: keep the bar from going back.
         self.done = max(self.done, int(PROGRESS_UNITS * (self.finished + batch * within) / self.n_slices))
-        message = (f"{event.stage} {event.step}/{event.total} "
-                   f"(slices {self.finished + 1}-{self.finished + batch} of {self.n_slices})")
+        message = (
+            f"{event.stage} {event.step}/{event.total} "
+            f"(slices {self.finished + 1}-{self.finished + batch} of {self.n_slices})"
+        )
         preview = None
         if event.preview is not None:
             from resample_med.units import model_to_hu
@@ -335,16 +347,27 @@ def _execute(
             "ssim": float(np.mean(metrics.ssim(hu, reference))),
         }
     return RunResult(
-        hu=hu, std_hu=std_hu, sinogram=sinogram, measurement=measurement,
-        abs_difference_hu=abs_difference, metrics=scores, seconds=seconds, info=info,
+        hu=hu,
+        std_hu=std_hu,
+        sinogram=sinogram,
+        measurement=measurement,
+        abs_difference_hu=abs_difference,
+        metrics=scores,
+        seconds=seconds,
+        info=info,
     )
 
 
 _Reconstructed = tuple[np.ndarray, "np.ndarray | None", np.ndarray, MeasurementRecord, dict[str, Any]]
 
 
-def _reconstruct(request: ReconstructionRequest, source: SourceSlices | SinogramSlices, prior: Any,
-                 cancel: threading.Event, emit: Callable[[RunUpdate], None]) -> _Reconstructed:
+def _reconstruct(
+    request: ReconstructionRequest,
+    source: SourceSlices | SinogramSlices,
+    prior: Any,
+    cancel: threading.Event,
+    emit: Callable[[RunUpdate], None],
+) -> _Reconstructed:
     """:func:`resample_med.pipeline.reconstruct_input` on the slices of an image layer (simulated on
     the model grid of :func:`resample_med.io.iter_model_slices`) or on a sinogram layer; results on
     the source grid (a sinogram's when its record knows it, else the model grid), with the
@@ -361,9 +384,18 @@ def _reconstruct(request: ReconstructionRequest, source: SourceSlices | Sinogram
     relay = _ProgressRelay(data.n_slices, request.slices_per_call(), to_grid, cancel, emit)
     relay.check_cancel()
     out = reconstruct_input(
-        data, request.acquisition, request.method, prior, request.method_config(), device=request.device,
-        batch_size=request.batch_size, n_samples=request.n_samples, seed=request.seed, callback=relay,
-        on_slices=relay.on_slices, volume_mode=request.pipeline_volume_mode(),
+        data,
+        request.acquisition,
+        request.method,
+        prior,
+        request.method_config(),
+        device=request.device,
+        batch_size=request.batch_size,
+        n_samples=request.n_samples,
+        seed=request.seed,
+        callback=relay,
+        on_slices=relay.on_slices,
+        volume_mode=request.pipeline_volume_mode(),
     )
     if isinstance(source, SinogramSlices):
         hu = np.stack([to_grid(s) for s in out.volume.hu]).astype(np.float32)
@@ -372,8 +404,10 @@ def _reconstruct(request: ReconstructionRequest, source: SourceSlices | Sinogram
     measured = out.measurements
     assert measured is not None  # reconstruct_volume returns the measurements it simulated
     record = MeasurementRecord(
-        geometry=measured.projector.geometry.to_dict(), acquisition=request.acquisition,
-        pixel_spacing_mm=float(measured.pixel_spacing_mm), to_source=to_source,
+        geometry=measured.projector.geometry.to_dict(),
+        acquisition=request.acquisition,
+        pixel_spacing_mm=float(measured.pixel_spacing_mm),
+        to_source=to_source,
     )
     sinogram = measured.sinogram.detach().cpu().numpy().astype(np.float32)
     return out.volume.hu, out.std_hu, sinogram, record, out.info
@@ -402,6 +436,9 @@ def _measurements(request: ReconstructionRequest, source: SinogramSlices) -> Any
     projector = make_projector(geometry_from_dict(record.geometry), device=request.device)
     y = torch.as_tensor(np.asarray(source.sinogram, dtype=np.float32), device=projector.device)
     return Measurements(
-        sinogram=y, projector=projector, acquisition=record.acquisition,
-        pixel_spacing_mm=record.pixel_spacing_mm, noise_variance=noise_variance(y, record.acquisition),
+        sinogram=y,
+        projector=projector,
+        acquisition=record.acquisition,
+        pixel_spacing_mm=record.pixel_spacing_mm,
+        noise_variance=noise_variance(y, record.acquisition),
     )

@@ -161,17 +161,25 @@ class ReconstructionWidget(Container):
         self.n_views = SpinBox(value=defaults.n_views, min=N_VIEWS_RANGE[0], max=N_VIEWS_RANGE[1], label="views")
         self.noise = CheckBox(value=defaults.photons is not None, text="Poisson noise", label="noise")
         self.photons = FloatSpinBox(
-            value=defaults.photons or 1e5, min=PHOTONS_RANGE[0], max=PHOTONS_RANGE[1], step=1e4,
+            value=defaults.photons or 1e5,
+            min=PHOTONS_RANGE[0],
+            max=PHOTONS_RANGE[1],
+            step=1e4,
             label="photons / ray",
         )
         self.method = ComboBox(
             choices=[(METHOD_LABELS.get(m, m), m) for m in METHODS],
-            value="resample" if "resample" in METHODS else METHODS[0], label="method",
+            value="resample" if "resample" in METHODS else METHODS[0],
+            label="method",
         )
         self.preset = ComboBox(choices=preset_names, value=preset, label="preset")
         self.steps = SpinBox(value=PRESETS[preset].num_steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1], label="steps")
         self.gamma = FloatSpinBox(
-            value=PRESETS[preset].gamma, min=GAMMA_RANGE[0], max=GAMMA_RANGE[1], step=1.0, label="gamma (resampling variance)"
+            value=PRESETS[preset].gamma,
+            min=GAMMA_RANGE[0],
+            max=GAMMA_RANGE[1],
+            step=1.0,
+            label="gamma (resampling variance)",
         )
         self.n_samples = SpinBox(value=1, min=SAMPLES_RANGE[0], max=SAMPLES_RANGE[1], label="posterior samples")
         self.seed = SpinBox(value=0, min=SEED_RANGE[0], max=SEED_RANGE[1], label="seed")
@@ -183,11 +191,31 @@ class ReconstructionWidget(Container):
         self.window = ComboBox(choices=list(WINDOW_PRESETS), value=DEFAULT_WINDOW, label="window")
         self.status = Label(value="ready", label="status")
         self.scores = Label(value="-", label="PSNR / SSIM")
-        self.extend([
-            self.image, self.sinogram, self.reference, self.geometry, self.n_views, self.noise, self.photons,
-            self.method, self.preset, self.steps, self.gamma, self.n_samples, self.seed, self.device,
-            self.scope, self.volume_mode, self.run_button, self.cancel_button, self.window, self.status, self.scores,
-        ])
+        self.extend(
+            [
+                self.image,
+                self.sinogram,
+                self.reference,
+                self.geometry,
+                self.n_views,
+                self.noise,
+                self.photons,
+                self.method,
+                self.preset,
+                self.steps,
+                self.gamma,
+                self.n_samples,
+                self.seed,
+                self.device,
+                self.scope,
+                self.volume_mode,
+                self.run_button,
+                self.cancel_button,
+                self.window,
+                self.status,
+                self.scores,
+            ]
+        )
 
         self.noise.changed.connect(self._sync_enabled)
         self.scope.changed.connect(self._sync_enabled)
@@ -285,7 +313,7 @@ class ReconstructionWidget(Container):
             return SourceSlices(data, spacing, 0, self._reference_slices(0, data.shape)), placement
         index = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
         index = int(np.clip(index, 0, data.shape[0] - 1))
-        cut = data[index:index + 1]
+        cut = data[index : index + 1]
         return SourceSlices(cut, spacing, index, self._reference_slices(index, cut.shape)), placement.at_slice(index)
 
     def _sinogram_slices(self) -> tuple[SinogramSlices, Placement]:
@@ -326,7 +354,7 @@ class ReconstructionWidget(Container):
         if layer is None:
             return None
         data = np.asarray(layer.data, dtype=np.float32)
-        data = data[None] if data.ndim == 2 else data[first_index:first_index + shape[0]]
+        data = data[None] if data.ndim == 2 else data[first_index : first_index + shape[0]]
         if data.shape != tuple(shape):
             raise ValueError(
                 f"reference layer {layer.name!r} gives slices of shape {data.shape}, the result has {tuple(shape)}"
@@ -350,7 +378,11 @@ class ReconstructionWidget(Container):
         self._cancel = threading.Event()
         label = METHOD_LABELS.get(request.method, request.method)
         worker = create_worker(
-            run_reconstruction, request, source, self._prior, self._cancel,
+            run_reconstruction,
+            request,
+            source,
+            self._prior,
+            self._cancel,
             _progress={"desc": f"{label} reconstruction", "total": 0},
         )
         # Qt may deliver a queued update after the result; updates of a finished run are dropped.
@@ -403,8 +435,11 @@ class ReconstructionWidget(Container):
             layer.translate = where.translate
         else:
             self.viewer.add_image(
-                data, name=PREVIEW_LAYER, colormap="gray",
-                contrast_limits=WINDOW_PRESETS[self.window.value].limits, **where.kwargs(),
+                data,
+                name=PREVIEW_LAYER,
+                colormap="gray",
+                contrast_limits=WINDOW_PRESETS[self.window.value].limits,
+                **where.kwargs(),
             )
 
     def _dicom_identity(self) -> dict[str, Any]:
@@ -414,8 +449,14 @@ class ReconstructionWidget(Container):
         metadata = layer.metadata if layer is not None else {}
         return {key: metadata[key] for key in ("source", "direction") if key in metadata}
 
-    def _on_result(self, result: RunResult | None, request: ReconstructionRequest, placement: Placement,
-                   source: SourceSlices | SinogramSlices, identity: dict[str, Any] | None = None) -> None:
+    def _on_result(
+        self,
+        result: RunResult | None,
+        request: ReconstructionRequest,
+        placement: Placement,
+        source: SourceSlices | SinogramSlices,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         """GUI thread: add the result layers and show the metrics (or report cancellation)."""
         self._finish()
         if result is None:
@@ -431,32 +472,50 @@ class ReconstructionWidget(Container):
 
         layers: dict[str, Image] = {}
         layers["image"] = self.viewer.add_image(
-            shaped(result.hu), name=result_name(label, details), colormap="gray",
-            contrast_limits=WINDOW_PRESETS[self.window.value].limits, **placement.kwargs(),
+            shaped(result.hu),
+            name=result_name(label, details),
+            colormap="gray",
+            contrast_limits=WINDOW_PRESETS[self.window.value].limits,
+            **placement.kwargs(),
             metadata={"units": "HU", "method": request.method, "info": result.info, **(identity or {})},
         )
         if result.std_hu is not None:
             layers["std"] = self.viewer.add_image(
-                shaped(result.std_hu), name=result_name(label, details, "std"), colormap="magma",
-                contrast_limits=UNCERTAINTY_WINDOW.limits, **placement.kwargs(), visible=False,
+                shaped(result.std_hu),
+                name=result_name(label, details, "std"),
+                colormap="magma",
+                contrast_limits=UNCERTAINTY_WINDOW.limits,
+                **placement.kwargs(),
+                visible=False,
                 metadata={"units": "HU", "method": f"{request.method} std", **(identity or {})},
             )
         if result.abs_difference_hu is not None:
             layers["difference"] = self.viewer.add_image(
-                shaped(result.abs_difference_hu), name=result_name(label, details, "|difference|"),
-                colormap="inferno", contrast_limits=DIFFERENCE_WINDOW.limits, **placement.kwargs(),
+                shaped(result.abs_difference_hu),
+                name=result_name(label, details, "|difference|"),
+                colormap="inferno",
+                contrast_limits=DIFFERENCE_WINDOW.limits,
+                **placement.kwargs(),
                 visible=False,
             )
         if isinstance(source, SourceSlices):
             origin = SinogramOrigin(result.measurement, placement, source.first_index, result.hu.shape[1:])
-            sinogram_placement = {} if squeeze else {
-                "scale": (placement.scale[0], 1.0, 1.0), "translate": (placement.translate[0], 0.0, 0.0)
-            }
+            sinogram_placement = (
+                {}
+                if squeeze
+                else {"scale": (placement.scale[0], 1.0, 1.0), "translate": (placement.translate[0], 0.0, 0.0)}
+            )
             layers["sinogram"] = self.viewer.add_image(
-                shaped(result.sinogram), name=result_name("sinogram", details[:2]), colormap="gray",
-                **sinogram_placement, visible=False,
-                metadata={SINOGRAM_ORIGIN_KEY: origin, **result.measurement.metadata(),
-                          "units": "post-log line integral"},
+                shaped(result.sinogram),
+                name=result_name("sinogram", details[:2]),
+                colormap="gray",
+                **sinogram_placement,
+                visible=False,
+                metadata={
+                    SINOGRAM_ORIGIN_KEY: origin,
+                    **result.measurement.metadata(),
+                    "units": "post-log line integral",
+                },
             )
         self.last_layers = layers
         self.viewer.layers.selection.active = layers["image"]

@@ -51,6 +51,7 @@ def write_dicom_series(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         folder = folder.with_name(folder.name[: -len(DICOM_SUFFIX)])
     name = str(meta.get("name", "layer"))
     method = str(metadata.get("method", "napari"))
-    written = write_derived_series(volume, hu, folder, method=method, description=name[:40],
-                                   derivation=f"Saved from the napari layer '{name}'.")
+    written = write_derived_series(
+        volume, hu, folder, method=method, description=name[:40], derivation=f"Saved from the napari layer '{name}'."
+    )
     return [str(written)]

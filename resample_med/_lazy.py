@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_namespace(package: str, exports: dict[str, str | None]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_namespace(
+    package: str, exports: dict[str, str | None]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` exporting ``exports`` (name -> submodule or ``None``)."""
 
     def __getattr__(name: str) -> Any:

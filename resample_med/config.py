@@ -143,8 +143,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve_config(file_data: dict[str, Any] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-                   source: str = "config") -> RunConfig:
+def resolve_config(
+    file_data: dict[str, Any] | None = None, overrides: dict[str, dict[str, Any]] | None = None, source: str = "config"
+) -> RunConfig:
     """Merge defaults, presets, a config file's dict and command-line ``overrides``.
 
     Args:
@@ -165,10 +166,17 @@ def resolve_config(file_data: dict[str, Any] | None = None, overrides: dict[str,
     if preset_name not in ACQUISITION_PRESETS:
         raise ConfigError(f"{source}: unknown acquisition preset {preset_name!r}; known: {sorted(ACQUISITION_PRESETS)}")
     acquisition = _merge_dataclass(
-        ACQUISITION_PRESETS[preset_name], file_data.get("acquisition"), overrides.get("acquisition"), source, "acquisition"
+        ACQUISITION_PRESETS[preset_name],
+        file_data.get("acquisition"),
+        overrides.get("acquisition"),
+        source,
+        "acquisition",
     )
     reconstruction = _merge_dataclass(
-        ReconstructionSettings(), file_data.get("reconstruction"), overrides.get("reconstruction"), source,
+        ReconstructionSettings(),
+        file_data.get("reconstruction"),
+        overrides.get("reconstruction"),
+        source,
         "reconstruction",
     )
     output = _merge_dataclass(OutputSettings(), file_data.get("output"), overrides.get("output"), source, "output")

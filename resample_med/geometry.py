@@ -257,9 +257,7 @@ class FanBeamGeometry(_BaseGeometry):
                 f"must exceed the image half-diagonal {half_diagonal:.1f} mm (the source must lie outside the image)"
             )
         if self.source_to_detector_mm <= self.source_to_isocenter_mm:
-            raise ValueError(
-                "FanBeamGeometry source_to_detector_mm must exceed source_to_isocenter_mm"
-            )
+            raise ValueError("FanBeamGeometry source_to_detector_mm must exceed source_to_isocenter_mm")
 
     @property
     def magnification(self) -> float:
@@ -369,7 +367,5 @@ def geometry_from_dict(data: dict[str, Any]) -> Geometry:
     """Rebuild a geometry from :meth:`to_dict` output, dispatching on its ``"type"`` tag."""
     kind = data.get("type")
     if kind not in _GEOMETRY_TYPES:
-        raise ValueError(
-            f"unknown geometry type {kind!r}; expected one of {sorted(_GEOMETRY_TYPES)}"
-        )
+        raise ValueError(f"unknown geometry type {kind!r}; expected one of {sorted(_GEOMETRY_TYPES)}")
     return _GEOMETRY_TYPES[kind].from_dict(data)  # type: ignore[return-value]

@@ -72,8 +72,13 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * m).flatten(1).sum(1) / m.sum()
 
 
-def psnr(recon_hu: ArrayLike, ref_hu: ArrayLike, *, window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
-         mask: ArrayLike | None = None) -> np.ndarray:
+def psnr(
+    recon_hu: ArrayLike,
+    ref_hu: ArrayLike,
+    *,
+    window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
+    mask: ArrayLike | None = None,
+) -> np.ndarray:
     """PSNR in dB of windowed images inside ``mask`` (default: the reconstruction circle)."""
     a, lead = _flat_items(window(recon_hu, window_hu))
     b, _ = _flat_items(window(ref_hu, window_hu))
@@ -104,8 +109,13 @@ def ssim_map(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def ssim(recon_hu: ArrayLike, ref_hu: ArrayLike, *, window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
-         mask: ArrayLike | None = None) -> np.ndarray:
+def ssim(
+    recon_hu: ArrayLike,
+    ref_hu: ArrayLike,
+    *,
+    window_hu: tuple[float, float] = DEFAULT_WINDOW_HU,
+    mask: ArrayLike | None = None,
+) -> np.ndarray:
     """Mean SSIM of windowed images over ``mask`` (default: the reconstruction circle)."""
     a, lead = _flat_items(window(recon_hu, window_hu))
     b, _ = _flat_items(window(ref_hu, window_hu))
@@ -126,8 +136,14 @@ def relative_sinogram_residual(predicted: ArrayLike, measured: ArrayLike) -> np.
     return ((p - m).flatten(1).norm(dim=1) / m.flatten(1).norm(dim=1).clamp_min(1e-30)).reshape(lead).numpy()
 
 
-def uncertainty_calibration(std_hu: ArrayLike, recon_hu: ArrayLike, ref_hu: ArrayLike, *,
-                            k: float = COVERAGE_STDS, mask: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def uncertainty_calibration(
+    std_hu: ArrayLike,
+    recon_hu: ArrayLike,
+    ref_hu: ArrayLike,
+    *,
+    k: float = COVERAGE_STDS,
+    mask: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """How well a per-pixel posterior std predicts the error of the estimate (module docstring).
 
     Args:
@@ -146,8 +162,10 @@ def uncertainty_calibration(std_hu: ArrayLike, recon_hu: ArrayLike, ref_hu: Arra
     a, _ = _flat_items(_as_tensor(recon_hu))
     b, _ = _flat_items(_as_tensor(ref_hu))
     if not s.shape == a.shape == b.shape:
-        raise ValueError(f"std, estimate and reference must have one shape, got {tuple(std_hu.shape)}, "
-                         f"{tuple(recon_hu.shape)} and {tuple(ref_hu.shape)}")
+        raise ValueError(
+            f"std, estimate and reference must have one shape, got {tuple(std_hu.shape)}, "
+            f"{tuple(recon_hu.shape)} and {tuple(ref_hu.shape)}"
+        )
     inside = _mask_for(s, mask)
     error = (a - b).abs()
     spearman, coverage = [], []

@@ -67,8 +67,24 @@ def spy(monkeypatch) -> SamplerSpy:
 # --- 1. every folder name derived from a tag is one safe component inside OUT -------------------------------
 
 
-@pytest.mark.parametrize("name", ["..", ".", "", "/", "//////////..", "a/../..", "..\\..", "C:", "x\x00y\n", "CON",
-                                  ".partial", "nul.txt", "é" * 300])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        ".",
+        "",
+        "/",
+        "//////////..",
+        "a/../..",
+        "..\\..",
+        "C:",
+        "x\x00y\n",
+        "CON",
+        ".partial",
+        "nul.txt",
+        "é" * 300,
+    ],
+)
 def test_safe_component_is_one_harmless_name(tmp_path, name):
     safe = safe_component(name)
     assert safe not in ("", ".", "..") and not safe.startswith(".")
@@ -99,8 +115,16 @@ def test_hostile_series_uid_cannot_escape_the_output_folder(tmp_path):
 # --- 2. non-finite and absurd input is an error, non-finite output is never written ------------------------
 
 
-@pytest.mark.parametrize(("case", "count", "first"), [("nan_slice", 32 * 32, 2), ("one_nan", 1, 1), ("plus_inf", 1, 3),
-                                                      ("minus_inf", 1, 0), ("all_nan", 4 * 32 * 32, 0)])
+@pytest.mark.parametrize(
+    ("case", "count", "first"),
+    [
+        ("nan_slice", 32 * 32, 2),
+        ("one_nan", 1, 1),
+        ("plus_inf", 1, 3),
+        ("minus_inf", 1, 0),
+        ("all_nan", 4 * 32 * 32, 0),
+    ],
+)
 def test_non_finite_nifti_is_refused_naming_file_count_and_slice(tmp_path, capsys, case, count, first):
     hu = phantom_hu()
     if case == "nan_slice":
@@ -134,8 +158,7 @@ def test_fill_nonfinite_is_explicit_and_reported(tmp_path):
     assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "reconstruction.nii.gz")))).all()
 
 
-@pytest.mark.parametrize(("case", "match"), [("huge", "outside the plausible CT range"),
-                                             ("tiny", "1 x 1 pixels")])
+@pytest.mark.parametrize(("case", "match"), [("huge", "outside the plausible CT range"), ("tiny", "1 x 1 pixels")])
 def test_absurd_nifti_is_refused_with_the_reason(tmp_path, capsys, case, match):
     if case == "huge":
         hu = phantom_hu()
@@ -364,8 +387,12 @@ def test_killed_dicom_write_is_invisible_and_cleaned_on_the_next_run(tmp_path):
     write_series(study, 4, rows=32, cols=32)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_DICOM_WRITE, "reconstruct", str(study), str(out), *FAST],
-                            env=env, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_DICOM_WRITE, "reconstruct", str(study), str(out), *FAST],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert killed.returncode == -signal.SIGKILL
     leftovers = [p for p in out.iterdir() if "partial" in p.name and p.name != ".partial"]
     assert leftovers and not (out / "dicom").exists()
@@ -397,7 +424,7 @@ def test_corrupt_checkpoint_slice_is_recomputed(tmp_path, spy, damage):
         with zipfile.ZipFile(victim) as archive:
             info = archive.getinfo("hu.npy")
         at = info.header_offset + 30 + len(info.filename) + info.extra.__len__() + 200
-        victim.write_bytes(raw[:at] + bytes([raw[at] ^ 0x40]) + raw[at + 1:])
+        victim.write_bytes(raw[:at] + bytes([raw[at] ^ 0x40]) + raw[at + 1 :])
     spy.interrupt_at, spy.calls = 0, []
     with pytest.warns(UserWarning, match="slice_00001.npz.*recomput"):
         assert reconstruct(study, out, *FAST, "--batch-size", "1") == 0
@@ -422,8 +449,10 @@ def test_failed_run_leaves_no_output_folder(tmp_path, case):
     assert not (tmp_path / "deep").exists()
 
 
-@pytest.mark.parametrize(("laterality", "body_part", "expected"), [("R", "KIDNEY", "R"), (None, "PARTIALBODY", ""),
-                                                                   (None, None, ""), (None, "ABDOMEN", None)])
+@pytest.mark.parametrize(
+    ("laterality", "body_part", "expected"),
+    [("R", "KIDNEY", "R"), (None, "PARTIALBODY", ""), (None, None, ""), (None, "ABDOMEN", None)],
+)
 def test_derived_series_has_laterality_when_required(tmp_path, laterality, body_part, expected):
     study = tmp_path / "study"
     paths, _, _ = write_series(study, 2, rows=32, cols=32)

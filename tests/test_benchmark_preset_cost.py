@@ -25,8 +25,9 @@ def test_fast_preset_counts(preset_cost) -> None:
     # 20 steps, skip 2, first fifth free: pixel consistency at index 16, 14, ..., 2 (8 steps),
     # each up to 20 CGLS iterations, then a final 20-iteration CGLS fit.
     counts = preset_cost.count_operations(FAST)
-    assert counts == preset_cost.OperationCounts(network=20, dps_gradient=0, latent_iteration=0,
-                                                 pixel_iteration=8 * 20 + 20, decode=9, encode=8)
+    assert counts == preset_cost.OperationCounts(
+        network=20, dps_gradient=0, latent_iteration=0, pixel_iteration=8 * 20 + 20, decode=9, encode=8
+    )
 
 
 def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
@@ -37,8 +38,9 @@ def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
     assert counts.network == 33 * 5
     assert counts.pixel_iteration == 17 * 2000
     assert counts.latent_iteration == 16 * 500 + 500
-    unit = preset_cost.UnitCosts(network=1.0, dps_gradient=0.0, latent_iteration=0.0, pixel_iteration=0.0,
-                                 decode=0.0, encode=0.0)
+    unit = preset_cost.UnitCosts(
+        network=1.0, dps_gradient=0.0, latent_iteration=0.0, pixel_iteration=0.0, decode=0.0, encode=0.0
+    )
     assert counts.seconds(unit) == pytest.approx(165.0)
 
 
@@ -48,5 +50,6 @@ def test_warm_start_counts(preset_cost) -> None:
     from dataclasses import replace
 
     counts = preset_cost.count_operations(replace(FAST, warm_start="tv", warm_start_step=10))
-    assert counts == preset_cost.OperationCounts(network=10, dps_gradient=0, latent_iteration=0,
-                                                 pixel_iteration=4 * 20 + 20 + 150 + 30, decode=5, encode=5)
+    assert counts == preset_cost.OperationCounts(
+        network=10, dps_gradient=0, latent_iteration=0, pixel_iteration=4 * 20 + 20 + 150 + 30, decode=5, encode=5
+    )

@@ -117,9 +117,28 @@ def spy(monkeypatch) -> SamplerSpy:
 def test_reconstruct_writes_a_derived_series_with_the_source_geometry(tmp_path, tiny_model):
     source = write_series(tmp_path / "study")
     out = tmp_path / "out"
-    rc = main(["reconstruct", str(source), str(out), "--model", tiny_model, "--method", "resample",
-               "--preset", "fast", "--config", str(short_resample_config(tmp_path)), "--steps", "2", "--sigma2", "20",
-               "--nifti", "--png", *FAST])
+    rc = main(
+        [
+            "reconstruct",
+            str(source),
+            str(out),
+            "--model",
+            tiny_model,
+            "--method",
+            "resample",
+            "--preset",
+            "fast",
+            "--config",
+            str(short_resample_config(tmp_path)),
+            "--steps",
+            "2",
+            "--sigma2",
+            "20",
+            "--nifti",
+            "--png",
+            *FAST,
+        ]
+    )
     assert rc == 0
     files = sorted((out / "dicom").glob("*.dcm"))
     assert len(files) == N_SLICES
@@ -213,15 +232,20 @@ def test_folder_of_studies_goes_on_after_a_bad_study(tmp_path, capsys):
 def test_config_file_then_options_resolved_and_saved(tmp_path):
     source = write_series(tmp_path / "study")
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "acquisition": {"n_views": 12, "photons": "5e4"},
-        "reconstruction": {"method": "tv", "seed": 7},
-        "sampler": {"max_iter": 5},
-        "output": {"png": True},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "acquisition": {"n_views": 12, "photons": "5e4"},
+                "reconstruction": {"method": "tv", "seed": 7},
+                "sampler": {"max_iter": 5},
+                "output": {"png": True},
+            }
+        )
+    )
     out = tmp_path / "out"
-    assert main(["reconstruct", str(source), str(out), "--config", str(config), "--views", "10",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["reconstruct", str(source), str(out), "--config", str(config), "--views", "10", "--device", "cpu"]) == 0
+    )
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["acquisition"]["n_views"] == 10 and saved["acquisition"]["photons"] == 5e4
     assert saved["reconstruction"]["method"] == "tv" and saved["reconstruction"]["seed"] == 7
@@ -271,8 +295,10 @@ def test_simulate_then_reconstruct_the_sinogram_file(tmp_path):
 
 def test_demo_runs_offline_with_a_given_model(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--model", tiny_model, "--out", str(out), "--preset", "fast", "--steps", "2",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["demo", "--model", tiny_model, "--out", str(out), "--preset", "fast", "--steps", "2", "--device", "cpu"])
+        == 0
+    )
     printed = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in printed.splitlines() if line.split()}
     for method in ("fbp", "resample"):
@@ -283,15 +309,32 @@ def test_demo_runs_offline_with_a_given_model(tmp_path, tiny_model, capsys):
     with Image.open(out / "demo.png") as png:
         assert png.size[0] == 4 * 32
     assert json.loads((out / "demo.json").read_text())["results"]["resample"]["psnr"] == pytest.approx(
-        float(lines["resample"][1]), abs=0.01)
+        float(lines["resample"][1]), abs=0.01
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.shared
 def test_shared_dicom_series_reconstruct_with_fbp(shared_dir, tmp_path):
     out = tmp_path / "out"
-    assert main(["reconstruct", str(shared_dir / "dicom"), str(out), "--method", "fbp", "--preset", "fast",
-                 "--device", "cpu", "--batch-size", "8"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(shared_dir / "dicom"),
+                str(out),
+                "--method",
+                "fbp",
+                "--preset",
+                "fast",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     studies = sorted(p.name for p in (shared_dir / "dicom").iterdir() if p.is_dir())
     for study in studies:
         report = json.loads((out / study / "report.json").read_text())

@@ -69,8 +69,7 @@ def test_json_summary_on_stdout_and_quiet_prints_nothing(study, tmp_path, capsys
 def test_threads_option_sets_torch_threads(study, tmp_path, capsys):
     before = torch.get_num_threads()
     try:
-        assert main(["reconstruct", str(study), str(tmp_path / "out"), "--method", "fbp", "--threads", "1",
-                     *FAST]) == 0
+        assert main(["reconstruct", str(study), str(tmp_path / "out"), "--method", "fbp", "--threads", "1", *FAST]) == 0
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -127,9 +126,35 @@ def test_tv_reports_more_often_than_every_50_iterations():
 
 def test_std_map_is_its_own_derived_series_with_nifti_and_png(study, tmp_path, tiny_model):
     out = tmp_path / "out"
-    assert main(["reconstruct", str(study), str(out), "--model", tiny_model, "--method", "resample",
-                 "--preset", "fast", "--config", str(short_resample_config(tmp_path)), "--steps", "2",
-                 "--n-samples", "2", "--nifti", "--png", "--window", "lung", "--slices", "0:2", *FAST]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(study),
+                str(out),
+                "--model",
+                tiny_model,
+                "--method",
+                "resample",
+                "--preset",
+                "fast",
+                "--config",
+                str(short_resample_config(tmp_path)),
+                "--steps",
+                "2",
+                "--n-samples",
+                "2",
+                "--nifti",
+                "--png",
+                "--window",
+                "lung",
+                "--slices",
+                "0:2",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     rec = pydicom.dcmread(next((out / "dicom").glob("*.dcm")))
     std_files = sorted((out / "std_dicom").glob("*.dcm"))
     assert len(std_files) == 2

@@ -59,18 +59,43 @@ def studies(tmp_path_factory) -> Path:
 
 def cli_options(model: str) -> list[str]:
     """Options of the serial reference run: tiny prior, 2 ReSample steps, 8 views, batches of 2."""
-    return ["--model", model, "--method", "resample", "--preset", "fast", "--steps", "2", "--views", "8",
-            "--batch-size", str(BATCH), "--device", "cpu", "--seed", "3"]
+    return [
+        "--model",
+        model,
+        "--method",
+        "resample",
+        "--preset",
+        "fast",
+        "--steps",
+        "2",
+        "--views",
+        "8",
+        "--batch-size",
+        str(BATCH),
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ]
 
 
 def run_config(model: str) -> object:
     """The same settings as :func:`cli_options`, as a RunConfig for the Python API."""
-    return resolve_config(None, {
-        "acquisition": {"n_views": 8},
-        "reconstruction": {"method": "resample", "preset": "fast", "model": model, "batch_size": BATCH,
-                           "device": "cpu", "seed": 3},
-        "sampler": {"steps": 2},
-    })
+    return resolve_config(
+        None,
+        {
+            "acquisition": {"n_views": 8},
+            "reconstruction": {
+                "method": "resample",
+                "preset": "fast",
+                "model": model,
+                "batch_size": BATCH,
+                "device": "cpu",
+                "seed": 3,
+            },
+            "sampler": {"steps": 2},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +154,21 @@ def test_a_worker_that_cannot_see_output_says_so(tmp_path, tiny_model):
 
 
 def test_without_ray_executor_ray_says_so_in_one_line(tmp_path, studies):
-    code = ("import sys; sys.modules['ray'] = None\n"  # makes `import ray` fail as if it were not installed
-            "from resample_med.cli import main\n"
-            f"sys.exit(main(['reconstruct', {str(studies)!r}, {str(tmp_path / 'out')!r}, '--executor', 'ray']))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # makes `import ray` fail as if it were not installed
+        "from resample_med.cli import main\n"
+        f"sys.exit(main(['reconstruct', {str(studies)!r}, {str(tmp_path / 'out')!r}, '--executor', 'ray']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
-        'resample-med reconstruct: error: --executor ray needs Ray, which is not installed: '
+        "resample-med reconstruct: error: --executor ray needs Ray, which is not installed: "
         'pip install "resample-med[cluster]" (in a checkout: pip install -e ".[cluster]")'
     ]
     assert not (tmp_path / "out").exists()
@@ -154,13 +186,27 @@ def ray_cluster():
 
 def test_ray_equals_the_serial_run_pixel_for_pixel(tmp_path, ray_cluster, studies, tiny_model, serial):
     out = tmp_path / "out"
-    assert main(["reconstruct", str(studies), str(out), *cli_options(tiny_model), "--executor", "ray",
-                 "--chunk-slices", str(CHUNK)]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(studies),
+                str(out),
+                *cli_options(tiny_model),
+                "--executor",
+                "ray",
+                "--chunk-slices",
+                str(CHUNK),
+            ]
+        )
+        == 0
+    )
     assert_same_pixels(out, serial)
     report = json.loads((out / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["workers"] == 2
     assert [(s["series"], s["status"], s["slices_computed"]) for s in report["series"]] == [
-        (name, "done", n) for name, n in SLICES.items()]
+        (name, "done", n) for name, n in SLICES.items()
+    ]
     series_report = json.loads((out / "study_a" / "report.json").read_text())
     assert series_report["executor"]["name"] == "ray"
     assert not any(r["resumed"] for r in series_report["per_slice"])
@@ -177,8 +223,9 @@ def test_a_killed_worker_is_replaced_and_every_slice_is_written(tmp_path, ray_cl
             # the worker that just finished a chunk: the driver hands it the next task, which dies with it
             ray_cluster.kill(ray_cluster.get_actor(event["actor"]))
 
-    report = reconstruct_studies(studies, tmp_path / "out", run_config(tiny_model), executor="ray",
-                                 chunk_slices=CHUNK, on_event=on_event)
+    report = reconstruct_studies(
+        studies, tmp_path / "out", run_config(tiny_model), executor="ray", chunk_slices=CHUNK, on_event=on_event
+    )
     assert report["counts"]["done"] == 3
     lost = [e for e in events if e["event"] == "worker_lost"]
     assert len(lost) == 1 and lost[0]["actor"] == next(e["actor"] for e in events if e["event"] == "chunk_done")
@@ -193,8 +240,9 @@ def test_a_bad_study_is_reported_while_the_others_finish(tmp_path, ray_cluster, 
     for name in SLICES:
         (mixed / name).symlink_to(studies / name, target_is_directory=True)
     write_series(mixed / "study_mr", n=3, modality="MR")  # refused when the folder is scanned
-    report = reconstruct_studies(mixed, tmp_path / "out", run_config(tiny_model), executor="ray",
-                                 chunk_slices=CHUNK, slices="3:5")  # study_c has 3 slices: fails on its worker
+    report = reconstruct_studies(
+        mixed, tmp_path / "out", run_config(tiny_model), executor="ray", chunk_slices=CHUNK, slices="3:5"
+    )  # study_c has 3 slices: fails on its worker
     status = {s["series"]: (s["status"], s["error"]) for s in report["series"]}
     assert status["study_a"] == status["study_b"] == ("done", None)
     assert status["study_c"][0] == "failed" and "--slices 3:5" in status["study_c"][1]
@@ -211,10 +259,12 @@ def test_an_interrupted_driver_resumes_on_rerun(tmp_path, ray_cluster, studies, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        reconstruct_studies(studies, out, run_config(tiny_model), executor="ray", chunk_slices=CHUNK,
-                            on_event=interrupt)
-    kept = {name: {int(p.stem.split("_")[1]) for p in (out / name / ".partial").rglob("slice_*.npz")}
-            for name in SLICES}  # in the series' checkpoint and its chunks' checkpoints
+        reconstruct_studies(
+            studies, out, run_config(tiny_model), executor="ray", chunk_slices=CHUNK, on_event=interrupt
+        )
+    kept = {
+        name: {int(p.stem.split("_")[1]) for p in (out / name / ".partial").rglob("slice_*.npz")} for name in SLICES
+    }  # in the series' checkpoint and its chunks' checkpoints
     assert any(kept.values()) and not (out / "report.json").exists()
 
     report = reconstruct_studies(studies, out, run_config(tiny_model), executor="ray", chunk_slices=CHUNK)

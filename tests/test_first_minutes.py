@@ -20,8 +20,9 @@ SPHINX_MARKUP = (":mod:`", ":func:`", ":class:`", ":data:`", ":meth:`", "``")
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh interpreter that imports this checkout."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_package_cli_parser_help_and_version_import_no_heavy_module():

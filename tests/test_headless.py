@@ -33,9 +33,26 @@ def test_gui_tests_skip_with_a_hint_and_the_rest_runs_without_a_display():
     env = headless_env()
     assert shutil.which("Xvfb", path=env["PATH"]) is None
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xvfb", "-p", "no:cacheprovider", "-q", "-rs",
-         "tests/test_napari_plugin.py", "-k", "sample_data_loads or reader_opens_nifti"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:xvfb",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rs",
+            "tests/test_napari_plugin.py",
+            "-k",
+            "sample_data_loads or reader_opens_nifti",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -43,8 +43,9 @@ def test_ssim_matches_scikit_image_without_mask() -> None:
     skm = pytest.importorskip("skimage.metrics")
     noisy, ref = _images(1)
     a, b = metrics.window(noisy[0]).numpy(), metrics.window(ref[0]).numpy()
-    expected = skm.structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                         use_sample_covariance=False)
+    expected = skm.structural_similarity(
+        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     ours = float(metrics.ssim(noisy[0], ref[0], mask=np.ones((64, 64), bool)))
     # skimage crops a 5-pixel border; reflect padding here changes the border only
     assert ours == pytest.approx(expected, abs=0.01)

@@ -28,7 +28,7 @@ ORIGIN_ZYX = (-40.0, 12.0, -30.0)
 
 def phantom_volume(n_slices: int = 2, size: int = 128) -> np.ndarray:
     """``(n_slices, size, size)`` HU: air around a water ellipse with a bone ring and lung holes."""
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     body = (xx / 0.8) ** 2 + (yy / 0.6) ** 2 <= 1
     slice_hu = np.where(body, 40.0, -1000.0)
     slice_hu[((xx + 0.35) ** 2 + yy**2) <= 0.04] = -800.0
@@ -345,8 +345,9 @@ def test_writer_saves_a_layer_as_a_derived_series_in_the_source_study(tmp_path):
 
 def test_save_layer_through_napari_picks_the_dicom_writer(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(phantom_volume(n_slices=2, size=32), name="recon", scale=VOXEL_SPACING,
-                             translate=ORIGIN_ZYX)
+    layer = viewer.add_image(
+        phantom_volume(n_slices=2, size=32), name="recon", scale=VOXEL_SPACING, translate=ORIGIN_ZYX
+    )
     written = layer.save(str(tmp_path / "recon.dcm"), plugin=PLUGIN)
     assert written == [str(tmp_path / "recon")]
     assert len(list((tmp_path / "recon").glob("*.dcm"))) == 2
@@ -399,8 +400,9 @@ def test_widget_run_simulates_each_measurement_once_and_shows_what_it_inverted(m
             result = stop.value
             break
     assert len(calls) == 2  # one simulation per slice, none repeated for the sinogram layer
-    volume = volume_module.CTVolume(hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3),
-                                    direction=np.eye(3))
+    volume = volume_module.CTVolume(
+        hu=source.hu, spacing_mm=source.spacing_mm, origin_mm=np.zeros(3), direction=np.eye(3)
+    )
     expected = volume_module.reconstruct_volume(volume, request.acquisition, "fbp", config="fast")
     np.testing.assert_array_equal(result.sinogram, expected.measurements.sinogram.numpy())
     np.testing.assert_allclose(result.hu, expected.volume.hu, atol=1e-4)

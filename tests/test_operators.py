@@ -120,12 +120,18 @@ def test_any_leading_batch_dims() -> None:
 
 def test_wrong_shape_or_dtype_is_reported() -> None:
     projector = make_projector(GEOMETRIES["parallel"])
-    with pytest.raises(ValueError, match=rf"image has shape \({TINY}, {TINY + 1}\), expected \(\.\.\., {TINY}, {TINY}\)"):
+    with pytest.raises(
+        ValueError, match=rf"image has shape \({TINY}, {TINY + 1}\), expected \(\.\.\., {TINY}, {TINY}\)"
+    ):
         projector.forward(torch.zeros(TINY, TINY + 1))
     views, bins = projector.sinogram_shape
-    with pytest.raises(ValueError, match=rf"sinogram has shape \(2, {views + 1}, {bins}\), expected \(\.\.\., {views}, {bins}\)"):
+    with pytest.raises(
+        ValueError, match=rf"sinogram has shape \(2, {views + 1}, {bins}\), expected \(\.\.\., {views}, {bins}\)"
+    ):
         projector.adjoint(np.zeros((2, views + 1, bins), dtype=np.float32))
-    with pytest.raises(ValueError, match="image is a torch.float64 tensor on cpu but the projector holds torch.float32"):
+    with pytest.raises(
+        ValueError, match="image is a torch.float64 tensor on cpu but the projector holds torch.float32"
+    ):
         projector.forward(torch.zeros(TINY, TINY, dtype=torch.float64))
     with pytest.raises(TypeError, match="torch.Tensor or a numpy array, got list"):
         projector.forward([[0.0] * TINY] * TINY)

@@ -38,16 +38,21 @@ def phantom(n: int = 3, size: int = SIZE) -> np.ndarray:
     """(n, size, size) HU: air, a water square, a bone insert moving with the slice index."""
     hu = np.full((n, size, size), -1000.0, dtype=np.float32)
     q = size // 4
-    hu[:, q:3 * q, q:3 * q] = 40.0
+    hu[:, q : 3 * q, q : 3 * q] = 40.0
     for k in range(n):
-        hu[k, q + 2 + k:q + 6 + k, size // 2:size // 2 + 4] = 900.0
+        hu[k, q + 2 + k : q + 6 + k, size // 2 : size // 2 + 4] = 900.0
     return hu
 
 
 def phantom_volume(n: int = 5) -> CTVolume:
     """A CTVolume of :func:`phantom` with a non-trivial origin and spacing."""
-    return CTVolume(hu=phantom(n), spacing_mm=(2.5, 1.25, 1.25), origin_mm=np.array([-20.0, -30.0, 100.0]),
-                    direction=np.eye(3), source={"format": "test"})
+    return CTVolume(
+        hu=phantom(n),
+        spacing_mm=(2.5, 1.25, 1.25),
+        origin_mm=np.array([-20.0, -30.0, 100.0]),
+        direction=np.eye(3),
+        source={"format": "test"},
+    )
 
 
 SHORT_RESAMPLE = dataclasses.replace(
@@ -135,16 +140,25 @@ def test_fbp_slices_report_metrics_and_residuals():
 
 
 def test_resample_with_tiny_prior_gives_std_over_samples(tiny_prior):
-    measurements = simulate_measurements(phantom(2), 1.5, AcquisitionConfig(n_views=12),
-                                         generator=torch.Generator().manual_seed(0))
+    measurements = simulate_measurements(
+        phantom(2), 1.5, AcquisitionConfig(n_views=12), generator=torch.Generator().manual_seed(0)
+    )
     events = []
-    rec = reconstruct_slices(measurements, "resample", prior=tiny_prior, config=SHORT_RESAMPLE, batch_size=2,
-                             n_samples=2, callback=events.append)
+    rec = reconstruct_slices(
+        measurements,
+        "resample",
+        prior=tiny_prior,
+        config=SHORT_RESAMPLE,
+        batch_size=2,
+        n_samples=2,
+        callback=events.append,
+    )
     assert rec.hu.shape == (2, SIZE, SIZE) and rec.std_hu is not None and rec.std_hu.shape == (2, SIZE, SIZE)
     assert np.isfinite(rec.hu).all() and (rec.std_hu >= 0).all()
     assert events and events[-1].stage == "final_consistency"
-    again = reconstruct_slices(measurements, "resample", prior=tiny_prior, config=SHORT_RESAMPLE, batch_size=2,
-                               n_samples=2)
+    again = reconstruct_slices(
+        measurements, "resample", prior=tiny_prior, config=SHORT_RESAMPLE, batch_size=2, n_samples=2
+    )
     np.testing.assert_array_equal(rec.hu, again.hu)
 
 
@@ -177,13 +191,15 @@ def test_interrupted_volume_resumes_only_the_remaining_slices(tmp_path, monkeypa
     fingerprint = {"test": 1}
     fail_second = True
     with pytest.raises(KeyboardInterrupt):
-        reconstruct_volume(volume, acquisition, "fbp", batch_size=2,
-                           checkpoint=SliceCheckpoint.open(tmp_path / "partial", fingerprint))
+        reconstruct_volume(
+            volume, acquisition, "fbp", batch_size=2, checkpoint=SliceCheckpoint.open(tmp_path / "partial", fingerprint)
+        )
     assert SliceCheckpoint.open(tmp_path / "partial", fingerprint).done() == {0, 1}
     fail_second = False
     calls.clear()
-    resumed = reconstruct_volume(volume, acquisition, "fbp", batch_size=2,
-                                 checkpoint=SliceCheckpoint.open(tmp_path / "partial", fingerprint))
+    resumed = reconstruct_volume(
+        volume, acquisition, "fbp", batch_size=2, checkpoint=SliceCheckpoint.open(tmp_path / "partial", fingerprint)
+    )
     assert sum(calls) == 3
     assert [r["resumed"] for r in resumed.per_slice] == [True, True, False, False, False]
     fresh = reconstruct_volume(volume, acquisition, "fbp", batch_size=2)
@@ -219,8 +235,9 @@ def test_bad_sinogram_files_name_the_file(tmp_path):
 
 def test_select_slices_keeps_geometry_of_the_kept_slices():
     volume = phantom_volume(5)
-    volume = volume.with_hu(volume.hu, ImagePositionPatient=volume.slice_positions().tolist(),
-                            files=[f"f{k}" for k in range(5)])
+    volume = volume.with_hu(
+        volume.hu, ImagePositionPatient=volume.slice_positions().tolist(), files=[f"f{k}" for k in range(5)]
+    )
     part = select_slices(volume, slice(1, 4))
     assert part.n_slices == 3 and part.source["files"] == ["f1", "f2", "f3"]
     np.testing.assert_allclose(part.slice_positions(), volume.slice_positions()[1:4])

@@ -34,11 +34,12 @@ def phantom_volume():
 
     hu = np.full((2, SIZE, SIZE), -1000.0, dtype=np.float32)
     q = SIZE // 4
-    hu[:, q:3 * q, q:3 * q] = 40.0
+    hu[:, q : 3 * q, q : 3 * q] = 40.0
     for k in range(2):
-        hu[k, q + 2 + k:q + 6 + k, SIZE // 2:SIZE // 2 + 4] = 900.0
-    return CTVolume(hu=hu, spacing_mm=(2.5, 1.5, 1.5), origin_mm=np.zeros(3), direction=np.eye(3),
-                    source={"format": "test"})
+        hu[k, q + 2 + k : q + 6 + k, SIZE // 2 : SIZE // 2 + 4] = 900.0
+    return CTVolume(
+        hu=hu, spacing_mm=(2.5, 1.5, 1.5), origin_mm=np.zeros(3), direction=np.eye(3), source={"format": "test"}
+    )
 
 
 def compute() -> dict[str, np.ndarray]:
@@ -54,7 +55,9 @@ def compute() -> dict[str, np.ndarray]:
     volume = phantom_volume()
     acquisition = AcquisitionConfig(n_views=12, photons=1e5)
     short_resample = dataclasses.replace(
-        PRESETS["fast"], num_steps=3, final_max_iter=2,
+        PRESETS["fast"],
+        num_steps=3,
+        final_max_iter=2,
         latent=dataclasses.replace(PRESETS["fast"].latent, max_iter=2),
     )
     prior = create_bundle("tiny", seed=0)
@@ -81,8 +84,13 @@ def computed() -> dict[str, np.ndarray]:
 def test_pixels_match_the_pinned_reference(computed, name):
     reference = np.load(DATA_DIR / f"pinned_{name}.npy")
     assert computed[name].shape == reference.shape
-    np.testing.assert_allclose(computed[name], reference, rtol=0, atol=ATOL_MODEL_UNITS,
-                               err_msg=f"{name} moved: regenerate only for an intended change")
+    np.testing.assert_allclose(
+        computed[name],
+        reference,
+        rtol=0,
+        atol=ATOL_MODEL_UNITS,
+        err_msg=f"{name} moved: regenerate only for an intended change",
+    )
 
 
 if __name__ == "__main__":

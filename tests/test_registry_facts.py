@@ -46,12 +46,19 @@ def test_cli_and_widget_configs_come_from_the_same_rule():
 
     for method in ("resample", "tv", "fbp"):
         request = ReconstructionRequest(AcquisitionConfig(), method, "fast", steps=9, gamma=12.0)
-        overrides = {k: v for k, v in {"num_steps": 9, "gamma": 12.0}.items()
-                     if k in {f.name for f in dataclasses.fields(resolve_method_config(method, "fast"))}}
+        overrides = {
+            k: v
+            for k, v in {"num_steps": 9, "gamma": 12.0}.items()
+            if k in {f.name for f in dataclasses.fields(resolve_method_config(method, "fast"))}
+        }
         assert request.method_config() == configure(method, "fast", overrides)
-    assert common.sampler_config("resample", "fast", {"steps": 9, "gamma": 12.0}) == \
-        ReconstructionRequest(AcquisitionConfig(), "resample", "fast", steps=9, gamma=12.0).method_config()
-    with pytest.raises(ConfigError, match=r"\['max_iters'\] are not fields of resample.latent's config; known: \['lr', 'max_iter'"):
+    assert (
+        common.sampler_config("resample", "fast", {"steps": 9, "gamma": 12.0})
+        == ReconstructionRequest(AcquisitionConfig(), "resample", "fast", steps=9, gamma=12.0).method_config()
+    )
+    with pytest.raises(
+        ConfigError, match=r"\['max_iters'\] are not fields of resample.latent's config; known: \['lr', 'max_iter'"
+    ):
         common.sampler_config("resample", "fast", {"latent": {"max_iters": 3}})
 
 

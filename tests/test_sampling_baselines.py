@@ -20,8 +20,8 @@ def gen() -> torch.Generator:
 def _blocky_phantom(size: int) -> torch.Tensor:
     """Piecewise-constant (B=2, 1, size, size) images in model units: TV's favourite."""
     x = torch.full((2, 1, size, size), -1.0)
-    x[0, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 0.0
-    x[1, :, size // 8: size // 2, size // 3: 7 * size // 8] = 0.5
+    x[0, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 0.0
+    x[1, :, size // 8 : size // 2, size // 3 : 7 * size // 8] = 0.5
     return x
 
 
@@ -49,8 +49,9 @@ def test_cgls_discrepancy_stop(gen: torch.Generator) -> None:
     early = reconstruct("cgls", y, op, noise_std=0.1)
     full = reconstruct("cgls", y, op)
     assert max(early.info["iterations"]) < min(full.info["iterations"])
-    assert all(r**2 * float(batch_sq_norm(y)[i]) <= 0.01 * 64 * 1.0001
-               for i, r in enumerate(early.info["relative_residual"]))
+    assert all(
+        r**2 * float(batch_sq_norm(y)[i]) <= 0.01 * 64 * 1.0001 for i, r in enumerate(early.info["relative_residual"])
+    )
 
 
 def test_fbp_uses_operator(gen: torch.Generator) -> None:
@@ -70,13 +71,28 @@ def test_latent_dps_lowers_residual_and_is_seeded(gen: torch.Generator) -> None:
     op = DenseOperator.random(4, (2, 4), gen)
     y = op.forward(torch.randn(2, 1, 4, 4, generator=gen))
     cfg = LatentDPSConfig(num_steps=30, step_size=0.5, preview_every=10)
-    unguided = reconstruct("latent_dps", y, op, prior=prior, config=LatentDPSConfig(num_steps=30, step_size=0.0),
-                           generator=torch.Generator().manual_seed(0))
+    unguided = reconstruct(
+        "latent_dps",
+        y,
+        op,
+        prior=prior,
+        config=LatentDPSConfig(num_steps=30, step_size=0.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     events: list[ProgressEvent] = []
-    a = reconstruct("latent_dps", y, op, prior=prior, config=cfg, generator=torch.Generator().manual_seed(0),
-                    n_samples=2, callback=events.append)
-    b = reconstruct("latent_dps", y, op, prior=prior, config=cfg, generator=torch.Generator().manual_seed(0),
-                    n_samples=2)
+    a = reconstruct(
+        "latent_dps",
+        y,
+        op,
+        prior=prior,
+        config=cfg,
+        generator=torch.Generator().manual_seed(0),
+        n_samples=2,
+        callback=events.append,
+    )
+    b = reconstruct(
+        "latent_dps", y, op, prior=prior, config=cfg, generator=torch.Generator().manual_seed(0), n_samples=2
+    )
     assert torch.equal(a.image, b.image) and a.std.shape == (2, 1, 4, 4)
     assert sum(a.info["relative_residual"]) < sum(unguided.info["relative_residual"])
     assert [e.step for e in events if e.preview is not None] == [10, 20, 30]
@@ -91,8 +107,15 @@ def test_latent_dps_lowers_residual_and_is_seeded(gen: torch.Generator) -> None:
 def test_registry_errors_and_presets(gen: torch.Generator) -> None:
     op = DenseOperator.random(4, (2, 4), gen)
     y = torch.zeros(1, 1, 2, 4)
-    assert set(METHODS) == {"fbp", "cgls", "tv", "latent_dps", "resample", "resample_no_resampling",
-                            "resample_stochastic_encoding"}
+    assert set(METHODS) == {
+        "fbp",
+        "cgls",
+        "tv",
+        "latent_dps",
+        "resample",
+        "resample_no_resampling",
+        "resample_stochastic_encoding",
+    }
     with pytest.raises(ValueError, match="unknown method 'nope'; choose from"):
         reconstruct("nope", y, op)
     with pytest.raises(ValueError, match="needs a prior"):

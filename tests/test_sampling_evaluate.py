@@ -20,8 +20,13 @@ def tiny_case(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny_eval")
     yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
     images = np.stack([np.where(xx**2 + yy**2 < r, 40.0, -1000.0) for r in (0.3, 0.4, 0.5, 0.6)]).astype(np.int16)
-    np.savez(root / "tiny.npz", images_hu=images, split=np.array(["val"] * 4), patient=np.array(list("abcd")),
-             anatomy=np.array(["phantom"] * 4))
+    np.savez(
+        root / "tiny.npz",
+        images_hu=images,
+        split=np.array(["val"] * 4),
+        patient=np.array(list("abcd")),
+        anatomy=np.array(["phantom"] * 4),
+    )
     models.create_bundle("tiny", seed=0).save(root / "prior")
     return root / "tiny.npz", root / "prior"
 
@@ -30,13 +35,39 @@ def tiny_case(tmp_path_factory) -> tuple[Path, Path]:
 def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
     data, prior = tiny_case
     out = tmp_path / "results"
-    harness.main(["--data", str(data), "--model", str(prior), "--n-slices", "3", "--views", "8",
-                   "--geometries", "parallel", "fan", "--preset", "fast", "--batch-size", "2",
-                   "--figure-setting", "parallel", "8", "--figure-slices", "2", "--uncertainty-samples", "2",
-                   "--out", str(out)])
+    harness.main(
+        [
+            "--data",
+            str(data),
+            "--model",
+            str(prior),
+            "--n-slices",
+            "3",
+            "--views",
+            "8",
+            "--geometries",
+            "parallel",
+            "fan",
+            "--preset",
+            "fast",
+            "--batch-size",
+            "2",
+            "--figure-setting",
+            "parallel",
+            "8",
+            "--figure-slices",
+            "2",
+            "--uncertainty-samples",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     report = (out / "quality.md").read_text()
     # the default simulation is the independent one, and every table says so
-    assert "## parallel, 8 views, independent simulation" in report and "## fan, 8 views, independent simulation" in report
+    assert (
+        "## parallel, 8 views, independent simulation" in report and "## fan, 8 views, independent simulation" in report
+    )
     assert "| tv |" in report and "| resample |" in report and "ReSample's margins" in report
     raw = json.loads((out / "quality.json").read_text())
     assert raw["context"]["simulations"] == ["independent"]
@@ -66,8 +97,23 @@ def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: 
     """Cheap methods on all slices, a costly one on a subset: the merged margins compare the
     same slices with the same noise (a slice's measurement does not depend on the subset)."""
     data, prior = tiny_case
-    common = ["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
-              "--preset", "fast", "--batch-size", "2", "--figure-setting", "parallel", "0"]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        str(prior),
+        "--views",
+        "8",
+        "--geometries",
+        "parallel",
+        "--preset",
+        "fast",
+        "--batch-size",
+        "2",
+        "--figure-setting",
+        "parallel",
+        "0",
+    ]
     harness.main(common + ["--methods", "tv", "resample", "--out", str(tmp_path / "all")])
     harness.main(common + ["--n-slices", "2", "--methods", "tv", "latent_dps", "--out", str(tmp_path / "subset")])
     harness.main(["--merge", str(tmp_path / "all"), str(tmp_path / "subset"), "--out", str(tmp_path / "merged")])
@@ -88,16 +134,31 @@ def test_tune_writes_the_best_grid_value(tiny_case, tmp_path: Path, monkeypatch:
     store.write_text(tuned.TUNED_FILE.read_text())
     monkeypatch.setattr(tuning, "STORE", store)
     monkeypatch.setitem(tuning.TUNABLES, "tv", tuning.Tunable("TV weight", (1e-4, 0.5), "TV_WEIGHT", "weight"))
-    tuning.main(["tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
-                 "--geometries", "parallel"])
+    tuning.main(
+        ["tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8", "--geometries", "parallel"]
+    )
     entry = tuned.load(store)["TV_WEIGHT"]
     assert entry.value in (1e-4, 0.5)
     assert entry.provenance.startswith("python benchmarks/tune.py tv --data")
     assert "val slices [1, 2]" in entry.provenance
     assert tuned.load(store)["LATENT_DPS_FAST_STEP_SIZE"] == tuned.load()["LATENT_DPS_FAST_STEP_SIZE"]
     # the evaluate script's --tune is the same tuning
-    harness.main(["--tune", "tv", "--data", str(data), "--n-slices", "2", "--tune-slices", "2", "--views", "8",
-                  "--geometries", "parallel"])
+    harness.main(
+        [
+            "--tune",
+            "tv",
+            "--data",
+            str(data),
+            "--n-slices",
+            "2",
+            "--tune-slices",
+            "2",
+            "--views",
+            "8",
+            "--geometries",
+            "parallel",
+        ]
+    )
     assert tuned.load(store)["TV_WEIGHT"].provenance.startswith("python benchmarks/evaluate.py --tune tv")
 
 
@@ -106,16 +167,37 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
     """``--simulations independent matched`` gives a table per simulation with different data;
     results written before simulations were named merge in as ``matched``."""
     data, prior = tiny_case
-    harness.main(["--data", str(data), "--model", str(prior), "--views", "8", "--geometries", "parallel",
-                   "--methods", "fbp", "--simulations", "independent", "matched", "--out", str(tmp_path / "both")])
+    harness.main(
+        [
+            "--data",
+            str(data),
+            "--model",
+            str(prior),
+            "--views",
+            "8",
+            "--geometries",
+            "parallel",
+            "--methods",
+            "fbp",
+            "--simulations",
+            "independent",
+            "matched",
+            "--out",
+            str(tmp_path / "both"),
+        ]
+    )
     raw = json.loads((tmp_path / "both" / "quality.json").read_text())
     independent = raw["results"]["parallel, 8 views, independent simulation"][0]["psnr"]
     matched = raw["results"]["parallel, 8 views, matched simulation"][0]["psnr"]
     assert independent != matched and np.allclose(independent, matched, atol=3.0)
     old = tmp_path / "old"
     old.mkdir()
-    legacy = {"context": dict(raw["context"], simulations=None), "results": {
-        "parallel, 8 views": [dict(raw["results"]["parallel, 8 views, matched simulation"][0], method="cgls")]}}
+    legacy = {
+        "context": dict(raw["context"], simulations=None),
+        "results": {
+            "parallel, 8 views": [dict(raw["results"]["parallel, 8 views, matched simulation"][0], method="cgls")]
+        },
+    }
     del legacy["context"]["simulations"]
     (old / "quality.json").write_text(json.dumps(legacy))
     harness.main(["--merge", str(tmp_path / "both"), str(old), "--out", str(tmp_path / "merged")])
@@ -128,17 +210,50 @@ def test_both_simulations_and_old_results_merge(tiny_case, tmp_path: Path) -> No
 def test_sampler_overrides_and_posterior_means(tiny_case, tmp_path: Path) -> None:
     """A candidate configuration runs through the harness without a preset of its own."""
     data, prior = tiny_case
-    common = ["--data", str(data), "--model", str(prior), "--n-slices", "2", "--views", "8", "--geometries", "fan",
-              "--methods", "resample", "--preset", "fast", "--figure-setting", "parallel", "0",
-              "--uncertainty-samples", "1", "--out", str(tmp_path / "out")]
-    harness.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=14", "--sampler", "final_tau=4",
-                            "--resample-samples", "2"])
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        str(prior),
+        "--n-slices",
+        "2",
+        "--views",
+        "8",
+        "--geometries",
+        "fan",
+        "--methods",
+        "resample",
+        "--preset",
+        "fast",
+        "--figure-setting",
+        "parallel",
+        "0",
+        "--uncertainty-samples",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    harness.main(
+        common
+        + [
+            "--sampler",
+            "warm_start=tv",
+            "--sampler",
+            "warm_start_step=14",
+            "--sampler",
+            "final_tau=4",
+            "--resample-samples",
+            "2",
+        ]
+    )
     raw = json.loads((tmp_path / "out" / "quality.json").read_text())
     row = raw["results"]["fan, 8 views, independent simulation"][0]
     assert row["config"]["warm_start"] == "tv" and row["config"]["warm_start_step"] == 14
     assert row["config"]["final_tau"] == 4 and raw["context"]["resample_samples"] == 2
-    assert "with `warm_start=tv warm_start_step=14 final_tau=4`, ReSample rows the mean of 2" in \
-        (tmp_path / "out" / "quality.md").read_text()
+    assert (
+        "with `warm_start=tv warm_start_step=14 final_tau=4`, ReSample rows the mean of 2"
+        in (tmp_path / "out" / "quality.md").read_text()
+    )
     with pytest.raises(SystemExit, match="--sampler 'warm_starts=tv' is not KEY=VALUE"):
         harness.main(common + ["--sampler", "warm_starts=tv"])
     with pytest.raises(SystemExit, match="warm_start_step must lie in"):

@@ -41,8 +41,9 @@ def problem() -> tuple[GaussianLatentPrior, DenseOperator, torch.Tensor]:
 @pytest.mark.parametrize("method", ["resample", "resample_no_resampling", "resample_stochastic_encoding"])
 def test_shapes_dtypes_and_seed(problem, method: str) -> None:
     prior, op, y = problem
-    run = lambda seed: reconstruct(method, y, op, prior=prior, config=TINY_CONFIG, n_samples=3,
-                                   generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: reconstruct(
+        method, y, op, prior=prior, config=TINY_CONFIG, n_samples=3, generator=torch.Generator().manual_seed(seed)
+    )
     a, b, c = run(0), run(0), run(1)
     assert a.image.shape == (2, 1, IMAGE, IMAGE) and a.image.dtype == torch.float32
     assert a.std is not None and a.std.shape == a.image.shape and torch.all(a.std >= 0)
@@ -54,8 +55,10 @@ def test_shapes_dtypes_and_seed(problem, method: str) -> None:
 
 def test_ablations_differ_from_resample(problem) -> None:
     prior, op, y = problem
-    images = {m: reconstruct(m, y, op, prior=prior, config=TINY_CONFIG, generator=torch.Generator().manual_seed(0)).image
-              for m in ("resample", "resample_no_resampling", "resample_stochastic_encoding")}
+    images = {
+        m: reconstruct(m, y, op, prior=prior, config=TINY_CONFIG, generator=torch.Generator().manual_seed(0)).image
+        for m in ("resample", "resample_no_resampling", "resample_stochastic_encoding")
+    }
     assert not torch.allclose(images["resample"], images["resample_no_resampling"])
     assert not torch.allclose(images["resample"], images["resample_stochastic_encoding"])
 
@@ -142,8 +145,16 @@ def test_gaussian_prior_posterior(noise_std: float, mean_tol: float) -> None:
     y = op.forward(torch.randn(1, 1, IMAGE, IMAGE, generator=g))
     y = y + noise_std * torch.randn(y.shape, generator=g)
     mean, cov = _exact_posterior(op, y, noise_std)
-    rec = reconstruct("resample", y, op, prior=prior, config=GAUSSIAN_CONFIG, n_samples=2000,
-                      noise_std=noise_std or None, generator=torch.Generator().manual_seed(0))
+    rec = reconstruct(
+        "resample",
+        y,
+        op,
+        prior=prior,
+        config=GAUSSIAN_CONFIG,
+        n_samples=2000,
+        noise_std=noise_std or None,
+        generator=torch.Generator().manual_seed(0),
+    )
     got_mean = rec.image.flatten().double()
     assert float((got_mean - mean).norm() / mean.norm()) < mean_tol
     var_ratio = float(rec.std.double().pow(2).sum() / cov.diagonal().sum())
@@ -170,8 +181,13 @@ def _paper_with_small_caps(num_steps: int) -> ReSampleConfig:
     """The `paper` preset at ``num_steps`` with its iteration caps cut so that tests stay short
     (the schedule, time travel and DPS step are what is exercised)."""
     paper = PRESETS["paper"]
-    return replace(paper, num_steps=num_steps, pixel=replace(paper.pixel, max_iter=3),
-                   latent=replace(paper.latent, max_iter=2), final_max_iter=3)
+    return replace(
+        paper,
+        num_steps=num_steps,
+        pixel=replace(paper.pixel, max_iter=3),
+        latent=replace(paper.latent, max_iter=2),
+        final_max_iter=3,
+    )
 
 
 def _official_dc_count(num_steps: int) -> int:

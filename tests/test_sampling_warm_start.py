@@ -46,8 +46,16 @@ def problem() -> tuple[CountingPrior, DenseOperator, torch.Tensor, torch.Tensor]
 
 def _run(problem, config: ReSampleConfig, seed: int = 0, **kwargs):
     prior, op, y, _ = problem
-    return reconstruct("resample", y, op, prior=prior, config=config, noise_std=0.01,
-                       generator=torch.Generator().manual_seed(seed), **kwargs)
+    return reconstruct(
+        "resample",
+        y,
+        op,
+        prior=prior,
+        config=config,
+        noise_std=0.01,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
 
 
 def test_levers_are_off_by_default_and_old_configs_read_back_unchanged(problem) -> None:
@@ -95,8 +103,9 @@ def test_warm_start_from_tv_on_the_projector_and_the_tiny_model() -> None:
 
     bundle = models.create_bundle("tiny", seed=0)
     projector = make_projector(ParallelBeamGeometry.sparse_view(8, image_size=bundle.image_size))
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, bundle.image_size), torch.linspace(-1, 1, bundle.image_size),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, bundle.image_size), torch.linspace(-1, 1, bundle.image_size), indexing="ij"
+    )
     y = projector.forward(((xx**2 + yy**2) < 0.5).float().reshape(1, 1, bundle.image_size, bundle.image_size) - 1.0)
     rec = reconstruct("resample", y, projector, prior=bundle, config=replace(FAST, warm_start="tv", warm_start_step=14))
     assert rec.image.shape == (1, 1, bundle.image_size, bundle.image_size) and torch.isfinite(rec.image).all()

@@ -52,8 +52,10 @@ def test_independent_agrees_with_matched_to_discretisation_error(kind: str) -> N
 
 @pytest.mark.parametrize(
     "geometry",
-    [ParallelBeamGeometry.sparse_view(7, image_size=24, pixel_spacing_mm=1.3),
-     FanBeamGeometry.sparse_view(7, image_size=24, pixel_spacing_mm=1.3)],
+    [
+        ParallelBeamGeometry.sparse_view(7, image_size=24, pixel_spacing_mm=1.3),
+        FanBeamGeometry.sparse_view(7, image_size=24, pixel_spacing_mm=1.3),
+    ],
 )
 def test_fine_model_without_refinement_is_the_matched_projector(geometry) -> None:
     """upsample = 1, one sub-ray per bin: the same rays on the same grid, so the same numbers;
@@ -98,15 +100,20 @@ def test_bin_integration_averages_intensities_not_line_integrals() -> None:
 
 def test_independent_simulation_is_deterministic_from_the_seed() -> None:
     acquisition = AcquisitionConfig(n_views=10, simulation="independent")
-    run = lambda seed: simulate_measurements(smooth_phantom(1), SPACING, acquisition,
-                                             generator=torch.Generator().manual_seed(seed)).sinogram
+    run = lambda seed: (
+        simulate_measurements(
+            smooth_phantom(1), SPACING, acquisition, generator=torch.Generator().manual_seed(seed)
+        ).sinogram
+    )
     assert torch.equal(run(4), run(4))
     assert not torch.equal(run(4), run(5))
 
 
 def test_simulation_mode_survives_the_sinogram_file(tmp_path) -> None:
     acquisition = AcquisitionConfig(geometry="fan", n_views=8, simulation="independent")
-    measured = simulate_measurements(smooth_phantom(1), SPACING, acquisition, generator=torch.Generator().manual_seed(0))
+    measured = simulate_measurements(
+        smooth_phantom(1), SPACING, acquisition, generator=torch.Generator().manual_seed(0)
+    )
     loaded = load_measurements(save_measurements(tmp_path / "sino.npz", measured))
     assert loaded.acquisition == acquisition
     with pytest.raises(ValueError, match="simulation"):

@@ -148,8 +148,13 @@ def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
 ) -> None:
     run = tmp_path / "dm"
     cfg = dataclasses.replace(
-        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run), autoencoder=str(trained_ae),
-        lr=5e-2, val_every=4, max_steps=18,
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(run),
+        autoencoder=str(trained_ae),
+        lr=5e-2,
+        val_every=4,
+        max_steps=18,
     )
     summary = train_diffusion(cfg)
     val = {r["step"]: r["loss"] for r in LossLog(run).read("val")}
@@ -159,8 +164,9 @@ def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
     assert summary["val_loss_ema"] == pytest.approx(val[best_step], rel=1e-5)
 
     # a run continuing from a bundle lets the starting weights compete (step 0)
-    cont = dataclasses.replace(cfg, out_dir=str(tmp_path / "cont"), autoencoder=None,
-                               init_from=str(run / "model"), max_steps=8)
+    cont = dataclasses.replace(
+        cfg, out_dir=str(tmp_path / "cont"), autoencoder=None, init_from=str(run / "model"), max_steps=8
+    )
     summary = train_diffusion(cont)
     val = {r["step"]: r["loss"] for r in LossLog(tmp_path / "cont").read("val")}
     assert sorted(val) == [0, 4, 8]
@@ -169,13 +175,17 @@ def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
 
 def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
     first = dataclasses.replace(
-        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "a"),
-        autoencoder=str(trained_ae), max_steps=3,
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(tmp_path / "a"),
+        autoencoder=str(trained_ae),
+        max_steps=3,
     )
     train_diffusion(first)
     source = LatentDiffusionBundle.load(tmp_path / "a" / "model")
-    cont = dataclasses.replace(first, out_dir=str(tmp_path / "b"), autoencoder=None,
-                               init_from=str(tmp_path / "a" / "model"), max_steps=0)
+    cont = dataclasses.replace(
+        first, out_dir=str(tmp_path / "b"), autoencoder=None, init_from=str(tmp_path / "a" / "model"), max_steps=0
+    )
     train_diffusion(cont)
     continued = LatentDiffusionBundle.load(tmp_path / "b" / "model")
     assert continued.latent_scale_factor == source.latent_scale_factor
@@ -188,8 +198,22 @@ def test_cli_registers_both_stages_and_runs(trained_ae: Path, phantom_npz: Path,
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["train", "autoencoder", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(tmp_path / "cli"),
-         "--max-steps", "3", "--crop-size", "8", "--device", "cpu"]
+        [
+            "train",
+            "autoencoder",
+            "--data",
+            str(phantom_npz),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "cli"),
+            "--max-steps",
+            "3",
+            "--crop-size",
+            "8",
+            "--device",
+            "cpu",
+        ]
     )
     assert args.stage == "autoencoder" and callable(args.func)
     summary = args.func(args)
@@ -213,8 +237,13 @@ def test_training_slices_from_a_dicom_file() -> None:
 def test_patient_balance_weights_and_draws(phantom_npz: Path, tmp_path: Path) -> None:
     # second npz: one patient with 6 slices, so patients hold 2,2,2,2,1 (first file) and 6 slices
     extra = tmp_path / "extra.npz"
-    np.savez(extra, images_hu=np.zeros((6, SIZE, SIZE), dtype=np.int16), split=np.array(["train"] * 6),
-             license_class=np.array(["open"] * 6), patient=np.array(["p0"] * 6))
+    np.savez(
+        extra,
+        images_hu=np.zeros((6, SIZE, SIZE), dtype=np.int16),
+        split=np.array(["train"] * 6),
+        license_class=np.array(["open"] * 6),
+        patient=np.array(["p0"] * 6),
+    )
     from resample_med.training.data import load_slices, load_validation_slices
 
     both = load_slices([phantom_npz, extra])
@@ -222,12 +251,15 @@ def test_patient_balance_weights_and_draws(phantom_npz: Path, tmp_path: Path) ->
     uniform, by_patient = both.sampling_weights(0.0), both.sampling_weights(1.0)
     assert torch.allclose(uniform, torch.full((15,), 1 / 15, dtype=torch.float64))
     per_patient = torch.zeros(6, dtype=torch.float64).index_add_(
-        0, torch.as_tensor(np.unique(both.patient, return_inverse=True)[1]), by_patient)
+        0, torch.as_tensor(np.unique(both.patient, return_inverse=True)[1]), by_patient
+    )
     assert torch.allclose(per_patient, torch.full((6,), 1 / 6, dtype=torch.float64))
     draws = both.draw(6000, 1.0, torch.Generator().manual_seed(0))
     assert abs(float((draws >= 9).double().mean()) - 1 / 6) < 0.03  # the 6-slice patient: 1/6 of draws, not 6/15
-    assert torch.equal(both.draw(5, 0.0, torch.Generator().manual_seed(1)),
-                       torch.randint(0, 15, (5,), generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        both.draw(5, 0.0, torch.Generator().manual_seed(1)),
+        torch.randint(0, 15, (5,), generator=torch.Generator().manual_seed(1)),
+    )
     val = load_validation_slices([phantom_npz, extra], SliceSelection(splits=("val",), license_classes=None))
     assert val is not None and len(val) == 2  # only the first npz has val slices
 
@@ -249,33 +281,61 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(trained_ae: Path, phantom
     from resample_med.training.autoencoder import encoder_state_hash, load_autoencoder
 
     run = tmp_path / "dec"
-    train_autoencoder(dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run),
-                                          init_from=str(trained_ae), trainable="decoder", max_steps=4, cpu_bf16=True))
+    train_autoencoder(
+        dataclasses.replace(
+            AUTOENCODER_PRESETS["tiny"],
+            data=(str(phantom_npz),),
+            out_dir=str(run),
+            init_from=str(trained_ae),
+            trainable="decoder",
+            max_steps=4,
+            cpu_bf16=True,
+        )
+    )
     before, after = load_autoencoder(trained_ae), load_autoencoder(run)
     assert encoder_state_hash(before) == encoder_state_hash(after)
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
     # a bundle continued with the decoder-tuned autoencoder keeps its UNet's latent scale
-    first = dataclasses.replace(DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "a"),
-                                autoencoder=str(trained_ae), max_steps=2)
+    first = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(tmp_path / "a"),
+        autoencoder=str(trained_ae),
+        max_steps=2,
+    )
     train_diffusion(first)
     source = LatentDiffusionBundle.load(tmp_path / "a" / "model")
-    cont = dataclasses.replace(first, out_dir=str(tmp_path / "b"), autoencoder=str(run),
-                               init_from=str(tmp_path / "a" / "model"), max_steps=0)
+    cont = dataclasses.replace(
+        first, out_dir=str(tmp_path / "b"), autoencoder=str(run), init_from=str(tmp_path / "a" / "model"), max_steps=0
+    )
     train_diffusion(cont)
     continued = LatentDiffusionBundle.load(tmp_path / "b" / "model")
     assert continued.latent_scale_factor == source.latent_scale_factor
     assert torch.equal(continued.autoencoder.decoder.conv_out.weight, after.decoder.conv_out.weight)
     with pytest.raises(ValueError, match="trainable='encoder'"):
-        train_autoencoder(dataclasses.replace(AUTOENCODER_PRESETS["tiny"], data=(str(phantom_npz),),
-                                              out_dir=str(tmp_path / "bad"), trainable="encoder"))
+        train_autoencoder(
+            dataclasses.replace(
+                AUTOENCODER_PRESETS["tiny"],
+                data=(str(phantom_npz),),
+                out_dir=str(tmp_path / "bad"),
+                trainable="encoder",
+            )
+        )
 
 
 def test_diffusion_with_zoom_levels_and_patient_balance(
     trained_ae: Path, phantom_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = dataclasses.replace(DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "z"),
-                              autoencoder=str(trained_ae), max_steps=3, zoom_levels=(1.0, 0.7),
-                              patient_balance=0.5, cpu_bf16=True)
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(tmp_path / "z"),
+        autoencoder=str(trained_ae),
+        max_steps=3,
+        zoom_levels=(1.0, 0.7),
+        patient_balance=0.5,
+        cpu_bf16=True,
+    )
     assert train_diffusion(cfg)["steps"] == 3
     cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
     full, zoomed = cached.values()
@@ -300,9 +360,27 @@ def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["train", "autoencoder", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(tmp_path / "cli"),
-         "--max-steps", "2", "--init-from", str(trained_ae), "--trainable", "decoder", "--patient-balance", "0.5",
-         "--cpu-bf16", "--device", "cpu"]
+        [
+            "train",
+            "autoencoder",
+            "--data",
+            str(phantom_npz),
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "cli"),
+            "--max-steps",
+            "2",
+            "--init-from",
+            str(trained_ae),
+            "--trainable",
+            "decoder",
+            "--patient-balance",
+            "0.5",
+            "--cpu-bf16",
+            "--device",
+            "cpu",
+        ]
     )
     args.func(args)
     config = json.loads((tmp_path / "cli" / "train_config.json").read_text())

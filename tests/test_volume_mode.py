@@ -50,15 +50,19 @@ def smooth_volume(n: int, size: int = SIZE) -> np.ndarray:
     y = np.arange(size)[None, :, None]
     x = np.arange(size)[None, None, :]
     hu = np.full((n, size, size), -1000.0, dtype=np.float32)
-    hu[np.broadcast_to((y - size / 2) ** 2 + (x - size / 2) ** 2 < (size * (0.3 + 0.05 * np.sin(z / n * np.pi))) ** 2,
-                       hu.shape)] = 40.0
+    hu[
+        np.broadcast_to(
+            (y - size / 2) ** 2 + (x - size / 2) ** 2 < (size * (0.3 + 0.05 * np.sin(z / n * np.pi))) ** 2, hu.shape
+        )
+    ] = 40.0
     hu[np.broadcast_to((y - 14) ** 2 + (x - 18) ** 2 < (3 + 2 * z / n) ** 2, hu.shape)] = 700.0
     return hu
 
 
 def as_volume(hu: np.ndarray) -> CTVolume:
-    return CTVolume(hu=hu, spacing_mm=(1.0, 1.5, 1.5), origin_mm=np.zeros(3), direction=np.eye(3),
-                    source={"format": "test"})
+    return CTVolume(
+        hu=hu, spacing_mm=(1.0, 1.5, 1.5), origin_mm=np.zeros(3), direction=np.eye(3), source={"format": "test"}
+    )
 
 
 def z_derivative_rmse(recon: np.ndarray, truth: np.ndarray) -> float:
@@ -66,8 +70,9 @@ def z_derivative_rmse(recon: np.ndarray, truth: np.ndarray) -> float:
 
 
 def measured(hu: np.ndarray, n_views: int = 8, photons: float | None = 1e4):
-    return simulate_measurements(hu, 1.5, AcquisitionConfig(n_views=n_views, photons=photons),
-                                 generator=torch.Generator().manual_seed(0))
+    return simulate_measurements(
+        hu, 1.5, AcquisitionConfig(n_views=n_views, photons=photons), generator=torch.Generator().manual_seed(0)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +134,15 @@ def test_volume_mode_with_zero_z_weight_equals_slice_mode(tiny_prior):
     volume = as_volume(smooth_volume(6))
     acquisition = AcquisitionConfig(n_views=8, photons=1e4)
     slices = reconstruct_volume(volume, acquisition, "resample", tiny_prior, SHORT_RESAMPLE, batch_size=3)
-    joint = reconstruct_volume(volume, acquisition, "resample", tiny_prior, SHORT_RESAMPLE, batch_size=3,
-                               volume_mode=VolumeMode(z_weight=0.0, slab_slices=3, overlap=0))
+    joint = reconstruct_volume(
+        volume,
+        acquisition,
+        "resample",
+        tiny_prior,
+        SHORT_RESAMPLE,
+        batch_size=3,
+        volume_mode=VolumeMode(z_weight=0.0, slab_slices=3, overlap=0),
+    )
     np.testing.assert_array_equal(joint.volume.hu, slices.volume.hu)
     assert joint.info["volume_mode"]["z_weight_used"] == 0.0
     # TV is deterministic: with overlapping, blended slabs it still equals slice mode
@@ -140,10 +152,13 @@ def test_volume_mode_with_zero_z_weight_equals_slice_mode(tiny_prior):
     np.testing.assert_allclose(tv_slabs.hu, tv_slices.hu, atol=0.5)
 
 
-@pytest.mark.parametrize("method, config, z_weight, photons", [
-    ("resample", SHORT_RESAMPLE, 0.1, 1e4),
-    ("tv", "fast", 1.0, 3e2),  # TV alone already removes most noise at 1e4 photons; z-TV pays where noise is high
-])
+@pytest.mark.parametrize(
+    "method, config, z_weight, photons",
+    [
+        ("resample", SHORT_RESAMPLE, 0.1, 1e4),
+        ("tv", "fast", 1.0, 3e2),  # TV alone already removes most noise at 1e4 photons; z-TV pays where noise is high
+    ],
+)
 def test_z_term_lowers_the_z_derivative_error(tiny_prior, method, config, z_weight, photons):
     truth = smooth_volume(8)
     data = measured(truth, photons=photons)
@@ -235,14 +250,28 @@ def test_interrupted_volume_mode_resumes_to_the_same_result(tiny_prior, tmp_path
     monkeypatch.setattr(slabs_module, "reconstruct", interrupting)
     fail = True
     with pytest.raises(KeyboardInterrupt):
-        reconstruct_slabs(data, "resample", tiny_prior, SHORT_RESAMPLE, mode=mode, seed=4,
-                          checkpoint=SliceCheckpoint.open(tmp_path / "partial", {"test": 1}))
+        reconstruct_slabs(
+            data,
+            "resample",
+            tiny_prior,
+            SHORT_RESAMPLE,
+            mode=mode,
+            seed=4,
+            checkpoint=SliceCheckpoint.open(tmp_path / "partial", {"test": 1}),
+        )
     fail = False
     calls.clear()
     progress: list[tuple[int, int]] = []
-    resumed = reconstruct_slabs(data, "resample", tiny_prior, SHORT_RESAMPLE, mode=mode, seed=4,
-                                checkpoint=SliceCheckpoint.open(tmp_path / "partial", {"test": 1}),
-                                on_slices=lambda done, total: progress.append((done, total)))
+    resumed = reconstruct_slabs(
+        data,
+        "resample",
+        tiny_prior,
+        SHORT_RESAMPLE,
+        mode=mode,
+        seed=4,
+        checkpoint=SliceCheckpoint.open(tmp_path / "partial", {"test": 1}),
+        on_slices=lambda done, total: progress.append((done, total)),
+    )
     assert calls == [3, 3]  # slices 0-3 were final: the slabs covering slices 4-6 ran again
     assert [r["resumed"] for r in resumed.per_slice] == [True] * 4 + [False] * 3
     assert progress[-1] == (7, 7)
@@ -269,9 +298,30 @@ def test_cli_volume_mode_runs_records_and_refuses_bad_requests(tmp_path, capsys)
     model = str(create_bundle("tiny", seed=0).save(tmp_path / "tiny_model"))
     source = write_series(tmp_path / "study")
     out = tmp_path / "out"
-    assert main(["reconstruct", str(source), str(out), "--model", model, "--method", "resample", "--preset", "fast",
-                 "--config", str(short_resample_config(tmp_path)), "--steps", "2", "--volume-mode",
-                 "--z-weight", "0.1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(source),
+                str(out),
+                "--model",
+                model,
+                "--method",
+                "resample",
+                "--preset",
+                "fast",
+                "--config",
+                str(short_resample_config(tmp_path)),
+                "--steps",
+                "2",
+                "--volume-mode",
+                "--z-weight",
+                "0.1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["reconstruction"]["volume_mode"] is True
     assert report["config"]["reconstruction"]["z_weight"] == 0.1
@@ -286,8 +336,9 @@ def test_cli_volume_mode_runs_records_and_refuses_bad_requests(tmp_path, capsys)
 def test_widget_request_carries_volume_mode():
     from napari_plugin._job import ReconstructionRequest
 
-    request = ReconstructionRequest(acquisition=AcquisitionConfig(), method="tv", preset="fast", steps=20, gamma=40.0,
-                                    volume_mode=True)
+    request = ReconstructionRequest(
+        acquisition=AcquisitionConfig(), method="tv", preset="fast", steps=20, gamma=40.0, volume_mode=True
+    )
     assert request.pipeline_volume_mode() == VolumeMode()
     assert request.slices_per_call() == VolumeMode().slab_slices
     assert "volume mode" in request.describe()

@@ -27,8 +27,14 @@ def input_errors() -> tuple[type[Exception], ...]:
     from resample_med.pipeline.checkpoint import CheckpointMismatchError
     from resample_med.pipeline.sinogram_file import SinogramFileError
 
-    return (DicomInputError, OutputPathError, SinogramFileError, ConfigError, CheckpointMismatchError,
-            FileNotFoundError)
+    return (
+        DicomInputError,
+        OutputPathError,
+        SinogramFileError,
+        ConfigError,
+        CheckpointMismatchError,
+        FileNotFoundError,
+    )
 
 
 def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
@@ -39,7 +45,9 @@ def build_parser(with_train: bool = True) -> argparse.ArgumentParser:
     only when the command is ``train``.
     """
     parser = argparse.ArgumentParser(
-        prog="resample-med", description=common.plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="resample-med",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"resample-med {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -18,9 +18,12 @@ ACTIONS = ("info", "clear")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``cache``."""
-    parser = subparsers.add_parser("cache", help="show or clear the on-disk projector cache",
-                                   description=common.plain_help(__doc__),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "cache",
+        help="show or clear the on-disk projector cache",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("action", choices=ACTIONS, help="info: list the cache; clear: delete its files")
     parser.set_defaults(handler=run)
 
@@ -37,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         removed = clear_disk_cache()
         print(f"{info.folder}: deleted {len(removed)} file(s), {_size(sum(f.size_bytes for f in removed))} freed")
         return common.EXIT_OK
-    print(f"{info.folder}: {len(info.files)} file(s), {_size(info.total_bytes)} of {_size(info.limit_bytes)} "
-          f"(least recently used first)")
+    print(
+        f"{info.folder}: {len(info.files)} file(s), {_size(info.total_bytes)} of {_size(info.limit_bytes)} "
+        f"(least recently used first)"
+    )
     for entry in info.files:
         used = dt.datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M")
         print(f"  {_size(entry.size_bytes):>9}  last used {used}  {entry.path.name}")

@@ -77,10 +77,15 @@ def sampler_config(method: str, preset: str, overrides: dict[str, Any]) -> Metho
     for old, new in DEPRECATED_SAMPLER_NAMES.items():
         if old in overrides:
             if new in overrides:
-                raise ConfigError(f"--{old} / sampler.{old} and --{new} / sampler.{new} set the same thing: "
-                                  f"keep only --{new} (sampler.{new})")
-            print(f"resample-med: warning: --{old} / sampler.{old} is deprecated; use --{new} / sampler.{new} "
-                  "(the same setting)", file=sys.stderr)
+                raise ConfigError(
+                    f"--{old} / sampler.{old} and --{new} / sampler.{new} set the same thing: "
+                    f"keep only --{new} (sampler.{new})"
+                )
+            print(
+                f"resample-med: warning: --{old} / sampler.{old} is deprecated; use --{new} / sampler.{new} "
+                "(the same setting)",
+                file=sys.stderr,
+            )
     named = {}
     for key, value in overrides.items():
         candidates = [name for name in CLI_SAMPLER_ALIASES.get(key, (key,)) if name in fields]
@@ -163,14 +168,18 @@ def volume_mode(settings: Any) -> Any:
     """
     if not settings.volume_mode:
         if settings.z_weight is not None:
-            raise ConfigError("--z-weight / reconstruction.z_weight applies to volume mode: add --volume-mode "
-                              "(or set reconstruction.volume_mode: true)")
+            raise ConfigError(
+                "--z-weight / reconstruction.z_weight applies to volume mode: add --volume-mode "
+                "(or set reconstruction.volume_mode: true)"
+            )
         return None
     from resample_med.pipeline.slabs import Z_WEIGHT_DEFAULTS, VolumeMode
 
     if settings.method not in Z_WEIGHT_DEFAULTS:
-        raise ConfigError(f"--volume-mode works with --method {' | '.join(Z_WEIGHT_DEFAULTS)}, not {settings.method!r}; "
-                          "drop --volume-mode or choose one of those")
+        raise ConfigError(
+            f"--volume-mode works with --method {' | '.join(Z_WEIGHT_DEFAULTS)}, not {settings.method!r}; "
+            "drop --volume-mode or choose one of those"
+        )
     try:
         return VolumeMode(z_weight=settings.z_weight)
     except ValueError as err:

@@ -37,14 +37,21 @@ TITLE_HEIGHT_PX = 16
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
-    parser = subparsers.add_parser("demo", help="FBP vs ReSample on the shipped sample CT (offline)",
-                                   description=common.plain_help(__doc__),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "demo",
+        help="FBP vs ReSample on the shipped sample CT (offline)",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT}/)")
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")
-    parser.add_argument("--sample", choices=sorted(SAMPLE_CTS), default=DEFAULT_SAMPLE,
-                        help=f"shipped sample CT (default {DEFAULT_SAMPLE}, in the prior's training distribution; "
-                             "head is the out-of-distribution example)")
+    parser.add_argument(
+        "--sample",
+        choices=sorted(SAMPLE_CTS),
+        default=DEFAULT_SAMPLE,
+        help=f"shipped sample CT (default {DEFAULT_SAMPLE}, in the prior's training distribution; "
+        "head is the out-of-distribution example)",
+    )
     parser.add_argument("--views", type=int, default=DEMO_VIEWS, help=f"parallel-beam views (default {DEMO_VIEWS})")
     parser.add_argument("--slice", type=int, dest="slice_index", help="slice of the sample CT (default: middle)")
     parser.add_argument("--preset", default=AUTO, help="ReSample preset (default: fast on CPU, default on CUDA)")
@@ -71,20 +78,26 @@ def run(args: argparse.Namespace) -> int:
     model_slice = next(s for s in iter_model_slices(volume, size=prior.image_size) if s.index == index)
     acquisition = AcquisitionConfig(geometry="parallel", n_views=args.views, photons=DEMO_PHOTONS)
     measurements = simulate_measurements(
-        model_slice.hu, model_slice.pixel_spacing_mm, acquisition,
-        generator=make_generator(args.seed, "noise", index, device=device), device=device,
+        model_slice.hu,
+        model_slice.pixel_spacing_mm,
+        acquisition,
+        generator=make_generator(args.seed, "noise", index, device=device),
+        device=device,
     )
     overrides = {} if args.steps is None else {"steps": args.steps}
     print(f"resample-med demo: sample '{args.sample}', {sample.description}")
     print(f"  {sample.distribution_note}")
-    print(f"  slice {index} on a {prior.image_size}x{prior.image_size} grid ({model_slice.pixel_spacing_mm:.2f} mm), "
-          f"{args.views} parallel views, {DEMO_PHOTONS:.0e} photons/ray, device {device}, ReSample preset '{preset}'")
+    print(
+        f"  slice {index} on a {prior.image_size}x{prior.image_size} grid ({model_slice.pixel_spacing_mm:.2f} mm), "
+        f"{args.views} parallel views, {DEMO_PHOTONS:.0e} photons/ray, device {device}, ReSample preset '{preset}'"
+    )
     print(f"{'method':<10} {'PSNR [dB]':>9} {'SSIM':>6} {'seconds':>8}")
     results: dict[str, Any] = {}
     for method in DEMO_METHODS:
         config = common.sampler_config(method, preset, overrides if method != "fbp" else {})
-        rec = reconstruct_slices(measurements, method, prior=prior, config=config, batch_size=1, seed=args.seed,
-                                 first_index=index)
+        rec = reconstruct_slices(
+            measurements, method, prior=prior, config=config, batch_size=1, seed=args.seed, first_index=index
+        )
         row = rec.per_slice[0]
         results[method] = {"image": rec.hu[0], **{k: row[k] for k in ("psnr", "ssim", "rmse_hu", "seconds")}}
         print(f"{method:<10} {row['psnr']:>9.2f} {row['ssim']:>6.3f} {row['seconds']:>8.1f}")
@@ -92,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
     reference = measurements.reference_hu[0].cpu().numpy()
     png = save_figure(args.out / "demo.png", reference, results["fbp"]["image"], results["resample"]["image"])
     summary = {
-        "sample": args.sample, "in_distribution": sample.in_distribution, "slice": index, "acquisition": acquisition.to_dict(), "preset": preset, "device": str(device),
+        "sample": args.sample,
+        "in_distribution": sample.in_distribution,
+        "slice": index,
+        "acquisition": acquisition.to_dict(),
+        "preset": preset,
+        "device": str(device),
         "model": args.model or "shipped default model",
         "results": {m: {k: v for k, v in r.items() if k != "image"} for m, r in results.items()},
     }
@@ -107,8 +125,12 @@ def save_figure(path: Path, truth: np.ndarray, fbp: np.ndarray, resample: np.nda
     """Side-by-side PNG: truth, FBP, ReSample (display window) and |ReSample - truth| (error window)."""
     from PIL import Image, ImageDraw
 
-    panels = [_to_grey(truth, DISPLAY_WINDOW_HU), _to_grey(fbp, DISPLAY_WINDOW_HU),
-              _to_grey(resample, DISPLAY_WINDOW_HU), _to_grey(np.abs(resample - truth), ERROR_WINDOW_HU)]
+    panels = [
+        _to_grey(truth, DISPLAY_WINDOW_HU),
+        _to_grey(fbp, DISPLAY_WINDOW_HU),
+        _to_grey(resample, DISPLAY_WINDOW_HU),
+        _to_grey(np.abs(resample - truth), ERROR_WINDOW_HU),
+    ]
     height, width = panels[0].shape
     canvas = Image.new("L", (width * len(panels), height + TITLE_HEIGHT_PX), color=0)
     draw = ImageDraw.Draw(canvas)

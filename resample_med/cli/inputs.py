@@ -52,8 +52,14 @@ class Job:
         return self.label or self.path.name
 
 
-def find_jobs(path: str | Path, series: str | None = None, all_series: bool = False, *,
-              description: str | None = None, reserved: Iterable[str] = ()) -> list[Job]:
+def find_jobs(
+    path: str | Path,
+    series: str | None = None,
+    all_series: bool = False,
+    *,
+    description: str | None = None,
+    reserved: Iterable[str] = (),
+) -> list[Job]:
     """The series to reconstruct under INPUT ``path`` (module docstring).
 
     Args:

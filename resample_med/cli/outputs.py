@@ -50,8 +50,11 @@ def input_identity(job: Job) -> dict[str, Any]:
                 with path.open("rb") as stream:
                     while chunk := stream.read(_CHUNK):
                         digest.update(chunk)
-    return {"input": str(job.path.resolve()), "series": None if job.series is None else job.series.uid,
-            "content_sha256": digest.hexdigest()}
+    return {
+        "input": str(job.path.resolve()),
+        "series": None if job.series is None else job.series.uid,
+        "content_sha256": digest.hexdigest(),
+    }
 
 
 def fingerprint(job: Job, settings: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +81,15 @@ def finished(out_dir: Path, report_file: str, current: dict[str, Any], overwrite
         return True
     if overwrite:
         return False
-    changed = (fingerprint_differences(saved, current) if isinstance(saved, dict)
-               else ["(no fingerprint: written by an older resample-med or damaged)"])
+    changed = (
+        fingerprint_differences(saved, current)
+        if isinstance(saved, dict)
+        else ["(no fingerprint: written by an older resample-med or damaged)"]
+    )
     raise CheckpointMismatchError(
         f"{out_dir}: holds a finished reconstruction of a different input or with different settings "
-        f"(differs: {', '.join(changed)}); choose another output folder, or pass --overwrite to replace it")
+        f"(differs: {', '.join(changed)}); choose another output folder, or pass --overwrite to replace it"
+    )
 
 
 def write_json(path: Path, data: Any) -> Path:

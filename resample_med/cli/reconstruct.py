@@ -70,8 +70,17 @@ STD_WINDOW = "uncertainty"
 """Display window of posterior std maps (0 to 100 HU)."""
 NOISELESS = "none"
 """``--photons none``: no Poisson noise."""
-OWNED_OUTPUTS = (DICOM_DIR, STD_DICOM_DIR, REPORT_FILE, CONFIG_FILE, NIFTI_FILE, STD_NIFTI_FILE, PNG_FILE,
-                 STD_PNG_FILE, PARTIAL_DIR)
+OWNED_OUTPUTS = (
+    DICOM_DIR,
+    STD_DICOM_DIR,
+    REPORT_FILE,
+    CONFIG_FILE,
+    NIFTI_FILE,
+    STD_NIFTI_FILE,
+    PNG_FILE,
+    STD_PNG_FILE,
+    PARTIAL_DIR,
+)
 """What a run writes in a series' output folder (and ``--overwrite`` removes)."""
 JOB_ERRORS = (DicomInputError, OutputPathError, CheckpointMismatchError, NonFiniteError, ConfigError)
 """Problems of one series: reported, the series fails, the others go on."""
@@ -80,12 +89,20 @@ JOB_ERRORS = (DicomInputError, OutputPathError, CheckpointMismatchError, NonFini
 def add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the simulated acquisition (shared by ``reconstruct`` and ``simulate``)."""
     group = parser.add_argument_group("acquisition (simulated sparse-view scan)")
-    group.add_argument("--acquisition", metavar="PRESET", choices=sorted(ACQUISITION_PRESETS),
-                       help=f"named acquisition: {', '.join(sorted(ACQUISITION_PRESETS))} (default sparse-30)")
+    group.add_argument(
+        "--acquisition",
+        metavar="PRESET",
+        choices=sorted(ACQUISITION_PRESETS),
+        help=f"named acquisition: {', '.join(sorted(ACQUISITION_PRESETS))} (default sparse-30)",
+    )
     group.add_argument("--geometry", choices=GEOMETRY_KINDS, help="beam geometry")
     group.add_argument("--views", type=int, dest="n_views", metavar="N", help="number of projection views")
-    group.add_argument("--photons", type=_photons, metavar="I0",
-                       help="incident photons per ray for Poisson noise; 'none' for noiseless data")
+    group.add_argument(
+        "--photons",
+        type=_photons,
+        metavar="I0",
+        help="incident photons per ray for Poisson noise; 'none' for noiseless data",
+    )
     group.add_argument("--gaussian-sigma", type=float, metavar="S", help="additive Gaussian noise std (post-log)")
     group.add_argument("--arc", type=float, dest="arc_deg", metavar="DEG", help="limited-angle arc in degrees")
     group.add_argument("--det-count", type=int, metavar="N", help="detector bins (default: cover the image)")
@@ -95,38 +112,68 @@ def add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``reconstruct``."""
     parser = subparsers.add_parser(
-        "reconstruct", help="reconstruct DICOM / NIfTI / sinogram inputs in batch",
-        description=common.plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "reconstruct",
+        help="reconstruct DICOM / NIfTI / sinogram inputs in batch",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", type=Path, metavar="INPUT",
-                        help="DICOM folder, folder of studies, DICOM file, NIfTI file, or sinogram file")
-    parser.add_argument("output", type=Path, metavar="OUTPUT", nargs="?",
-                        help="output folder (created when the input has loaded; not needed with --list-series)")
+    parser.add_argument(
+        "input",
+        type=Path,
+        metavar="INPUT",
+        help="DICOM folder, folder of studies, DICOM file, NIfTI file, or sinogram file",
+    )
+    parser.add_argument(
+        "output",
+        type=Path,
+        metavar="OUTPUT",
+        nargs="?",
+        help="output folder (created when the input has loaded; not needed with --list-series)",
+    )
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file (options override it)")
     parser.add_argument("--series", metavar="UID|NUMBER", help="series to use: SeriesInstanceUID or SeriesNumber")
-    parser.add_argument("--series-description", metavar="TEXT",
-                        help="series to use: the one whose SeriesDescription contains TEXT (case-insensitive)")
+    parser.add_argument(
+        "--series-description",
+        metavar="TEXT",
+        help="series to use: the one whose SeriesDescription contains TEXT (case-insensitive)",
+    )
     parser.add_argument("--all-series", action="store_true", help="reconstruct every axial CT series of each study")
     parser.add_argument("--list-series", action="store_true", help="list the series of INPUT and exit")
     parser.add_argument("--dry-run", action="store_true", help="say what would be read and written, write nothing")
     parser.add_argument("--slices", metavar="START:STOP", help="reconstruct only this slice range of each series")
-    parser.add_argument("--skip-bad-slices", action="store_true",
-                        help="reconstruct a DICOM series without its unreadable files (listed in report.json) "
-                             "instead of refusing it")
-    parser.add_argument("--fill-nonfinite", type=float, metavar="HU",
-                        help="replace NaN/Inf voxels of a NIfTI input by this HU value instead of refusing it")
+    parser.add_argument(
+        "--skip-bad-slices",
+        action="store_true",
+        help="reconstruct a DICOM series without its unreadable files (listed in report.json) instead of refusing it",
+    )
+    parser.add_argument(
+        "--fill-nonfinite",
+        type=float,
+        metavar="HU",
+        help="replace NaN/Inf voxels of a NIfTI input by this HU value instead of refusing it",
+    )
     add_acquisition_arguments(parser)
     group = parser.add_argument_group("reconstruction")
     group.add_argument("--method", choices=sorted(METHODS), help="reconstruction method (default resample)")
-    group.add_argument("--preset", help="method preset, e.g. fast | default | paper (default: fast on CPU, default on CUDA)")
+    group.add_argument(
+        "--preset", help="method preset, e.g. fast | default | paper (default: fast on CPU, default on CUDA)"
+    )
     group.add_argument("--steps", type=int, metavar="S", help="sampling steps (overrides the preset)")
-    group.add_argument("--gamma", type=float, metavar="GAMMA",
-                       help="ReSample's resampling variance scale gamma (overrides the preset, e.g. 40)")
+    group.add_argument(
+        "--gamma",
+        type=float,
+        metavar="GAMMA",
+        help="ReSample's resampling variance scale gamma (overrides the preset, e.g. 40)",
+    )
     group.add_argument("--sigma2", type=float, metavar="GAMMA", help="deprecated name of --gamma")
     group.add_argument("--n-samples", type=int, metavar="K", help="posterior samples per slice (>1 adds a std map)")
     group.add_argument("--batch-size", type=int, metavar="B", help="slices reconstructed together (default 4)")
-    group.add_argument("--volume-mode", action="store_true", default=None,
-                       help="reconstruct adjacent slices jointly, consistent along z (resample*, tv)")
+    group.add_argument(
+        "--volume-mode",
+        action="store_true",
+        default=None,
+        help="reconstruct adjacent slices jointly, consistent along z (resample*, tv)",
+    )
     group.add_argument("--z-weight", type=float, metavar="W", help="volume mode's z weight (default: the tuned one)")
     group.add_argument("--seed", type=int, help="seed of noise and sampling (default 0)")
     group.add_argument("--device", help="cpu | cuda | cuda:N | auto (default auto)")
@@ -134,14 +181,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice)")
     group = parser.add_argument_group("outputs")
     group.add_argument("--nifti", action="store_true", default=None, help="also write reconstruction.nii.gz")
-    group.add_argument("--png", action="store_true", default=None,
-                       help="also write preview.png, a contact sheet of up to 9 slices")
-    group.add_argument("--window", choices=CLI_WINDOWS, default="soft-tissue",
-                       help="display window of the PNG previews (default soft-tissue)")
+    group.add_argument(
+        "--png", action="store_true", default=None, help="also write preview.png, a contact sheet of up to 9 slices"
+    )
+    group.add_argument(
+        "--window",
+        choices=CLI_WINDOWS,
+        default="soft-tissue",
+        help="display window of the PNG previews (default soft-tissue)",
+    )
     group.add_argument("--overwrite", action="store_true", help="redo finished or partial outputs")
     group = parser.add_argument_group("messages")
-    group.add_argument("--json", action="store_true", dest="json_summary",
-                       help="print a machine-readable summary on stdout (messages go to stderr)")
+    group.add_argument(
+        "--json",
+        action="store_true",
+        dest="json_summary",
+        help="print a machine-readable summary on stdout (messages go to stderr)",
+    )
     group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     cluster.add_arguments(parser)
     parser.set_defaults(handler=run)
@@ -150,20 +206,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve defaults < acquisition preset < ``--config`` file < options."""
     file_data = load_config_file(args.config) if args.config else None
-    acquisition = _given(geometry=args.geometry, n_views=args.n_views, photons=args.photons,
-                        gaussian_sigma=args.gaussian_sigma, arc_deg=args.arc_deg, det_count=args.det_count,
-                        det_spacing_mm=args.det_spacing_mm)
+    acquisition = _given(
+        geometry=args.geometry,
+        n_views=args.n_views,
+        photons=args.photons,
+        gaussian_sigma=args.gaussian_sigma,
+        arc_deg=args.arc_deg,
+        det_count=args.det_count,
+        det_spacing_mm=args.det_spacing_mm,
+    )
     if acquisition.get("photons") == NOISELESS or ("gaussian_sigma" in acquisition and "photons" not in acquisition):
         acquisition["photons"] = None  # noiseless, or Gaussian noise instead of the preset's Poisson noise
     overrides = {
         "acquisition_preset": _given(name=args.acquisition),
         "acquisition": acquisition,
-        "reconstruction": _given(method=getattr(args, "method", None), preset=getattr(args, "preset", None),
-                                n_samples=getattr(args, "n_samples", None), batch_size=getattr(args, "batch_size", None),
-                                volume_mode=getattr(args, "volume_mode", None), z_weight=getattr(args, "z_weight", None),
-                                seed=args.seed, device=getattr(args, "device", None), model=getattr(args, "model", None)),
-        "sampler": _given(steps=getattr(args, "steps", None), gamma=getattr(args, "gamma", None),
-                          sigma2=getattr(args, "sigma2", None)),
+        "reconstruction": _given(
+            method=getattr(args, "method", None),
+            preset=getattr(args, "preset", None),
+            n_samples=getattr(args, "n_samples", None),
+            batch_size=getattr(args, "batch_size", None),
+            volume_mode=getattr(args, "volume_mode", None),
+            z_weight=getattr(args, "z_weight", None),
+            seed=args.seed,
+            device=getattr(args, "device", None),
+            model=getattr(args, "model", None),
+        ),
+        "sampler": _given(
+            steps=getattr(args, "steps", None), gamma=getattr(args, "gamma", None), sigma2=getattr(args, "sigma2", None)
+        ),
         "output": _given(nifti=getattr(args, "nifti", None), png=getattr(args, "png", None)),
     }
     return resolve_config(file_data, overrides, source=str(args.config or "command line"))
@@ -240,8 +310,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     preset = common.resolve_preset(config.reconstruction.preset, device)
     common.volume_mode(config.reconstruction)  # refuse a bad volume-mode request before any work
     sampler = common.sampler_config(method, preset, config.sampler)
-    jobs = find_jobs(args.input, args.series, args.all_series, description=args.series_description,
-                     reserved=[SUMMARY_FILE])
+    jobs = find_jobs(
+        args.input, args.series, args.all_series, description=args.series_description, reserved=[SUMMARY_FILE]
+    )
     source = args.input.resolve()
     is_file_input = source.is_file() and (is_nifti(source) or is_sinogram_file(source))
     out = check_output_folder(args.output, [source if source.is_dir() or is_file_input else source.parent])
@@ -253,23 +324,36 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                 print("\n".join(runner.plan(job)))
             return common.EXIT_OK
         prior = common.load_prior(config.reconstruction.model, device) if needs_prior(method) else None
-        runner = SeriesRunner(config, device, preset, sampler, prior, args.overwrite, options, session, args.window,
-                              console)
+        runner = SeriesRunner(
+            config, device, preset, sampler, prior, args.overwrite, options, session, args.window, console
+        )
         statuses: list[dict[str, Any]] = []
         for job in tqdm(jobs, desc="series", unit="series", disable=len(jobs) < 2 or args.quiet):
             statuses.append(runner.run_job(job))
         failed = [s for s in statuses if s["status"] == "failed"]
         if len(jobs) > 1 and session.created:
             write_json(out / SUMMARY_FILE, statuses)
-            console.info(f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; "
-                         f"summary in {out / SUMMARY_FILE}")
+            console.info(
+                f"{len(jobs) - len(failed)} of {len(jobs)} series reconstructed; summary in {out / SUMMARY_FILE}"
+            )
     if not failed:
         code = common.EXIT_OK
     else:
         code = common.EXIT_BAD_INPUT if len(failed) == len(jobs) else common.EXIT_PARTIAL
     if args.json_summary:
-        print(json.dumps({"exit_code": code, "method": method, "preset": preset, "device": str(device),
-                          "output": str(out), "series": statuses}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "exit_code": code,
+                    "method": method,
+                    "preset": preset,
+                    "device": str(device),
+                    "output": str(out),
+                    "series": statuses,
+                },
+                indent=2,
+            )
+        )
     return code
 
 
@@ -285,9 +369,19 @@ class InputOptions:
 class SeriesRunner:
     """Runs one job at a time with the shared configuration, prior and sampler config, into ``session``'s OUT."""
 
-    def __init__(self, config: RunConfig, device: torch.device, preset: str, sampler: MethodConfig, prior: LatentPrior | None,
-                 overwrite: bool, options: InputOptions, session: OutputSession, window: str = "soft-tissue",
-                 console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        device: torch.device,
+        preset: str,
+        sampler: MethodConfig,
+        prior: LatentPrior | None,
+        overwrite: bool,
+        options: InputOptions,
+        session: OutputSession,
+        window: str = "soft-tissue",
+        console: Console | None = None,
+    ) -> None:
         self.config = config
         self.device = device
         self.preset = preset
@@ -309,20 +403,23 @@ class SeriesRunner:
         from resample_med.cli.outputs import fingerprint
 
         recon = self.config.reconstruction
-        return fingerprint(job, {
-            "slices": self.options.slices,
-            "skip_bad_slices": self.options.skip_bad_slices,
-            "fill_nonfinite": self.options.fill_nonfinite,
-            "acquisition": None if job.kind == "sinogram" else self.config.acquisition.to_dict(),
-            "method": recon.method,
-            "preset": self.preset,
-            "sampler": common.config_dict(self.sampler),
-            "model": recon.model,
-            "seed": recon.seed,
-            "n_samples": recon.n_samples,
-            "batch_size": recon.batch_size,
-            "volume_mode": None if common.volume_mode(recon) is None else common.volume_mode(recon).to_dict(),
-        })
+        return fingerprint(
+            job,
+            {
+                "slices": self.options.slices,
+                "skip_bad_slices": self.options.skip_bad_slices,
+                "fill_nonfinite": self.options.fill_nonfinite,
+                "acquisition": None if job.kind == "sinogram" else self.config.acquisition.to_dict(),
+                "method": recon.method,
+                "preset": self.preset,
+                "sampler": common.config_dict(self.sampler),
+                "model": recon.model,
+                "seed": recon.seed,
+                "n_samples": recon.n_samples,
+                "batch_size": recon.batch_size,
+                "volume_mode": None if common.volume_mode(recon) is None else common.volume_mode(recon).to_dict(),
+            },
+        )
 
     def run_job(self, job: Job) -> dict[str, Any]:
         """Reconstruct ``job`` into its folder of OUT; a bad input or output is reported and returned as failed."""
@@ -390,8 +487,12 @@ class SeriesRunner:
                 if measurements.n_slices == 0:
                     raise common.ConfigError(f"{job.path}: --slices {self.options.slices} selects no slice")
             return measurements
-        source = load_volume(job.path, None if job.series is None else job.series.uid,
-                             skip_bad_slices=self.options.skip_bad_slices, fill_nonfinite=self.options.fill_nonfinite)
+        source = load_volume(
+            job.path,
+            None if job.series is None else job.series.uid,
+            skip_bad_slices=self.options.skip_bad_slices,
+            fill_nonfinite=self.options.fill_nonfinite,
+        )
         if self.options.slices is not None:
             source = common.crop_to_slices(source, self.options.slices, job.path)
         return source
@@ -411,21 +512,35 @@ class SeriesRunner:
         self.session.prepare(out_dir, OWNED_OUTPUTS, self.overwrite)
         checkpoint = SliceCheckpoint.open(out_dir / PARTIAL_DIR, current, restart=self.overwrite)
         if checkpoint.done():
-            self.console.info(f"{job.name or job.path}: resuming, {len(checkpoint.done())} slice(s) already "
-                              f"reconstructed in {checkpoint.folder}")
+            self.console.info(
+                f"{job.name or job.path}: resuming, {len(checkpoint.done())} slice(s) already "
+                f"reconstructed in {checkpoint.folder}"
+            )
         with ExitStack() as stack:
             bar = stack.enter_context(SliceBar(job.name or "slices", recon.batch_size, disable=self.console.quiet))
             bar.start(loaded.n_slices)
             result = reconstruct_input(
-                loaded, self.config.acquisition, recon.method, self.prior, self.sampler, device=self.device,
-                batch_size=recon.batch_size, n_samples=recon.n_samples, seed=recon.seed, callback=bar.on_step,
-                on_slices=bar.on_slices, checkpoint=checkpoint, volume_mode=common.volume_mode(recon),
+                loaded,
+                self.config.acquisition,
+                recon.method,
+                self.prior,
+                self.sampler,
+                device=self.device,
+                batch_size=recon.batch_size,
+                n_samples=recon.n_samples,
+                seed=recon.seed,
+                callback=bar.on_step,
+                on_slices=bar.on_slices,
+                checkpoint=checkpoint,
+                volume_mode=common.volume_mode(recon),
             )
         std, per_slice, acquisition = result.std_hu, result.per_slice, result.measurements.acquisition
         if job.kind == "sinogram":
             volume = result.volume.with_hu(result.volume.hu, path=str(job.path))
-            grid = (f"Reconstructed on the {volume.hu.shape[-1]}x{volume.hu.shape[-2]} grid of the sinogram file "
-                    f"({loaded.pixel_spacing_mm:.3g} mm pixels); no interpolation.")
+            grid = (
+                f"Reconstructed on the {volume.hu.shape[-1]}x{volume.hu.shape[-2]} grid of the sinogram file "
+                f"({loaded.pixel_spacing_mm:.3g} mm pixels); no interpolation."
+            )
         else:
             volume = result.volume
             grid = self._model_grid(loaded).describe()
@@ -433,8 +548,15 @@ class SeriesRunner:
         written = self._write_outputs(job, out_dir, volume, std, acquisition, derivation)
         with atomic_file(out_dir / CONFIG_FILE) as temporary:
             self.resolved_config().save(temporary)
-        report = self._report(job, volume, acquisition, per_slice, time.perf_counter() - started,
-                              [out_dir / REPORT_FILE, *written, out_dir / CONFIG_FILE], derivation)
+        report = self._report(
+            job,
+            volume,
+            acquisition,
+            per_slice,
+            time.perf_counter() - started,
+            [out_dir / REPORT_FILE, *written, out_dir / CONFIG_FILE],
+            derivation,
+        )
         write_json(out_dir / REPORT_FILE, {**report, FINGERPRINT_KEY: current})  # last: marks the output finished
         checkpoint.clear()
         return report
@@ -447,22 +569,41 @@ class SeriesRunner:
         size = int(getattr(self.prior, "image_size", DEFAULT_IMAGE_SIZE))
         return ModelGrid.for_slices(source.hu.shape[1:], source.spacing_mm[1:], ModelGridConfig(size=size))
 
-    def _write_outputs(self, job: Job, out_dir: Path, volume: CTVolume, std: np.ndarray | None, acquisition: Any,
-                       derivation: str) -> list[Path]:
+    def _write_outputs(
+        self, job: Job, out_dir: Path, volume: CTVolume, std: np.ndarray | None, acquisition: Any, derivation: str
+    ) -> list[Path]:
         """Derived DICOM series (and the std map's), and, as asked, NIfTI and PNG contact sheets."""
         from resample_med.io import write_contact_sheet, write_derived_series, write_nifti
 
         method = self.config.reconstruction.method
         geometry = _acquisition_text(acquisition, short=True)
         # out_dir is ours and holds no report.json yet: anything there is from an unfinished run
-        written = [write_derived_series(volume, volume.hu, out_dir / DICOM_DIR, method=method,
-                                        description=geometry, derivation=derivation, overwrite=True)]
+        written = [
+            write_derived_series(
+                volume,
+                volume.hu,
+                out_dir / DICOM_DIR,
+                method=method,
+                description=geometry,
+                derivation=derivation,
+                overwrite=True,
+            )
+        ]
         if std is not None:
-            written.append(write_derived_series(
-                volume, std, out_dir / STD_DICOM_DIR, method=f"{method} std", description=geometry,
-                derivation=f"Posterior standard deviation in HU over {self.config.reconstruction.n_samples} samples. "
-                           f"{derivation}",
-                series_number=_std_series_number(volume), window=STD_WINDOW, overwrite=True))
+            written.append(
+                write_derived_series(
+                    volume,
+                    std,
+                    out_dir / STD_DICOM_DIR,
+                    method=f"{method} std",
+                    description=geometry,
+                    derivation=f"Posterior standard deviation in HU over {self.config.reconstruction.n_samples} samples. "
+                    f"{derivation}",
+                    series_number=_std_series_number(volume),
+                    window=STD_WINDOW,
+                    overwrite=True,
+                )
+            )
         if self.config.output.nifti or job.kind == "sinogram":
             written.append(write_nifti(volume, out_dir / NIFTI_FILE, overwrite=True))
             if std is not None:
@@ -473,18 +614,30 @@ class SeriesRunner:
                 written.append(write_contact_sheet(std, out_dir / STD_PNG_FILE, STD_WINDOW, overwrite=True))
         return written
 
-    def _report(self, job: Job, volume: CTVolume, acquisition: Any, per_slice: list[dict[str, Any]], seconds: float,
-                written: list[Path], derivation: str) -> dict[str, Any]:
+    def _report(
+        self,
+        job: Job,
+        volume: CTVolume,
+        acquisition: Any,
+        per_slice: list[dict[str, Any]],
+        seconds: float,
+        written: list[Path],
+        derivation: str,
+    ) -> dict[str, Any]:
         """The ``report.json`` content."""
         computed = [r for r in per_slice if not r.get("resumed")]
         numeric = [k for k, v in (per_slice[0] if per_slice else {}).items() if isinstance(v, float)]
         return {
-            "input": {"path": str(job.path), "kind": job.kind,
-                      "series": None if job.series is None else job.series.summary(),
-                      "shape_zyx": list(volume.shape), "spacing_mm_zyx": list(volume.spacing_mm),
-                      "files": [str(f) for f in volume.source.get("files", [])],
-                      "skipped_files": volume.source.get("skipped_files", []),
-                      "nonfinite_filled": volume.source.get("nonfinite_filled")},
+            "input": {
+                "path": str(job.path),
+                "kind": job.kind,
+                "series": None if job.series is None else job.series.summary(),
+                "shape_zyx": list(volume.shape),
+                "spacing_mm_zyx": list(volume.spacing_mm),
+                "files": [str(f) for f in volume.source.get("files", [])],
+                "skipped_files": volume.source.get("skipped_files", []),
+                "nonfinite_filled": volume.source.get("nonfinite_filled"),
+            },
             "outputs": [str(p) for p in written],
             "derivation": derivation,
             "method": self.config.reconstruction.method,
@@ -551,7 +704,9 @@ def _acquisition_text(acquisition: Any, short: bool = False) -> str:
     if acquisition.photons is not None:
         noise = f"{acquisition.photons:.0e} ph" if short else f"Poisson noise at {acquisition.photons:.0e} photons/ray"
     elif acquisition.gaussian_sigma is not None:
-        noise = f"sigma {acquisition.gaussian_sigma:g}" if short else f"Gaussian noise sigma {acquisition.gaussian_sigma:g}"
+        noise = (
+            f"sigma {acquisition.gaussian_sigma:g}" if short else f"Gaussian noise sigma {acquisition.gaussian_sigma:g}"
+        )
     else:
         noise = "noiseless"
     if short:

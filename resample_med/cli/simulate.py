@@ -21,8 +21,12 @@ from resample_med.pipeline.acquisition import SIMULATION_KINDS
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``simulate``."""
-    parser = subparsers.add_parser("simulate", help="simulate sparse-view measurements of a CT into a sinogram file",
-                                   description=common.plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate sparse-view measurements of a CT into a sinogram file",
+        description=common.plain_help(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("input", type=Path, metavar="INPUT", help="DICOM folder or file, or NIfTI file")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="sinogram file to write (.npz, or .npy + .json)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config (its acquisition is used)")
@@ -32,9 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, help="model grid side (default 256, the shipped prior's)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     add_acquisition_arguments(parser)
-    parser.add_argument("--simulation", choices=SIMULATION_KINDS,
-                        help="matched: the reconstruction's own projector (the default; the inverse crime); "
-                             "independent: a 2x finer grid with detector-bin integration, same scanner")
+    parser.add_argument(
+        "--simulation",
+        choices=SIMULATION_KINDS,
+        help="matched: the reconstruction's own projector (the default; the inverse crime); "
+        "independent: a 2x finer grid with detector-bin integration, same scanner",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -51,10 +58,15 @@ def run(args: argparse.Namespace) -> int:
     volume = load_volume(args.input, args.series, description=args.series_description)
     if args.slices is not None:
         volume = common.crop_to_slices(volume, args.slices, args.input)
-    measurements = simulate_model_slices(list(iter_model_slices(volume, size=args.size or DEFAULT_IMAGE_SIZE)), config.acquisition,
-                                         config.reconstruction.seed)
+    measurements = simulate_model_slices(
+        list(iter_model_slices(volume, size=args.size or DEFAULT_IMAGE_SIZE)),
+        config.acquisition,
+        config.reconstruction.seed,
+    )
     path = save_measurements(args.output, measurements)
-    print(f"wrote {path}: {measurements.n_slices} slice(s), sinogram {tuple(measurements.sinogram.shape[1:])}, "
-          f"{config.acquisition.geometry} beam, {config.acquisition.n_views} views, "
-          f"{config.acquisition.simulation} simulation")
+    print(
+        f"wrote {path}: {measurements.n_slices} slice(s), sinogram {tuple(measurements.sinogram.shape[1:])}, "
+        f"{config.acquisition.geometry} beam, {config.acquisition.n_views} views, "
+        f"{config.acquisition.simulation} simulation"
+    )
     return common.EXIT_OK

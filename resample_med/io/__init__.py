@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str | None] = {
     "iter_series_slices": "dicom_reader",
     "load_series": "dicom_reader",
     "open_series": "dicom_reader",
-    'rescale_for_int16': 'dicom_writer',
+    "rescale_for_int16": "dicom_writer",
     "write_derived_series": "dicom_writer",
     "SeriesInfo": "discovery",
     "discover_series": "discovery",

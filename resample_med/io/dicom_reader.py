@@ -42,8 +42,9 @@ DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
 """File suffixes :meth:`PositionSortedDicomReader.verify_suffix` accepts (folders always)."""
 
 
-def open_series(path: str | os.PathLike[str], series: str | int | None = None, *,
-                description: str | None = None) -> tuple[SeriesInfo, SortedSeries]:
+def open_series(
+    path: str | os.PathLike[str], series: str | int | None = None, *, description: str | None = None
+) -> tuple[SeriesInfo, SortedSeries]:
     """Discover, select (:func:`select_series`) and sort one series under ``path`` (headers only, no pixels decoded)."""
     info = select_series(discover_series(path), series, description=description)
     return info, sort_slices(info.folder, list(info.records))
@@ -121,8 +122,9 @@ class PositionSortedDicomReader(ImageReader):
             file refuses the series, since the volume would have a hole.
     """
 
-    def __init__(self, series: str | int | None = None, *, description: str | None = None,
-                 skip_bad_slices: bool = False) -> None:
+    def __init__(
+        self, series: str | int | None = None, *, description: str | None = None, skip_bad_slices: bool = False
+    ) -> None:
         super().__init__()
         self.series = series
         self.description = description
@@ -168,11 +170,16 @@ class PositionSortedDicomReader(ImageReader):
             raise DicomInputError(info.folder, f"no slice of the series could be decoded: {describe_bad_files(bad)}")
         if bad and not self.skip_bad_slices:
             raise DicomInputError(
-                info.folder, f"{len(bad)} bad file(s) would leave a hole in the series: {describe_bad_files(bad)}; "
-                "fix or remove them, or reconstruct without them with --skip-bad-slices (skip_bad_slices=True)")
+                info.folder,
+                f"{len(bad)} bad file(s) would leave a hole in the series: {describe_bad_files(bad)}; "
+                "fix or remove them, or reconstruct without them with --skip-bad-slices (skip_bad_slices=True)",
+            )
         if bad:
-            warnings.warn(f"{info.folder}: skipped {len(bad)} bad file(s): {describe_bad_files(bad)}",
-                          DicomInputWarning, stacklevel=2)
+            warnings.warn(
+                f"{info.folder}: skipped {len(bad)} bad file(s): {describe_bad_files(bad)}",
+                DicomInputWarning,
+                stacklevel=2,
+            )
             sorted_series = _subset(sorted_series, good)
             hu = hu[: len(good)]
         check_input_hu(hu, info.folder)
@@ -207,8 +214,13 @@ def _monai_loader() -> Any:
     return LoadImage(image_only=True, dtype=np.float32)
 
 
-def load_series(path: str | os.PathLike[str], series: str | int | None = None, *, description: str | None = None,
-                skip_bad_slices: bool = False) -> CTVolume:
+def load_series(
+    path: str | os.PathLike[str],
+    series: str | int | None = None,
+    *,
+    description: str | None = None,
+    skip_bad_slices: bool = False,
+) -> CTVolume:
     """Load one DICOM CT series through ``monai.transforms.LoadImage`` into a :class:`CTVolume`.
 
     Args:

@@ -45,17 +45,55 @@ MAX_DESCRIPTION = 64
 """Length limit of a LO value such as SeriesDescription."""
 
 TYPE2_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-    "AccessionNumber", "ReferringPhysicianName", "Manufacturer", "PositionReferenceIndicator", "KVP",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "Manufacturer",
+    "PositionReferenceIndicator",
+    "KVP",
     "AcquisitionNumber",
 )
 """Type 2 attributes of the CT Image IOD written empty when the source has no value."""
 
-UNPAIRED_BODY_PARTS = frozenset({
-    "HEAD", "BRAIN", "SKULL", "NECK", "HEADNECK", "CHEST", "THORAX", "HEART", "ABDOMEN", "PELVIS", "CHESTABDOMEN",
-    "ABDOMENPELVIS", "CHESTABDPELVIS", "WHOLEBODY", "SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "COCCYX",
-    "LIVER", "PANCREAS", "SPLEEN", "STOMACH", "BLADDER", "PROSTATE", "UTERUS", "AORTA", "MEDIASTINUM",
-})
+UNPAIRED_BODY_PARTS = frozenset(
+    {
+        "HEAD",
+        "BRAIN",
+        "SKULL",
+        "NECK",
+        "HEADNECK",
+        "CHEST",
+        "THORAX",
+        "HEART",
+        "ABDOMEN",
+        "PELVIS",
+        "CHESTABDOMEN",
+        "ABDOMENPELVIS",
+        "CHESTABDPELVIS",
+        "WHOLEBODY",
+        "SPINE",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "COCCYX",
+        "LIVER",
+        "PANCREAS",
+        "SPLEEN",
+        "STOMACH",
+        "BLADDER",
+        "PROSTATE",
+        "UTERUS",
+        "AORTA",
+        "MEDIASTINUM",
+    }
+)
 """BodyPartExamined defined terms of unpaired structures: the derived series omits Laterality (Type 2C, required
 only for paired structures); for any other or missing body part it copies the source's or writes it empty."""
 
@@ -134,10 +172,16 @@ def _series_template(
     default_number = int(source.get("SeriesNumber") or 0) + DERIVED_SERIES_NUMBER_OFFSET
     ds.SeriesNumber = default_number if series_number is None else series_number
     ds.SeriesDescription = f"{method} {description}".strip()[:MAX_DESCRIPTION]
-    ds.DerivationDescription = " ".join(filter(None, [
-        f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
-        f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}.", derivation,
-    ]))
+    ds.DerivationDescription = " ".join(
+        filter(
+            None,
+            [
+                f"resample-med {resample_med.__version__}: {method} reconstruction ({description}) "
+                f"of series {source.get('SeriesInstanceUID') or source.get('path', '')}.",
+                derivation,
+            ],
+        )
+    )
     if derivation:
         ds.ImageComments = derivation
     ds.SoftwareVersions = f"resample-med {resample_med.__version__}"
@@ -218,9 +262,13 @@ def write_derived_series(
     if slope != 1.0:
         warnings.warn(
             f"{target}: HU from {float(hu.min()):.6g} to {float(hu.max()):.6g} exceed int16 pixels; stored with "
-            f"RescaleSlope {slope_text}, i.e. in steps of {slope:.3g} HU", DicomInputWarning, stacklevel=2)
-    template = _series_template(volume, method, description, series_number, study_uid, frame_uid, referenced,
-                                derivation, window)
+            f"RescaleSlope {slope_text}, i.e. in steps of {slope:.3g} HU",
+            DicomInputWarning,
+            stacklevel=2,
+        )
+    template = _series_template(
+        volume, method, description, series_number, study_uid, frame_uid, referenced, derivation, window
+    )
     template.RescaleSlope, template.RescaleIntercept = slope_text, intercept_text
     positions = volume.slice_positions()
     sop_uids = list(source.get("SOPInstanceUIDs", []))

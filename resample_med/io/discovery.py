@@ -206,8 +206,9 @@ def default_series(series: list[SeriesInfo]) -> SeriesInfo | None:
     return max(candidates, key=lambda s: (s.n_slices, s.matrix[0] * s.matrix[1], -(s.number or 0)))
 
 
-def select_series(series: list[SeriesInfo], selector: str | int | None = None, *,
-                  description: str | None = None) -> SeriesInfo:
+def select_series(
+    series: list[SeriesInfo], selector: str | int | None = None, *, description: str | None = None
+) -> SeriesInfo:
     """Choose one series from :func:`discover_series`'s list.
 
     Args:
@@ -226,8 +227,9 @@ def select_series(series: list[SeriesInfo], selector: str | int | None = None, *
     folder = series[0].folder
     found = "; ".join(s.summary() for s in series)
     if selector is not None and description is not None:
-        raise DicomInputError(folder, "choose the series by UID/number (--series) or by description "
-                                      "(--series-description), not both")
+        raise DicomInputError(
+            folder, "choose the series by UID/number (--series) or by description (--series-description), not both"
+        )
     if description is not None:
         matches = [s for s in series if description.strip().lower() in s.description.lower()]
         asked = f"SeriesDescription containing {description!r}"

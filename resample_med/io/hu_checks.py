@@ -66,24 +66,35 @@ def check_input_hu(hu: np.ndarray, path: str | PathLike[str], fill_nonfinite: fl
     """
     z, y, x = hu.shape
     if min(y, x) < MIN_MATRIX:
-        raise DicomInputError(path, f"slices of {y} x {x} pixels are too small to reconstruct "
-                                    f"(at least {MIN_MATRIX} x {MIN_MATRIX}); is this a CT volume?")
+        raise DicomInputError(
+            path,
+            f"slices of {y} x {x} pixels are too small to reconstruct "
+            f"(at least {MIN_MATRIX} x {MIN_MATRIX}); is this a CT volume?",
+        )
     count, first = non_finite_summary(hu)
     if count:
         n_slices = int((~np.isfinite(hu)).reshape(z, -1).any(axis=1).sum())
         where = f"first in slice {first}, {n_slices} slice(s) affected"
         if fill_nonfinite is None:
-            raise DicomInputError(path, f"holds {count} non-finite voxel(s) (NaN or Inf), {where}; fix the file, "
-                                        "or choose the HU value that replaces them (--fill-nonfinite HU)")
-        warnings.warn(f"{path}: filled {count} non-finite voxel(s) ({where}) with {fill_nonfinite:g} HU",
-                      DicomInputWarning, stacklevel=3)
+            raise DicomInputError(
+                path,
+                f"holds {count} non-finite voxel(s) (NaN or Inf), {where}; fix the file, "
+                "or choose the HU value that replaces them (--fill-nonfinite HU)",
+            )
+        warnings.warn(
+            f"{path}: filled {count} non-finite voxel(s) ({where}) with {fill_nonfinite:g} HU",
+            DicomInputWarning,
+            stacklevel=3,
+        )
         hu[~np.isfinite(hu)] = np.float32(fill_nonfinite)
     lo, hi = float(hu.min()), float(hu.max())
     if lo < PLAUSIBLE_HU[0] or hi > PLAUSIBLE_HU[1]:
         outside = (hu < PLAUSIBLE_HU[0]) | (hu > PLAUSIBLE_HU[1])
         first_slice = int(np.argmax(outside.reshape(z, -1).any(axis=1)))
         raise DicomInputError(
-            path, f"values from {lo:.6g} to {hi:.6g} HU lie outside the plausible CT range "
-                  f"{PLAUSIBLE_HU[0]:g}..{PLAUSIBLE_HU[1]:g} HU ({int(outside.sum())} voxel(s), first in slice "
-                  f"{first_slice}): a corrupt or mis-scaled file (not in HU?)")
+            path,
+            f"values from {lo:.6g} to {hi:.6g} HU lie outside the plausible CT range "
+            f"{PLAUSIBLE_HU[0]:g}..{PLAUSIBLE_HU[1]:g} HU ({int(outside.sum())} voxel(s), first in slice "
+            f"{first_slice}): a corrupt or mis-scaled file (not in HU?)",
+        )
     return count

@@ -9,8 +9,14 @@ from resample_med.io.nifti import is_nifti, load_nifti
 from resample_med.io.volume import CTVolume
 
 
-def load_volume(path: str | os.PathLike[str], series: str | int | None = None, *, description: str | None = None,
-                skip_bad_slices: bool = False, fill_nonfinite: float | None = None) -> CTVolume:
+def load_volume(
+    path: str | os.PathLike[str],
+    series: str | int | None = None,
+    *,
+    description: str | None = None,
+    skip_bad_slices: bool = False,
+    fill_nonfinite: float | None = None,
+) -> CTVolume:
     """Load a CT volume in HU from a DICOM folder (recursive), a DICOM file or a NIfTI file.
 
     Args:

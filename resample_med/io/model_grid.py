@@ -97,10 +97,13 @@ class ModelGrid:
     def describe(self) -> str:
         """One sentence for reports and DICOM headers: the model grid and the way back to the source grid."""
         (y, x), (dy, dx) = self.source_shape, self.source_spacing_mm
-        kind = {0: "nearest-neighbour", 1: "bilinear"}.get(self.config.interpolation_order,
-                                                          f"order-{self.config.interpolation_order} spline")
-        return (f"Reconstructed on the {self.size}x{self.size} model grid ({self.spacing_mm:.3g} mm pixels) and "
-                f"interpolated ({kind}) back to the {x}x{y} source grid ({dx:.3g} x {dy:.3g} mm pixels).")
+        kind = {0: "nearest-neighbour", 1: "bilinear"}.get(
+            self.config.interpolation_order, f"order-{self.config.interpolation_order} spline"
+        )
+        return (
+            f"Reconstructed on the {self.size}x{self.size} model grid ({self.spacing_mm:.3g} mm pixels) and "
+            f"interpolated ({kind}) back to the {x}x{y} source grid ({dx:.3g} x {dy:.3g} mm pixels)."
+        )
 
     def _axis_map(self, axis: int) -> tuple[float, float]:
         """(scale, offset) with source index = scale * model index + offset along ``axis``."""

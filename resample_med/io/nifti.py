@@ -96,8 +96,12 @@ def load_nifti(path: str | os.PathLike[str], fill_nonfinite: float | None = None
         spacing_mm=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
         origin_mm=origin,
         direction=direction,
-        source={"format": "nifti", "path": str(path.resolve()), "files": [str(path.resolve())],
-                **({"nonfinite_filled": {"count": filled, "value_hu": fill_nonfinite}} if filled else {})},
+        source={
+            "format": "nifti",
+            "path": str(path.resolve()),
+            "files": [str(path.resolve())],
+            **({"nonfinite_filled": {"count": filled, "value_hu": fill_nonfinite}} if filled else {}),
+        },
     )
 
 

@@ -37,8 +37,9 @@ TEMPORARY_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{8}(\..*)?$")
 MAX_COMPONENT = 100
 """Longest folder name made from a tag (well under every file system's 255-byte limit)."""
 
-RESERVED_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                            *(f"LPT{i}" for i in range(1, 10))})
+RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
 """Device names Windows refuses as file names, whatever the extension."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -85,8 +86,10 @@ def inside(root: Path, name: str) -> Path:
     base = Path(root).expanduser().resolve()
     target = (base / name).resolve() if name else base
     if target != base and base not in target.parents:
-        raise OutputPathError(Path(root) / name, f"resolves to {target}, outside the output folder {base}; "
-                                                 "refusing to write or remove anything there")
+        raise OutputPathError(
+            Path(root) / name,
+            f"resolves to {target}, outside the output folder {base}; refusing to write or remove anything there",
+        )
     return target
 
 
@@ -201,10 +204,17 @@ class OutputLock:
             os.close(fd)  # the holder released and removed the file between our open and flock: retry
         previous = _read_holder(fd)
         if previous:
-            warnings.warn(f"{self.folder}: took over the stale lock of a run that ended without releasing it "
-                          f"({_describe(previous)})", OutputWarning, stacklevel=2)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            warnings.warn(
+                f"{self.folder}: took over the stale lock of a run that ended without releasing it "
+                f"({_describe(previous)})",
+                OutputWarning,
+                stacklevel=2,
+            )
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd
@@ -230,8 +240,11 @@ class OutputLock:
             os.close(fd)
 
     def _in_use(self, holder: dict[str, Any]) -> OutputInUseError:
-        return OutputInUseError(self.folder, f"is in use by another resample-med run ({_describe(holder)}); "
-                                             "wait for it to finish, or choose another output folder")
+        return OutputInUseError(
+            self.folder,
+            f"is in use by another resample-med run ({_describe(holder)}); "
+            "wait for it to finish, or choose another output folder",
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

@@ -104,8 +104,11 @@ def sample_ct_path(name: str = DEFAULT_SAMPLE) -> Path:
     if shipped.is_file():
         return shipped
     if sample.pydicom_file is None:
-        raise DicomInputError(shipped, f"the {name} sample ships with the source checkout (sample_data/) only; "
-                                       f"use a source install or the 'head' sample")
+        raise DicomInputError(
+            shipped,
+            f"the {name} sample ships with the source checkout (sample_data/) only; "
+            f"use a source install or the 'head' sample",
+        )
     return pydicom_test_file(sample.pydicom_file)
 
 

@@ -90,7 +90,8 @@ def _majority(records: list[SliceRecord]) -> tuple[list[SliceRecord], list[tuple
     first = next(r for r in records if signature(r) == keep)
     dropped = [
         (r.path, f"matrix {r.rows}x{r.columns} or orientation differs from the series' {first.rows}x{first.columns}")
-        for r in records if signature(r) != keep
+        for r in records
+        if signature(r) != keep
     ]
     return [r for r in records if signature(r) == keep], dropped
 

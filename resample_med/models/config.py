@@ -82,9 +82,7 @@ class UNetArchitecture:
     def diffusers_kwargs(self, latent_channels: int, latent_size: int) -> dict[str, Any]:
         """Keyword arguments for ``diffusers.UNet2DModel`` on (C p^2, h/p, w/p) inputs."""
         if latent_size % self.patch_size:
-            raise ValueError(
-                f"latent size {latent_size} is not a multiple of patch_size {self.patch_size}"
-            )
+            raise ValueError(f"latent size {latent_size} is not a multiple of patch_size {self.patch_size}")
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError(
                 "UNetArchitecture.attention_levels must have one entry per "
@@ -208,10 +206,7 @@ def get_architecture(architecture: str | ArchitectureConfig) -> ArchitectureConf
     if isinstance(architecture, ArchitectureConfig):
         return architecture
     if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown architecture preset {architecture!r}; "
-            f"choose one of {sorted(ARCHITECTURES)}"
-        )
+        raise ValueError(f"unknown architecture preset {architecture!r}; choose one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[architecture]
 
 

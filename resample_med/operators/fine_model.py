@@ -98,15 +98,16 @@ def fine_line_integrals(
     size = geometry.image_size
     if mu.ndim != 3 or tuple(mu.shape[-2:]) != (size, size):
         raise ValueError(
-            f"independent simulation: expected attenuation images (N, {size}, {size}), "
-            f"got shape {tuple(mu.shape)}"
+            f"independent simulation: expected attenuation images (N, {size}, {size}), got shape {tuple(mu.shape)}"
         )
     fine = fine_geometry(geometry, upsample, detector_subsamples)
     matrix = _fine_matrix(fine)
     mu_fine = upsample_image(mu.detach().to("cpu", torch.float32), upsample).clamp_min(0.0)
     flat = mu_fine.reshape(mu_fine.shape[0], -1)
     sub_rays = torch.sparse.mm(matrix, flat.t().contiguous()).t()  # (N, V * D_f)
-    sub_rays = sub_rays.to(torch.float64).reshape(mu.shape[0], geometry.n_views, geometry.det_count, detector_subsamples)
+    sub_rays = sub_rays.to(torch.float64).reshape(
+        mu.shape[0], geometry.n_views, geometry.det_count, detector_subsamples
+    )
     # -log(mean exp(-p)) computed stably as -(logsumexp(-p) - log k)
     k = torch.tensor(float(detector_subsamples), dtype=torch.float64)
     effective = -(torch.logsumexp(-sub_rays, dim=-1) - torch.log(k))

@@ -116,10 +116,7 @@ def build_system_matrix(geometry: Geometry) -> scipy.sparse.csr_matrix:
     indptr = np.zeros(n_rays + 1, dtype=np.int64)
     np.cumsum(torch.cat(counts).numpy(), out=indptr[1:])
     if indptr[-1] >= np.iinfo(np.int32).max:
-        raise ValueError(
-            f"{indptr[-1]} non-zeros exceed int32 indexing; "
-            "use fewer views or a smaller image"
-        )
+        raise ValueError(f"{indptr[-1]} non-zeros exceed int32 indexing; use fewer views or a smaller image")
     n_pixels = geometry.image_size**2
     return scipy.sparse.csr_matrix(
         (torch.cat(vals).numpy(), torch.cat(cols).numpy(), indptr.astype(np.int32)),

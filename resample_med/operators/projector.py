@@ -44,8 +44,7 @@ class Projector:
         expected = (geometry.n_views * geometry.det_count, geometry.image_size**2)
         if system.shape != expected:
             raise ValueError(
-                f"system matrix shape {system.shape} does not match "
-                f"the geometry's (V*D, H*W) = {expected}"
+                f"system matrix shape {system.shape} does not match the geometry's (V*D, H*W) = {expected}"
             )
         self.geometry = geometry
         self._system = system
@@ -102,8 +101,7 @@ class Projector:
                 f"make_projector(geometry, device, dtype)"
             )
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], x: Any, what: str,
-               trailing: tuple[int, int]) -> Any:
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], x: Any, what: str, trailing: tuple[int, int]) -> Any:
         """``fn(x)`` for a tensor; for a numpy array, on a tensor copy, returned as numpy in ``x``'s float dtype."""
         if isinstance(x, np.ndarray):
             out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
@@ -145,8 +143,9 @@ class Projector:
         ``filter_name``: ``ramp``, ``shepp-logan``, ``cosine`` or ``hann``.
         """
         if isinstance(y, np.ndarray):
-            return self._apply(lambda s: fbp_module.filter_sinogram(s, self.geometry, filter_name), y, "sinogram",
-                               self.sinogram_shape)
+            return self._apply(
+                lambda s: fbp_module.filter_sinogram(s, self.geometry, filter_name), y, "sinogram", self.sinogram_shape
+            )
         return fbp_module.filter_sinogram(y, self.geometry, filter_name)
 
     def fbp(self, y: ArrayT, filter_name: str = "ramp") -> ArrayT:

@@ -90,7 +90,9 @@ class SparsePair:
 
 def _csr_to(matrix: torch.Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> torch.Tensor:
     values = matrix.values().to(device=device, dtype=dtype)
-    return make_csr(matrix.crow_indices().to(device), matrix.col_indices().to(device), values, (matrix.shape[0], matrix.shape[1]))
+    return make_csr(
+        matrix.crow_indices().to(device), matrix.col_indices().to(device), values, (matrix.shape[0], matrix.shape[1])
+    )
 
 
 class _ApplySparse(torch.autograd.Function):
@@ -109,8 +111,5 @@ class _ApplySparse(torch.autograd.Function):
 def apply_sparse(pair: SparsePair, x: torch.Tensor) -> torch.Tensor:
     """Differentiable ``x (B, n_in) -> (B, n_out)``, each row multiplied by ``pair.matrix``."""
     if x.shape[-1] != pair.shape[1]:
-        raise ValueError(
-            f"input has {x.shape[-1]} entries per item, "
-            f"the operator expects {pair.shape[1]}"
-        )
+        raise ValueError(f"input has {x.shape[-1]} entries per item, the operator expects {pair.shape[1]}")
     return _ApplySparse.apply(x, pair)

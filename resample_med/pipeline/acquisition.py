@@ -76,7 +76,9 @@ class AcquisitionConfig:
             raise ValueError("fan-clinical fixes its detector; det_count / det_spacing_mm apply to parallel and fan")
         if self.arc_deg is not None:
             if self.geometry not in FULL_SCAN_DEG:
-                raise ValueError(f"arc_deg (limited angle) is defined for {sorted(FULL_SCAN_DEG)}, not {self.geometry!r}")
+                raise ValueError(
+                    f"arc_deg (limited angle) is defined for {sorted(FULL_SCAN_DEG)}, not {self.geometry!r}"
+                )
             if not 0 < self.arc_deg <= FULL_SCAN_DEG[self.geometry]:
                 raise ValueError(
                     f"arc_deg must be in (0, {FULL_SCAN_DEG[self.geometry]:g}] for {self.geometry}, got {self.arc_deg}"
@@ -96,7 +98,10 @@ class AcquisitionConfig:
         if self.geometry == "fan":
             if self.arc_deg is not None:
                 return FanBeamGeometry.limited_angle(
-                    self.n_views, self.arc_deg, image_size=image_size, pixel_spacing_mm=pixel_spacing_mm,
+                    self.n_views,
+                    self.arc_deg,
+                    image_size=image_size,
+                    pixel_spacing_mm=pixel_spacing_mm,
                     **{k: v for k, v in detector.items() if v is not None},
                 )
             return FanBeamGeometry.sparse_view(

@@ -109,8 +109,11 @@ class SliceCheckpoint:
                 verified[str(int(index))] = expected
                 continue
             problem = "has no recorded checksum" if expected is None else "does not match its checksum"
-            warnings.warn(f"{path}: checkpoint slice {problem} (truncated or altered); deleted, recomputing it",
-                          CheckpointWarning, stacklevel=3)
+            warnings.warn(
+                f"{path}: checkpoint slice {problem} (truncated or altered); deleted, recomputing it",
+                CheckpointWarning,
+                stacklevel=3,
+            )
             path.unlink()
         self._checksums = verified
 

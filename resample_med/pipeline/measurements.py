@@ -124,8 +124,9 @@ class LinearProblem:
     noise_std: Tensor
 
 
-def projector_for(acquisition: AcquisitionConfig, image_size: int, pixel_spacing_mm: float,
-                  device: torch.device | str | None = None) -> Projector:
+def projector_for(
+    acquisition: AcquisitionConfig, image_size: int, pixel_spacing_mm: float, device: torch.device | str | None = None
+) -> Projector:
     """The (cached) projector of ``acquisition`` on an ``image_size``^2 grid of ``pixel_spacing_mm``."""
     geometry = acquisition.make_geometry(image_size, float(pixel_spacing_mm))
     return make_projector(geometry, device=device)
@@ -203,4 +204,3 @@ def linearise(measurements: Measurements, mu_water: float = MU_WATER_PER_MM) -> 
     else:
         noise_std = measurements.noise_variance[:, None].sqrt().clamp(min=NOISELESS_STD_FLOOR)
     return LinearProblem(y=y_lin, operator=AttenuationOperator(projector, mu_water), noise_std=noise_std)
-

@@ -43,8 +43,10 @@ from resample_med.pipeline.studies import (
     write_marker,
 )
 
-MISSING_RAY = ("--executor ray needs Ray, which is not installed: "
-               "pip install \"resample-med[cluster]\" (in a checkout: pip install -e \".[cluster]\")")
+MISSING_RAY = (
+    "--executor ray needs Ray, which is not installed: "
+    'pip install "resample-med[cluster]" (in a checkout: pip install -e ".[cluster]")'
+)
 """The one line a user sees when Ray is asked for but missing."""
 
 RAY_DEVICES = ("auto", "cpu", "cuda")
@@ -75,12 +77,17 @@ class _Task:
 class _Pool:
     """Worker actors: started, replaced when lost (within a budget), killed at the end."""
 
-    def __init__(self, ray: Any, settings: Any, marker: Path, n_workers: int, gpus_per_task: float,
-                 max_retries: int) -> None:
+    def __init__(
+        self, ray: Any, settings: Any, marker: Path, n_workers: int, gpus_per_task: float, max_retries: int
+    ) -> None:
         self.ray = ray
         self.actor_class = ray.remote(StudyWorker)
-        self.options = {"num_cpus": settings.threads, "num_gpus": gpus_per_task, "max_restarts": 0,
-                        "max_task_retries": 0}
+        self.options = {
+            "num_cpus": settings.threads,
+            "num_gpus": gpus_per_task,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+        }
         self.settings, self.marker = settings, str(marker)
         self.run_id = uuid.uuid4().hex[:8]
         self.names: dict[Any, str] = {}
@@ -113,10 +120,23 @@ class _Pool:
         self.actors = []
 
 
-def run(ray: Any, jobs: list[Any], records: list[SeriesRecord], output: Path, config: Any, *,
-        options: Any, overwrite: bool, address: str | None, workers: int | None,
-        gpus_per_task: float | None, cpus_per_worker: int, chunk_slices: int, max_retries: int,
-        on_event: EventCallback | None) -> dict[str, Any]:
+def run(
+    ray: Any,
+    jobs: list[Any],
+    records: list[SeriesRecord],
+    output: Path,
+    config: Any,
+    *,
+    options: Any,
+    overwrite: bool,
+    address: str | None,
+    workers: int | None,
+    gpus_per_task: float | None,
+    cpus_per_worker: int,
+    chunk_slices: int,
+    max_retries: int,
+    on_event: EventCallback | None,
+) -> dict[str, Any]:
     """Run every job on Ray; fills ``records`` and returns the report's ``executor`` section."""
     from resample_med.config import ConfigError
 
@@ -125,8 +145,10 @@ def run(ray: Any, jobs: list[Any], records: list[SeriesRecord], output: Path, co
         try:
             ray.init(address=address, include_dashboard=False)
         except ConnectionError as err:
-            raise ConfigError(f"--address {address}: cannot join a Ray cluster ({err}); start one with "
-                              "`ray start --head`, or leave --address out to start Ray on this machine") from err
+            raise ConfigError(
+                f"--address {address}: cannot join a Ray cluster ({err}); start one with "
+                "`ray start --head`, or leave --address out to start Ray on this machine"
+            ) from err
     pool: _Pool | None = None
     marker: Path | None = None
     try:
@@ -138,14 +160,23 @@ def run(ray: Any, jobs: list[Any], records: list[SeriesRecord], output: Path, co
             raise ConfigError(f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has {n_gpus:g} GPU(s)")
         device = _worker_device(config.reconstruction.device, gpus_per_task)
         n_workers = workers or max(1, int(n_gpus // gpus_per_task) if gpus_per_task else int(n_cpus // cpus_per_worker))
-        settings = study_settings(config, device, str(output), options, overwrite, chunk_slices, threads=cpus_per_worker)
+        settings = study_settings(
+            config, device, str(output), options, overwrite, chunk_slices, threads=cpus_per_worker
+        )
         marker = write_marker(output)
         check_marker(marker)
         pool = _Pool(ray, settings, marker, n_workers, gpus_per_task, max_retries)
         if on_event is not None:
             on_event({"event": "workers", "series": None, "actors": [pool.names[a] for a in pool.actors]})
-        info = {"name": "ray", "address": address or "local", "driver": socket.gethostname(), "workers": n_workers,
-                "gpus_per_task": gpus_per_task, "cpus_per_worker": cpus_per_worker, "device": device}
+        info = {
+            "name": "ray",
+            "address": address or "local",
+            "driver": socket.gethostname(),
+            "workers": n_workers,
+            "gpus_per_task": gpus_per_task,
+            "cpus_per_worker": cpus_per_worker,
+            "device": device,
+        }
         _schedule(ray, pool, jobs, records, max_retries, on_event, info)
         return {**info, "worker_starts": pool.started, "cluster_resources": {"CPU": n_cpus, "GPU": n_gpus}}
     finally:
@@ -165,13 +196,22 @@ def _worker_device(device: str, gpus_per_task: float) -> str:
     if device not in RAY_DEVICES:
         raise ConfigError(f"--device {device} with --executor ray: Ray assigns the GPUs; use one of {RAY_DEVICES}")
     if device != "auto" and device != wanted:
-        raise ConfigError(f"--device {device} with --gpus-per-task {gpus_per_task:g}: "
-                          f"{'pass --gpus-per-task 1 for GPU workers' if device == 'cuda' else 'pass --gpus-per-task 0 for CPU workers'}")
+        raise ConfigError(
+            f"--device {device} with --gpus-per-task {gpus_per_task:g}: "
+            f"{'pass --gpus-per-task 1 for GPU workers' if device == 'cuda' else 'pass --gpus-per-task 0 for CPU workers'}"
+        )
     return wanted
 
 
-def _schedule(ray: Any, pool: _Pool, jobs: list[Any], records: list[SeriesRecord], max_retries: int,
-              on_event: EventCallback | None, executor: dict[str, Any]) -> None:
+def _schedule(
+    ray: Any,
+    pool: _Pool,
+    jobs: list[Any],
+    records: list[SeriesRecord],
+    max_retries: int,
+    on_event: EventCallback | None,
+    executor: dict[str, Any],
+) -> None:
     """Hand tasks to idle workers until every series is settled (module docstring)."""
     ready: deque[_Task] = deque()
     for i, job in enumerate(jobs):
@@ -195,8 +235,15 @@ def _schedule(ray: Any, pool: _Pool, jobs: list[Any], records: list[SeriesRecord
             return
         record.retries += 1
         if on_event is not None:
-            on_event({"event": "retry", "series": record.series, "task": task.kind, "attempt": task.attempt + 1,
-                      "error": str(error)})
+            on_event(
+                {
+                    "event": "retry",
+                    "series": record.series,
+                    "task": task.kind,
+                    "attempt": task.attempt + 1,
+                    "error": str(error),
+                }
+            )
         ready.appendleft(dataclasses.replace(task, attempt=task.attempt + 1))
 
     while inflight or ready:
@@ -223,8 +270,14 @@ def _schedule(ray: Any, pool: _Pool, jobs: list[Any], records: list[SeriesRecord
         except ray.exceptions.RayActorError as err:
             replacement = pool.replace(actor)
             if on_event is not None:
-                on_event({"event": "worker_lost", "series": None if task.series < 0 else records[task.series].series,
-                          "actor": pool.names[actor], "error": str(err).splitlines()[0]})
+                on_event(
+                    {
+                        "event": "worker_lost",
+                        "series": None if task.series < 0 else records[task.series].series,
+                        "actor": pool.names[actor],
+                        "error": str(err).splitlines()[0],
+                    }
+                )
             if replacement is not None:
                 inflight[replacement.ready.remote()] = (replacement, _Task("ready", -1))
             if task.series >= 0:
@@ -251,7 +304,9 @@ def _schedule(ray: Any, pool: _Pool, jobs: list[Any], records: list[SeriesRecord
             planned(record, result, on_event)
             plans[task.series] = result
             chunks_left[task.series] = set(result.chunks)
-            follow = [_Task("chunk", task.series, (job, result.checkpoint, start, stop)) for start, stop in result.chunks]
+            follow = [
+                _Task("chunk", task.series, (job, result.checkpoint, start, stop)) for start, stop in result.chunks
+            ]
             ready.extendleft(reversed(follow or [_finish(task.series, job, record, result, executor)]))
         elif task.kind == "chunk":
             assert isinstance(result, ChunkResult)

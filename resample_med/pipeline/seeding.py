@@ -31,7 +31,8 @@ def make_generator(seed: int, purpose: str, index: int, device: torch.device | s
     return generator
 
 
-def slice_generators(seed: int, purpose: str, indices: list[int], device: torch.device | str | None = None
-                     ) -> ItemGenerators:
+def slice_generators(
+    seed: int, purpose: str, indices: list[int], device: torch.device | str | None = None
+) -> ItemGenerators:
     """:func:`make_generator` of every slice in ``indices`` (a batch, in batch order)."""
     return ItemGenerators([make_generator(seed, purpose, int(i), device) for i in indices])

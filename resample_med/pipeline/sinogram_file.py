@@ -100,8 +100,13 @@ def _meta(measurements: Measurements) -> dict[str, Any]:
     }
 
 
-def _measurements_from(path: Path, sinogram: np.ndarray, meta: dict[str, Any], reference: np.ndarray | None,
-                       device: torch.device | str | None) -> Measurements:
+def _measurements_from(
+    path: Path,
+    sinogram: np.ndarray,
+    meta: dict[str, Any],
+    reference: np.ndarray | None,
+    device: torch.device | str | None,
+) -> Measurements:
     """Validate a loaded file and build :class:`Measurements`."""
     if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise SinogramFileError(

@@ -80,8 +80,10 @@ class VolumeMode:
         if self.slab_slices < 1:
             raise ValueError(f"volume mode: slab_slices must be >= 1, got {self.slab_slices}")
         if not 0 <= self.overlap <= self.slab_slices // 2:
-            raise ValueError(f"volume mode: overlap must lie in [0, slab_slices // 2] = [0, {self.slab_slices // 2}], "
-                             f"got {self.overlap}")
+            raise ValueError(
+                f"volume mode: overlap must lie in [0, slab_slices // 2] = [0, {self.slab_slices // 2}], "
+                f"got {self.overlap}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly record."""
@@ -95,8 +97,10 @@ def coupled_config(method: str, config: ConfigChoice, mode: VolumeMode) -> ReSam
         ValueError: ``method`` has no volume mode.
     """
     if method not in Z_WEIGHT_DEFAULTS:
-        raise ValueError(f"method {method!r} has no volume mode (it exists for {', '.join(Z_WEIGHT_DEFAULTS)}); "
-                         "choose one of those or run slice by slice")
+        raise ValueError(
+            f"method {method!r} has no volume mode (it exists for {', '.join(Z_WEIGHT_DEFAULTS)}); "
+            "choose one of those or run slice by slice"
+        )
     resolved = resolve_method_config(method, config)
     assert isinstance(resolved, (ReSampleConfig, TVConfig))  # the methods of Z_WEIGHT_DEFAULTS
     weight = Z_WEIGHT_DEFAULTS[method] if mode.z_weight is None else mode.z_weight
@@ -157,7 +161,7 @@ class BatchLimitedPrior:
         n = tensors[0].shape[0]
         if n <= self._max_items:
             return fn(*tensors)
-        return torch.cat([fn(*(t[i:i + self._max_items] for t in tensors)) for i in range(0, n, self._max_items)])
+        return torch.cat([fn(*(t[i : i + self._max_items] for t in tensors)) for i in range(0, n, self._max_items)])
 
     def encode(self, x: Tensor) -> Tensor:
         """``(B, 1, H, W) -> (B, C, h, w)`` in chunks."""
@@ -217,7 +221,7 @@ def reconstruct_slabs(
     needed = [k for k, (a, b) in enumerate(ranges) if any(i not in done for i in range(a, b))]
     covering = np.zeros(n_total, dtype=int)
     for k in needed:
-        covering[ranges[k][0]:ranges[k][1]] += 1
+        covering[ranges[k][0] : ranges[k][1]] += 1
     problem = linearise(measurements)
     limited_prior = None if prior is None else BatchLimitedPrior(prior, batch_size * n_samples)
     hu: list[np.ndarray | None] = [None] * n_total
@@ -236,11 +240,17 @@ def reconstruct_slabs(
         start, stop = ranges[k]
         started = time.perf_counter()
         rec = reconstruct(
-            method, problem.y[start:stop], problem.operator, prior=limited_prior, config=cfg,
+            method,
+            problem.y[start:stop],
+            problem.operator,
+            prior=limited_prior,
+            config=cfg,
             noise_std=problem.noise_std[start:stop],
-            generator=slice_generators(seed, "sampler", list(range(first_index + start, first_index + stop)),
-                                       device=problem.y.device),
-            callback=callback, n_samples=n_samples,
+            generator=slice_generators(
+                seed, "sampler", list(range(first_index + start, first_index + stop)), device=problem.y.device
+            ),
+            callback=callback,
+            n_samples=n_samples,
         )
         info = {"method": method, "sampler": _jsonable(rec.info)}
         final: list[int] = []
@@ -260,11 +270,19 @@ def reconstruct_slabs(
         image = torch.stack([image_sum.pop(i) for i in final])
         slice_hu = model_to_hu(image[:, 0])
         slice_std = torch.stack([model_to_hu(std_sum.pop(i)[0]) for i in final]) if std_sum else None
-        _require_finite(slice_hu.cpu().numpy(), None if slice_std is None else slice_std.cpu().numpy(),
-                        first_index + final[0])
+        _require_finite(
+            slice_hu.cpu().numpy(), None if slice_std is None else slice_std.cpu().numpy(), first_index + final[0]
+        )
         reference = None if measurements.reference_hu is None else measurements.reference_hu[final]
-        report = _per_slice_report(image, problem.y[final], problem.operator, problem.noise_std[final], slice_hu,
-                                   reference, pending_seconds / len(final))
+        report = _per_slice_report(
+            image,
+            problem.y[final],
+            problem.operator,
+            problem.noise_std[final],
+            slice_hu,
+            reference,
+            pending_seconds / len(final),
+        )
         pending_seconds = 0.0
         for j, i in enumerate(final):
             hu[i] = slice_hu[j].cpu().numpy()
@@ -275,8 +293,12 @@ def reconstruct_slabs(
         n_finished += len(final)
         if on_slices is not None:
             on_slices(n_finished, n_total)
-    info["volume_mode"] = {**mode.to_dict(), "z_weight_used": float(cfg.z_weight),
-                           "slabs": [list(r) for r in ranges], "slabs_run": len(needed)}
+    info["volume_mode"] = {
+        **mode.to_dict(),
+        "z_weight_used": float(cfg.z_weight),
+        "slabs": [list(r) for r in ranges],
+        "slabs_run": len(needed),
+    }
     return SliceReconstruction(
         hu=np.stack(hu),  # type: ignore[arg-type]
         std_hu=None if any(s is None for s in std) else np.stack(std),  # type: ignore[arg-type]

@@ -101,15 +101,28 @@ def reconstruct_slices(
     if volume_mode is not None:
         from resample_med.pipeline.slabs import reconstruct_slabs  # slabs builds on this module
 
-        return reconstruct_slabs(measurements, method, prior, config, mode=volume_mode, batch_size=batch_size,
-                                 n_samples=n_samples, seed=seed, callback=callback, checkpoint=checkpoint,
-                                 on_slices=on_slices, first_index=first_index)
+        return reconstruct_slabs(
+            measurements,
+            method,
+            prior,
+            config,
+            mode=volume_mode,
+            batch_size=batch_size,
+            n_samples=n_samples,
+            seed=seed,
+            callback=callback,
+            checkpoint=checkpoint,
+            on_slices=on_slices,
+            first_index=first_index,
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if getattr(resolve_method_config(method, config), "z_weight", 0):
-        raise ValueError("the config's z_weight couples adjacent slices, which slice mode does not keep together: "
-                         "use volume mode (reconstruct_volume(..., volume_mode=VolumeMode(z_weight=...)), "
-                         "reconstruct_slabs, or --volume-mode --z-weight on the command line)")
+        raise ValueError(
+            "the config's z_weight couples adjacent slices, which slice mode does not keep together: "
+            "use volume mode (reconstruct_volume(..., volume_mode=VolumeMode(z_weight=...)), "
+            "reconstruct_slabs, or --volume-mode --z-weight on the command line)"
+        )
     n_total = measurements.n_slices
     done = {i - first_index for i in checkpoint.done()} if checkpoint is not None else set()
     todo = [i for i in range(n_total) if i not in done]
@@ -125,10 +138,18 @@ def reconstruct_slices(
     if n_finished and on_slices is not None:
         on_slices(n_finished, n_total)
     for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
+        batch = todo[start : start + batch_size]
         part = _reconstruct_batch(
-            problem, measurements, batch, method, prior, config,
-            n_samples=n_samples, seed=seed, callback=callback, first_index=first_index + batch[0],
+            problem,
+            measurements,
+            batch,
+            method,
+            prior,
+            config,
+            n_samples=n_samples,
+            seed=seed,
+            callback=callback,
+            first_index=first_index + batch[0],
         )
         info = part.info
         for j, i in enumerate(batch):
@@ -167,8 +188,15 @@ def _reconstruct_batch(
     generator = slice_generators(seed, "sampler", [first_index + r - rows[0] for r in rows], device=y.device)
     started = time.perf_counter()
     rec = reconstruct(
-        method, y, problem.operator, prior=prior, config=config, noise_std=noise_std,
-        generator=generator, callback=callback, n_samples=n_samples,
+        method,
+        y,
+        problem.operator,
+        prior=prior,
+        config=config,
+        noise_std=noise_std,
+        generator=generator,
+        callback=callback,
+        n_samples=n_samples,
     )
     seconds_per_slice = (time.perf_counter() - started) / y.shape[0]
     image = rec.image.detach().to(torch.float32)
@@ -194,7 +222,8 @@ def _require_finite(hu: np.ndarray, std_hu: np.ndarray | None, first_index: int)
         if count and first is not None:
             raise NonFiniteError(
                 f"slice {first_index + int(first)}: the {what} holds {count} non-finite value(s) (NaN or Inf); "
-                "this batch is neither checkpointed nor written (the method diverged: try other sampler settings)")
+                "this batch is neither checkpointed nor written (the method diverged: try other sampler settings)"
+            )
 
 
 def _per_slice_report(

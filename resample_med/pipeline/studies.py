@@ -165,10 +165,18 @@ class SeriesRecord:
     def row(self) -> dict[str, Any]:
         """JSON form for the aggregated report."""
         return {
-            "series": self.series, "input": self.input, "output": self.output, "status": self.status,
-            "error": self.error, "n_slices": self.n_slices, "slices_resumed": self.resumed,
-            "slices_computed": len(self.computed), "tasks": self.tasks, "retries": self.retries,
-            "workers": sorted(self.workers), "seconds": self.seconds,
+            "series": self.series,
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "n_slices": self.n_slices,
+            "slices_resumed": self.resumed,
+            "slices_computed": len(self.computed),
+            "tasks": self.tasks,
+            "retries": self.retries,
+            "workers": sorted(self.workers),
+            "seconds": self.seconds,
         }
 
 
@@ -182,8 +190,11 @@ def chunk_ranges(n_slices: int, todo: Iterable[int], batch_size: int, chunk_slic
         raise ValueError(f"batch_size and chunk_slices must be >= 1, got {batch_size} and {chunk_slices}")
     size = math.ceil(chunk_slices / batch_size) * batch_size
     wanted = set(todo)
-    return [(start, min(start + size, n_slices)) for start in range(0, n_slices, size)
-            if wanted.intersection(range(start, min(start + size, n_slices)))]
+    return [
+        (start, min(start + size, n_slices))
+        for start in range(0, n_slices, size)
+        if wanted.intersection(range(start, min(start + size, n_slices)))
+    ]
 
 
 def worker_name() -> str:
@@ -264,9 +275,16 @@ class StudyWorker:
                 self.created = True
 
         # overwrite is applied once, by plan(): the chunks and the finish step must keep the checkpoint
-        self.runner = CachingRunner(settings.config, device, settings.preset, settings.sampler, prior,
-                                    overwrite=False, options=settings.options or InputOptions(),
-                                    session=DriverLockedSession(Path(settings.output)))
+        self.runner = CachingRunner(
+            settings.config,
+            device,
+            settings.preset,
+            settings.sampler,
+            prior,
+            overwrite=False,
+            options=settings.options or InputOptions(),
+            session=DriverLockedSession(Path(settings.output)),
+        )
 
     def ready(self) -> str:
         """This worker's name, or the error that kept it from starting."""
@@ -314,19 +332,31 @@ class StudyWorker:
         recon = self.settings.config.reconstruction
         chunk = ChunkCheckpoint(checkpoint, start, stop, recon.batch_size)
         source = self.runner._load(job)
-        common_args = dict(method=recon.method, prior=self.runner.prior, config=self.settings.sampler,
-                           batch_size=recon.batch_size, n_samples=recon.n_samples, seed=recon.seed,
-                           checkpoint=chunk, first_index=start)
+        common_args = dict(
+            method=recon.method,
+            prior=self.runner.prior,
+            config=self.settings.sampler,
+            batch_size=recon.batch_size,
+            n_samples=recon.n_samples,
+            seed=recon.seed,
+            checkpoint=chunk,
+            first_index=start,
+        )
         if isinstance(source, Measurements):
             rows = reconstruct_slices(source.select(slice(start, stop)), **common_args).per_slice
         else:
-            rows = reconstruct_volume(select_slices(source, slice(start, stop)), self.settings.config.acquisition,
-                                      device=self.runner.device, **common_args).per_slice
+            rows = reconstruct_volume(
+                select_slices(source, slice(start, stop)),
+                self.settings.config.acquisition,
+                device=self.runner.device,
+                **common_args,
+            ).per_slice
         computed = tuple(int(r["index"]) for r in rows if not r["resumed"])
         return ChunkResult(start, stop, computed, time.perf_counter() - started, self.name, socket.gethostname())
 
-    def finish(self, job: Any, checkpoint: SliceCheckpoint, computed: list[int],
-               executor: dict[str, Any]) -> dict[str, Any]:
+    def finish(
+        self, job: Any, checkpoint: SliceCheckpoint, computed: list[int], executor: dict[str, Any]
+    ) -> dict[str, Any]:
         """Fold the chunks into the series' ``checkpoint``, assemble the series and write its outputs.
 
         ``computed`` are the slices this run's tasks reconstructed; the series report marks only the
@@ -470,16 +500,19 @@ def reconstruct_studies(
     if executor not in EXECUTORS:
         raise common.ConfigError(f"unknown executor {executor!r}; choose from {list(EXECUTORS)}")
     if max_retries < 0 or chunk_slices < 1 or cpus_per_worker < 1:
-        raise common.ConfigError(f"max_retries must be >= 0, chunk_slices and cpus_per_worker >= 1; got {max_retries}, "
-                                 f"{chunk_slices} and {cpus_per_worker}")
+        raise common.ConfigError(
+            f"max_retries must be >= 0, chunk_slices and cpus_per_worker >= 1; got {max_retries}, "
+            f"{chunk_slices} and {cpus_per_worker}"
+        )
     if executor == "ray":
         from resample_med.pipeline import ray_executor
 
         ray = ray_executor.import_ray()  # fails first, in one line, where Ray is missing
     config = config or RunConfig()
     source = Path(input).resolve()
-    jobs = find_jobs(source, series, all_series, description=series_description,
-                     reserved=[SUMMARY_FILE, AGGREGATE_REPORT])
+    jobs = find_jobs(
+        source, series, all_series, description=series_description, reserved=[SUMMARY_FILE, AGGREGATE_REPORT]
+    )
     is_file_input = source.is_file() and (is_nifti(source) or is_sinogram_file(source))
     output = check_output_folder(Path(output), [source if source.is_dir() or is_file_input else source.parent])
     OutputLock.check_free(output)
@@ -496,10 +529,22 @@ def reconstruct_studies(
             worker.ready()
             _run_local(jobs, records, worker, info, on_event)
         else:
-            info = ray_executor.run(ray, jobs, records, output, config, options=options, overwrite=overwrite,
-                                    address=address, workers=workers, gpus_per_task=gpus_per_task,
-                                    cpus_per_worker=cpus_per_worker, chunk_slices=chunk_slices,
-                                    max_retries=max_retries, on_event=on_event)
+            info = ray_executor.run(
+                ray,
+                jobs,
+                records,
+                output,
+                config,
+                options=options,
+                overwrite=overwrite,
+                address=address,
+                workers=workers,
+                gpus_per_task=gpus_per_task,
+                cpus_per_worker=cpus_per_worker,
+                chunk_slices=chunk_slices,
+                max_retries=max_retries,
+                on_event=on_event,
+            )
         info.update(chunk_slices=chunk_slices, max_retries=max_retries)
         report = _aggregate(info, source, output, config, records, time.perf_counter() - started)
         if any(job.label for job in jobs):
@@ -507,8 +552,9 @@ def reconstruct_studies(
     return report
 
 
-def _aggregate(info: dict[str, Any], source: Path, output: Path, config: Any, records: list[SeriesRecord],
-               seconds: float) -> dict[str, Any]:
+def _aggregate(
+    info: dict[str, Any], source: Path, output: Path, config: Any, records: list[SeriesRecord], seconds: float
+) -> dict[str, Any]:
     """The aggregated report of a run."""
     return {
         "executor": info,
@@ -521,8 +567,9 @@ def _aggregate(info: dict[str, Any], source: Path, output: Path, config: Any, re
     }
 
 
-def study_settings(config: Any, device: str, output: str, options: Any, overwrite: bool, chunk_slices: int,
-                   threads: int | None = None) -> StudySettings:
+def study_settings(
+    config: Any, device: str, output: str, options: Any, overwrite: bool, chunk_slices: int, threads: int | None = None
+) -> StudySettings:
     """Resolve preset and sampler config for ``device`` (as the serial CLI does)."""
     import torch
 
@@ -535,12 +582,26 @@ def study_settings(config: Any, device: str, output: str, options: Any, overwrit
     preset = common.resolve_preset(config.reconstruction.preset, torch.device(device))
     sampler = common.sampler_config(method, preset, config.sampler)
     reconstruction = dataclasses.replace(config.reconstruction, device=device)
-    return StudySettings(dataclasses.replace(config, reconstruction=reconstruction), device, preset, sampler,
-                         output, options, overwrite, chunk_slices, threads)
+    return StudySettings(
+        dataclasses.replace(config, reconstruction=reconstruction),
+        device,
+        preset,
+        sampler,
+        output,
+        options,
+        overwrite,
+        chunk_slices,
+        threads,
+    )
 
 
-def _run_local(jobs: list[Any], records: list[SeriesRecord], worker: StudyWorker, info: dict[str, Any],
-               on_event: EventCallback | None) -> None:
+def _run_local(
+    jobs: list[Any],
+    records: list[SeriesRecord],
+    worker: StudyWorker,
+    info: dict[str, Any],
+    on_event: EventCallback | None,
+) -> None:
     """The local executor: every step of every series in this process, one after the other."""
     for job, record in zip(jobs, records):
         if job.error is not None:
@@ -576,16 +637,30 @@ def chunk_done(record: SeriesRecord, result: ChunkResult, on_event: EventCallbac
     """Record a finished chunk on the driver (``details`` go into the event)."""
     record.computed.update(result.computed)
     record.workers.add(result.worker)
-    _emit(on_event, "chunk_done", record, start=result.start, stop=result.stop, computed=len(result.computed),
-          seconds=result.seconds, worker=result.worker, **details)
+    _emit(
+        on_event,
+        "chunk_done",
+        record,
+        start=result.start,
+        stop=result.stop,
+        computed=len(result.computed),
+        seconds=result.seconds,
+        worker=result.worker,
+        **details,
+    )
 
 
 def settle(record: SeriesRecord, status: dict[str, Any], on_event: EventCallback | None) -> None:
     """Record the runner's final status of a series (``done``, ``skipped`` or ``failed``)."""
     record.status, record.error = status["status"], status.get("error")
     record.seconds = time.perf_counter() - record.started
-    _emit(on_event, "series_failed" if record.status == "failed" else "series_done", record,
-          status=record.status, error=record.error)
+    _emit(
+        on_event,
+        "series_failed" if record.status == "failed" else "series_done",
+        record,
+        status=record.status,
+        error=record.error,
+    )
 
 
 def fail(record: SeriesRecord, error: BaseException | str, on_event: EventCallback | None) -> None:

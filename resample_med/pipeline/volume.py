@@ -108,9 +108,18 @@ def reconstruct_volume(
     model_slices = list(iter_model_slices(volume, size=image_size))
     measurements = simulate_model_slices(model_slices, acquisition, seed, device, first_index)
     rec = reconstruct_slices(
-        measurements, method, prior, config, batch_size=batch_size, n_samples=n_samples, seed=seed,
-        callback=callback, checkpoint=checkpoint, on_slices=on_slices,
-        first_index=first_index + int(model_slices[0].index), volume_mode=volume_mode,
+        measurements,
+        method,
+        prior,
+        config,
+        batch_size=batch_size,
+        n_samples=n_samples,
+        seed=seed,
+        callback=callback,
+        checkpoint=checkpoint,
+        on_slices=on_slices,
+        first_index=first_index + int(model_slices[0].index),
+        volume_mode=volume_mode,
     )
     hu_out = np.empty(volume.hu.shape, dtype=np.float32)
     std_out = None if rec.std_hu is None else np.zeros(volume.hu.shape, dtype=np.float32)
@@ -133,7 +142,11 @@ def reconstruct_volume(
     if volume_mode is not None:
         info["volume_mode"] = rec.info["volume_mode"]
     return VolumeReconstruction(
-        volume=volume.with_hu(hu_out), std_hu=std_out, per_slice=per_slice, info=info, measurements=measurements,
+        volume=volume.with_hu(hu_out),
+        std_hu=std_out,
+        per_slice=per_slice,
+        info=info,
+        measurements=measurements,
     )
 
 
@@ -168,13 +181,24 @@ def reconstruct_input(
     started = time.perf_counter()
     rec = reconstruct_slices(source, method, prior, config, **options)
     spacing = float(source.pixel_spacing_mm)
-    volume = CTVolume(hu=np.asarray(rec.hu, dtype=np.float32), spacing_mm=(SINOGRAM_SLICE_SPACING_MM, spacing, spacing),
-                      origin_mm=np.zeros(3), direction=np.eye(3), source={"format": "sinogram"})
-    info = {**rec.info, "acquisition": source.acquisition.to_dict(), "n_slices": source.n_slices,
-            "n_resumed": sum(bool(r["resumed"]) for r in rec.per_slice),
-            "seconds_total": time.perf_counter() - started, "mean": _means(rec.per_slice)}
-    return VolumeReconstruction(volume=volume, std_hu=rec.std_hu, per_slice=rec.per_slice, info=info,
-                                measurements=source)
+    volume = CTVolume(
+        hu=np.asarray(rec.hu, dtype=np.float32),
+        spacing_mm=(SINOGRAM_SLICE_SPACING_MM, spacing, spacing),
+        origin_mm=np.zeros(3),
+        direction=np.eye(3),
+        source={"format": "sinogram"},
+    )
+    info = {
+        **rec.info,
+        "acquisition": source.acquisition.to_dict(),
+        "n_slices": source.n_slices,
+        "n_resumed": sum(bool(r["resumed"]) for r in rec.per_slice),
+        "seconds_total": time.perf_counter() - started,
+        "mean": _means(rec.per_slice),
+    }
+    return VolumeReconstruction(
+        volume=volume, std_hu=rec.std_hu, per_slice=rec.per_slice, info=info, measurements=source
+    )
 
 
 def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
@@ -191,9 +215,9 @@ def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
     source = dict(volume.source)
     for key in PER_SLICE_SOURCE_KEYS:
         if key in source and len(source[key]) == volume.n_slices:
-            source[key] = list(source[key])[indices.start:indices.stop]
+            source[key] = list(source[key])[indices.start : indices.stop]
     return CTVolume(
-        hu=np.ascontiguousarray(volume.hu[indices.start:indices.stop]),
+        hu=np.ascontiguousarray(volume.hu[indices.start : indices.stop]),
         spacing_mm=volume.spacing_mm,
         origin_mm=np.asarray(positions[indices.start], dtype=np.float64),
         direction=volume.direction,
@@ -201,8 +225,13 @@ def select_slices(volume: CTVolume, slices: slice) -> CTVolume:
     )
 
 
-def simulate_model_slices(model_slices: list[Any], acquisition: AcquisitionConfig, seed: int,
-                          device: torch.device | str | None = None, first_index: int = 0) -> Measurements:
+def simulate_model_slices(
+    model_slices: list[Any],
+    acquisition: AcquisitionConfig,
+    seed: int,
+    device: torch.device | str | None = None,
+    first_index: int = 0,
+) -> Measurements:
     """Measurements of model slices (:class:`~resample_med.io.ModelSlice`, one volume, same grid).
 
     The noise of slice ``k`` comes from its own generator derived from ``(seed, first_index + k)``,
@@ -214,8 +243,11 @@ def simulate_model_slices(model_slices: list[Any], acquisition: AcquisitionConfi
     spacing = float(model_slices[0].pixel_spacing_mm)
     parts = [
         simulate_measurements(
-            np.asarray(s.hu)[None], spacing, acquisition,
-            generator=make_generator(seed, "noise", first_index + int(s.index), device=device), device=device,
+            np.asarray(s.hu)[None],
+            spacing,
+            acquisition,
+            generator=make_generator(seed, "noise", first_index + int(s.index), device=device),
+            device=device,
         )
         for s in model_slices
     ]

@@ -83,15 +83,17 @@ class ReSampleConfig:
         if not self.z_weight >= 0:
             raise ValueError(f"ReSample config: z_weight must be >= 0, got {self.z_weight}")
         if self.warm_start not in WARM_STARTS:
-            raise ValueError(
-                f"ReSample config: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}"
-            )
+            raise ValueError(f"ReSample config: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}")
         if self.warm_start == "none" and self.warm_start_step != 0:
-            raise ValueError("ReSample config: warm_start_step applies to a warm start only; "
-                             "set warm_start to 'fbp' or 'tv', or warm_start_step to 0")
+            raise ValueError(
+                "ReSample config: warm_start_step applies to a warm start only; "
+                "set warm_start to 'fbp' or 'tv', or warm_start_step to 0"
+            )
         if not 0 <= self.warm_start_step < self.num_steps:
-            raise ValueError(f"ReSample config: warm_start_step must lie in [0, num_steps - 1] = "
-                             f"[0, {self.num_steps - 1}], got {self.warm_start_step}")
+            raise ValueError(
+                f"ReSample config: warm_start_step must lie in [0, num_steps - 1] = "
+                f"[0, {self.num_steps - 1}], got {self.warm_start_step}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (nested)."""

@@ -146,7 +146,10 @@ def latent_consistency(
         ``z0_y (B, C, h, w)`` and a :class:`SolverTrace`.
     """
     return _gradient_fit(
-        z0_hat, decode, y, operator,
+        z0_hat,
+        decode,
+        y,
+        operator,
         optimizer=config.optimizer,
         lr=config.lr,
         weight_decay=config.weight_decay,
@@ -174,12 +177,16 @@ def pixel_least_squares(
     Shapes: ``x0 (B, 1, H, W)``, ``y (B, 1, V, D)``.
     """
     if config.solver == "cgls":
-        return z_coupled_cgls(operator, y, x0.detach(), z_scale=z_scale, stride=stride, max_iter=config.max_iter,
-                              threshold=threshold)
+        return z_coupled_cgls(
+            operator, y, x0.detach(), z_scale=z_scale, stride=stride, max_iter=config.max_iter, threshold=threshold
+        )
     if config.solver == "adamw":
         # The official code minimises the *mean* squared residual; Adam is invariant to that scale.
         return _gradient_fit(
-            x0, lambda x: x, y, operator,
+            x0,
+            lambda x: x,
+            y,
+            operator,
             optimizer="adamw",
             lr=config.lr,
             weight_decay=config.weight_decay,

@@ -45,10 +45,7 @@ class DiffusionSchedule:
         """
         n_train = int(scheduler.config.num_train_timesteps)
         if not 1 <= num_steps <= n_train:
-            raise ValueError(
-                f"num_steps={num_steps} must lie in [1, {n_train}] "
-                "(the scheduler's num_train_timesteps)"
-            )
+            raise ValueError(f"num_steps={num_steps} must lie in [1, {n_train}] (the scheduler's num_train_timesteps)")
         local = DDIMScheduler.from_config(scheduler.config)
         local.set_timesteps(num_steps)
         timesteps = local.timesteps.to(torch.long).cpu()
@@ -100,4 +97,3 @@ def ddim_step(
             raise ValueError("ddim_step with eta > 0 needs a generator")
         z_prev = z_prev + sigma_sq**0.5 * standard_normal(z0_hat, generator)
     return z_prev
-

@@ -34,9 +34,7 @@ def expand_batch(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def discrepancy_threshold(
-    y: Tensor, noise_std: float | Tensor | None, tau: float
-) -> Tensor | None:
+def discrepancy_threshold(y: Tensor, noise_std: float | Tensor | None, tau: float) -> Tensor | None:
     """Squared-residual level of the discrepancy principle, per item.
 
     ``||y - A x||^2 <= tau * sum_i sigma_i^2`` (``= tau * m * sigma^2`` for a scalar

@@ -36,4 +36,3 @@ def validate_n_samples(n_samples: int) -> None:
     """Reject ``n_samples < 1`` with a message naming this module."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-

@@ -56,8 +56,7 @@ def resolve_method_config(method: str, config: ConfigChoice) -> MethodConfig:
         return presets["default"]
     if isinstance(config, str):
         if config not in presets:
-            raise ValueError(f"unknown {method} preset {config!r}; "
-                             f"choose from {sorted(presets)}")
+            raise ValueError(f"unknown {method} preset {config!r}; choose from {sorted(presets)}")
         return presets[config]
     return _config_of(config, type(presets["default"]), method)
 
@@ -155,15 +154,28 @@ def reconstruct(
     if method == "fbp":
         return fbp.fbp(y, operator, _config_of(cfg, fbp.FBPConfig, method), callback=callback)
     if method == "cgls":
-        return cgls.cgls(y, operator, _config_of(cfg, cgls.CGLSConfig, method), noise_std=noise_std,
-                         callback=callback)
+        return cgls.cgls(y, operator, _config_of(cfg, cgls.CGLSConfig, method), noise_std=noise_std, callback=callback)
     if method == "tv":
         return tv.tv_pdhg(y, operator, _config_of(cfg, tv.TVConfig, method), generator=generator, callback=callback)
     if method == "latent_dps":
-        return latent_dps.latent_dps(y, operator, _require_prior(method, prior),
-                                     _config_of(cfg, latent_dps.LatentDPSConfig, method), generator=generator,
-                                     callback=callback, n_samples=n_samples)
-    rec = resample(y, operator, _require_prior(method, prior), _config_of(cfg, ReSampleConfig, method),
-                   noise_std=noise_std, generator=generator, callback=callback, n_samples=n_samples)
+        return latent_dps.latent_dps(
+            y,
+            operator,
+            _require_prior(method, prior),
+            _config_of(cfg, latent_dps.LatentDPSConfig, method),
+            generator=generator,
+            callback=callback,
+            n_samples=n_samples,
+        )
+    rec = resample(
+        y,
+        operator,
+        _require_prior(method, prior),
+        _config_of(cfg, ReSampleConfig, method),
+        noise_std=noise_std,
+        generator=generator,
+        callback=callback,
+        n_samples=n_samples,
+    )
     rec.info["method"] = method
     return rec

@@ -51,8 +51,16 @@ class _Problem:
     """The fixed parts of one run: prior, operator, (repeated) data, discrepancy levels and the
     z coupling (``z_scale``, 0 in slice mode; ``stride``: items between z neighbours)."""
 
-    def __init__(self, prior: LatentPrior, operator: LinearOperator, y: Tensor, threshold_px: Tensor | None,
-                 threshold_lat: Tensor | None, z_scale: float = 0.0, stride: int = 1) -> None:
+    def __init__(
+        self,
+        prior: LatentPrior,
+        operator: LinearOperator,
+        y: Tensor,
+        threshold_px: Tensor | None,
+        threshold_lat: Tensor | None,
+        z_scale: float = 0.0,
+        stride: int = 1,
+    ) -> None:
         self.prior = prior
         self.operator = operator
         self.y = y
@@ -66,8 +74,7 @@ class _Problem:
             return self.prior.predict_noise(z, t.expand(z.shape[0]))
 
 
-def _time_travel(problem: _Problem, z_prime: Tensor, step: int, look_ahead: int,
-                 schedule: DiffusionSchedule) -> Tensor:
+def _time_travel(problem: _Problem, z_prime: Tensor, step: int, look_ahead: int, schedule: DiffusionSchedule) -> Tensor:
     """Tweedie estimate after ``look_ahead`` unconditional DDIM steps from ``z'_{t-1}``
     (the official code's "time travel"); ``look_ahead >= 1``."""
     z = z_prime
@@ -80,26 +87,56 @@ def _time_travel(problem: _Problem, z_prime: Tensor, step: int, look_ahead: int,
     return z0
 
 
-def _make_consistent(problem: _Problem, kind: str, z0: Tensor, config: ReSampleConfig,
-                     max_iter: int | None = None, threshold: Tensor | None = None) -> tuple[Tensor, SolverTrace]:
+def _make_consistent(
+    problem: _Problem,
+    kind: str,
+    z0: Tensor,
+    config: ReSampleConfig,
+    max_iter: int | None = None,
+    threshold: Tensor | None = None,
+) -> tuple[Tensor, SolverTrace]:
     """``z0_y`` from ``z0`` by the consistency named ``kind`` (``"pixel"`` | ``"latent"``);
     ``threshold`` replaces the latent fit's discrepancy level when given."""
     prior = problem.prior
     if kind == "pixel":
-        return pixel_consistency(z0, problem.y, problem.operator, prior.decode, prior.encode,
-                                 config.pixel, problem.threshold_px, z_scale=problem.z_scale, stride=problem.stride)
+        return pixel_consistency(
+            z0,
+            problem.y,
+            problem.operator,
+            prior.decode,
+            prior.encode,
+            config.pixel,
+            problem.threshold_px,
+            z_scale=problem.z_scale,
+            stride=problem.stride,
+        )
     latent_cfg = config.latent if max_iter is None else replace(config.latent, max_iter=max_iter)
-    return latent_consistency(z0, problem.y, problem.operator, prior.decode, latent_cfg,
-                              problem.threshold_lat if threshold is None else threshold,
-                              z_scale=problem.z_scale, stride=problem.stride)
+    return latent_consistency(
+        z0,
+        problem.y,
+        problem.operator,
+        prior.decode,
+        latent_cfg,
+        problem.threshold_lat if threshold is None else threshold,
+        z_scale=problem.z_scale,
+        stride=problem.stride,
+    )
 
 
-def _remap(config: ReSampleConfig, z0_y: Tensor, z_prime: Tensor, eps: Tensor, ab_t: float, ab_prev: float,
-           generator: Generator) -> Tensor:
+def _remap(
+    config: ReSampleConfig,
+    z0_y: Tensor,
+    z_prime: Tensor,
+    eps: Tensor,
+    ab_t: float,
+    ab_prev: float,
+    generator: Generator,
+) -> Tensor:
     """``z_{t-1}`` from the consistent ``z0_y``: ReSample's resampling or an ablation."""
     if config.resampling == "stochastic":
-        return stochastic_resample(z0_y, z_prime, gamma=config.gamma, alpha_bar_t=ab_t, alpha_bar_prev=ab_prev,
-                                   generator=generator)
+        return stochastic_resample(
+            z0_y, z_prime, gamma=config.gamma, alpha_bar_t=ab_t, alpha_bar_prev=ab_prev, generator=generator
+        )
     if config.resampling == "encode":
         return stochastic_encode(z0_y, alpha_bar_prev=ab_prev, generator=generator)
     return ddim_from_z0(z0_y, eps, alpha_bar_prev=ab_prev)
@@ -155,8 +192,9 @@ def resample(
     with torch.no_grad():
         image_shape = tuple(operator.adjoint(y[:1]).shape) if cfg.z_weight else (1, 1, 1, 1)
     z_scale = z_penalty_scale(operator, image_shape, cfg.z_weight, y.device, y.dtype)
-    problem = _Problem(prior, operator, y_rep, thresholds(cfg.pixel.tau), thresholds(cfg.latent.tau),
-                       z_scale, n_samples)
+    problem = _Problem(
+        prior, operator, y_rep, thresholds(cfg.pixel.tau), thresholds(cfg.latent.tau), z_scale, n_samples
+    )
     start = cfg.warm_start_step
     if cfg.warm_start == "none":
         z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
@@ -199,14 +237,16 @@ def resample(
     final_threshold = None if cfg.final_tau is None else thresholds(cfg.final_tau)
     with torch.no_grad():
         if cfg.final_consistency == "latent":
-            z, final_trace = _make_consistent(problem, "latent", z, cfg, max_iter=cfg.final_max_iter,
-                                              threshold=final_threshold)
+            z, final_trace = _make_consistent(
+                problem, "latent", z, cfg, max_iter=cfg.final_max_iter, threshold=final_threshold
+            )
             x = prior.decode(z)
         elif cfg.final_consistency == "pixel":
             final_pixel = replace(cfg.pixel, max_iter=cfg.final_max_iter)
             threshold = problem.threshold_px if final_threshold is None else final_threshold
-            x, final_trace = pixel_least_squares(prior.decode(z), y_rep, operator, final_pixel, threshold,
-                                                 z_scale=problem.z_scale, stride=problem.stride)
+            x, final_trace = pixel_least_squares(
+                prior.decode(z), y_rep, operator, final_pixel, threshold, z_scale=problem.z_scale, stride=problem.stride
+            )
         else:
             x = prior.decode(z)
     if final_trace is not None:

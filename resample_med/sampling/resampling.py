@@ -22,9 +22,7 @@ def resample_variance(gamma: float, alpha_bar_t: float, alpha_bar_prev: float) -
     return gamma * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_prev)
 
 
-def resample_moments(
-    z0_y: Tensor, z_prime: Tensor, sigma_sq: float, alpha_bar_prev: float
-) -> tuple[Tensor, float]:
+def resample_moments(z0_y: Tensor, z_prime: Tensor, sigma_sq: float, alpha_bar_prev: float) -> tuple[Tensor, float]:
     """Mean and variance of the stochastic resampling distribution (ReSample eq. 9, Prop. 3.1):
 
     ``z_{t-1} ~ N( (sigma_t^2 sqrt(ab_{t-1}) z0_y + (1 - ab_{t-1}) z'_{t-1}) / (sigma_t^2 + 1 - ab_{t-1}),

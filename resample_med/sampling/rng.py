@@ -60,8 +60,12 @@ def standard_normal(like: Tensor, generator: Generator) -> Tensor:
         if like.shape[0] % n:
             raise ValueError(f"{like.shape[0]} batch items cannot be split among {n} slice generators")
         rows = like.shape[0] // n
-        noise = torch.cat([torch.randn((rows, *like.shape[1:]), generator=g, device=g.device, dtype=like.dtype)
-                           for g in generator.generators])
+        noise = torch.cat(
+            [
+                torch.randn((rows, *like.shape[1:]), generator=g, device=g.device, dtype=like.dtype)
+                for g in generator.generators
+            ]
+        )
     else:
         noise = torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
     return noise.to(like.device)

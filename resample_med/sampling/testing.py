@@ -25,7 +25,7 @@ class GaussianLatentPrior:
     def __init__(self, latent_shape: tuple[int, int, int], image_size: int, generator: torch.Generator) -> None:
         n = latent_shape[0] * latent_shape[1] * latent_shape[2]
         if image_size * image_size != n:
-            raise ValueError(f"image_size^2 = {image_size ** 2} != latent size {n}")
+            raise ValueError(f"image_size^2 = {image_size**2} != latent size {n}")
         q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
         self.weight = (q * torch.sign(torch.diagonal(r))).to(torch.float32)
         self.latent_shape = latent_shape
@@ -55,8 +55,9 @@ class DenseOperator:
 
     def __init__(self, matrix: Tensor, image_size: int, sinogram_shape: tuple[int, int]) -> None:
         if matrix.shape != (sinogram_shape[0] * sinogram_shape[1], image_size * image_size):
-            raise ValueError(f"matrix shape {tuple(matrix.shape)} does not match "
-                             f"sinogram {sinogram_shape} x image {image_size}^2")
+            raise ValueError(
+                f"matrix shape {tuple(matrix.shape)} does not match sinogram {sinogram_shape} x image {image_size}^2"
+            )
         self.matrix = matrix
         self.image_size = image_size
         self.sinogram_shape = sinogram_shape

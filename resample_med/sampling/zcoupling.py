@@ -43,15 +43,21 @@ def z_difference_adjoint(d: Tensor, n_items: int, stride: int = 1) -> Tensor:
     return out
 
 
-def z_penalty_scale(operator: LinearOperator, image_shape: tuple[int, ...], z_weight: float,
-                    device: torch.device | str, dtype: torch.dtype) -> float:
+def z_penalty_scale(
+    operator: LinearOperator,
+    image_shape: tuple[int, ...],
+    z_weight: float,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> float:
     """``lam = z_weight * ||A||^2`` for an operator on images of ``image_shape`` ``(1, 1, H, W)``
     (0 without computing the norm when ``z_weight == 0``)."""
     if z_weight == 0:
         return 0.0
     generator = torch.Generator().manual_seed(NORM_SEED)
-    norm = operator_norm(operator, image_shape, n_iter=NORM_POWER_ITERATIONS, generator=generator,
-                         device=device, dtype=dtype)
+    norm = operator_norm(
+        operator, image_shape, n_iter=NORM_POWER_ITERATIONS, generator=generator, device=device, dtype=dtype
+    )
     return float(z_weight) * norm**2
 
 
@@ -115,6 +121,7 @@ def z_coupled_cgls(
         p = s + (gamma_new / max(gamma, _TINY)) * p
         gamma = gamma_new
         iterations += 1
-    trace = SolverTrace(iterations=torch.full((n_items,), iterations, dtype=torch.long, device=x.device),
-                        residual_sq=batch_sq_norm(r))
+    trace = SolverTrace(
+        iterations=torch.full((n_items,), iterations, dtype=torch.long, device=x.device), residual_sq=batch_sq_norm(r)
+    )
     return x, trace

@@ -101,8 +101,13 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
     # Continue a shipped bundle's autoencoder without moving its latent space (so its UNet stays
     # valid): decoder only, bf16 autocast, patient-balanced, zoom-outs to 0.8 (benchmarks/results/prior_recipe.md).
     "cpu_continue": AutoencoderTrainConfig(
-        architecture="cpu", augment=AugmentConfig(crop_size=None, zoom_range=(0.8, 1.0)), batch_size=2, lr=2e-4,
-        trainable="decoder", cpu_bf16=True, patient_balance=0.5,
+        architecture="cpu",
+        augment=AugmentConfig(crop_size=None, zoom_range=(0.8, 1.0)),
+        batch_size=2,
+        lr=2e-4,
+        trainable="decoder",
+        cpu_bf16=True,
+        patient_balance=0.5,
     ),
     "gpu": AutoencoderTrainConfig(
         architecture="full", augment=AugmentConfig(crop_size=None), batch_size=16, lr=5e-4, val_every=500
@@ -113,7 +118,9 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
 def load_autoencoder(folder: str | Path) -> AutoencoderKL:
     """A strict, offline ``AutoencoderKL`` from ``folder/autoencoder`` (a bundle or run folder) or ``folder``."""
     folder = Path(folder)
-    return load_pretrained_strict(AutoencoderKL, folder / AUTOENCODER_DIR if (folder / AUTOENCODER_DIR).is_dir() else folder)
+    return load_pretrained_strict(
+        AutoencoderKL, folder / AUTOENCODER_DIR if (folder / AUTOENCODER_DIR).is_dir() else folder
+    )
 
 
 def _reconstruct(model: AutoencoderKL, device: torch.device):
@@ -127,7 +134,9 @@ def _reconstruct(model: AutoencoderKL, device: torch.device):
     return run
 
 
-def validate_autoencoder(model: AutoencoderKL, val: SliceSet, device: torch.device, batch_size: int) -> dict[str, float]:
+def validate_autoencoder(
+    model: AutoencoderKL, val: SliceSet, device: torch.device, batch_size: int
+) -> dict[str, float]:
     """PSNR / HU-RMSE of the posterior-mean reconstruction of every validation slice."""
     was_training = model.training
     model.eval()
@@ -192,8 +201,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     def checkpoint() -> None:
         save_checkpoint(
             run_dir,
-            TrainState(step, train_seconds + budget.elapsed, {"autoencoder": model.state_dict()},
-                       optimizer.state_dict(), generator.get_state()),
+            TrainState(
+                step,
+                train_seconds + budget.elapsed,
+                {"autoencoder": model.state_dict()},
+                optimizer.state_dict(),
+                generator.get_state(),
+            ),
         )
         model.save_pretrained(run_dir / AUTOENCODER_DIR)
 
@@ -218,8 +232,15 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0:
-            log.write(step, "train", loss=loss.item(), l1=l1.item(), kl=kl.item(), lr=lr,
-                      seconds=train_seconds + budget.elapsed)
+            log.write(
+                step,
+                "train",
+                loss=loss.item(),
+                l1=l1.item(),
+                kl=kl.item(),
+                lr=lr,
+                seconds=train_seconds + budget.elapsed,
+            )
             bar.set_postfix(l1=f"{l1.item():.4f}")
         if step % cfg.checkpoint_every == 0:
             checkpoint()

@@ -100,8 +100,7 @@ class BestScore:
 
 def save_best(run_dir: str | Path, score: BestScore, weights: dict[str, torch.Tensor]) -> BestScore:
     """Write ``weights`` (a state dict) with their score to ``run_dir/best.pt``, atomically."""
-    _save_atomically({"step": score.step, "val_loss": score.val_loss, "weights": weights},
-                     Path(run_dir) / BEST_NAME)
+    _save_atomically({"step": score.step, "val_loss": score.val_loss, "weights": weights}, Path(run_dir) / BEST_NAME)
     return score
 
 

@@ -44,8 +44,12 @@ _COMMON_OVERRIDES = {
 
 def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     """Options every stage takes."""
-    p.add_argument("--data", nargs="+", required=True,
-                   help="one npz (keys images_hu, split, license_class) or DICOM folders / NIfTI files")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="one npz (keys images_hu, split, license_class) or DICOM folders / NIfTI files",
+    )
     p.add_argument("--preset", choices=presets, default="cpu", help="named training configuration")
     p.add_argument("--out", required=True, help="run folder (checkpoint, loss log, weights)")
     p.add_argument("--architecture", choices=["tiny", "cpu", "full"], help="network size preset")
@@ -58,12 +62,20 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-threads", type=int, help="torch CPU threads")
-    p.add_argument("--patient-balance", type=float,
-                   help="slice i of a patient with n slices is drawn with weight n^-B (0: uniform over slices, 1: over patients)")
-    p.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast for training steps on the CPU (about 2x faster on CPUs with AVX512-BF16)")
-    p.add_argument("--all-licences", action="store_true",
-                   help="train on every licence class of the npz, not only 'open'")
+    p.add_argument(
+        "--patient-balance",
+        type=float,
+        help="slice i of a patient with n slices is drawn with weight n^-B (0: uniform over slices, 1: over patients)",
+    )
+    p.add_argument(
+        "--cpu-bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast for training steps on the CPU (about 2x faster on CPUs with AVX512-BF16)",
+    )
+    p.add_argument(
+        "--all-licences", action="store_true", help="train on every licence class of the npz, not only 'open'"
+    )
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,8 +89,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     ae = stages.add_parser("autoencoder", help="stage 1: the image <-> latent autoencoder")
     _add_common(ae, sorted(AUTOENCODER_PRESETS))
     ae.add_argument("--crop-size", type=int, help="random crop side in pixels (the autoencoder is convolutional)")
-    ae.add_argument("--trainable", choices=["all", "decoder"],
-                    help="'decoder' fine-tunes the decoder only, keeping the latent space a trained UNet lives in")
+    ae.add_argument(
+        "--trainable",
+        choices=["all", "decoder"],
+        help="'decoder' fine-tunes the decoder only, keeping the latent space a trained UNet lives in",
+    )
     ae.set_defaults(func=lambda args: run_training("autoencoder", args))
 
     dm = stages.add_parser("diffusion", help="stage 2: the latent UNet on precomputed latents")

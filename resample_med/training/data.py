@@ -112,10 +112,16 @@ def concat_slice_sets(sets: Sequence[SliceSet]) -> SliceSet:
     """One set of the slices of ``sets`` in order; the summary lists each part's summary."""
     if len(sets) == 1:
         return sets[0]
-    patients = [s.patient if s.patient is not None else np.array([f"?{i}:{j}" for j in range(len(s))])
-                for i, s in enumerate(sets)]
-    summary = {"origin": [s.summary.get("origin") for s in sets], "slices": sum(len(s) for s in sets),
-               "patients": len(set(np.concatenate(patients))), "parts": [s.summary for s in sets]}
+    patients = [
+        s.patient if s.patient is not None else np.array([f"?{i}:{j}" for j in range(len(s))])
+        for i, s in enumerate(sets)
+    ]
+    summary = {
+        "origin": [s.summary.get("origin") for s in sets],
+        "slices": sum(len(s) for s in sets),
+        "patients": len(set(np.concatenate(patients))),
+        "parts": [s.summary for s in sets],
+    }
     return SliceSet(torch.cat([s.hu for s in sets]), summary, np.concatenate(patients))
 
 

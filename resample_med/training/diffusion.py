@@ -130,8 +130,15 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
     # best EMA weights ship. Round 2 added levels 0.9 and 0.7: lower val loss, but samples drifted
     # (W1 of HU 52 -> 128; MODEL_CARD.md), so they are not in the preset.
     "cpu_continue": DiffusionTrainConfig(
-        architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995, cpu_bf16=True,
-        patient_balance=0.5, zoom_levels=(1.0, 0.8), val_every=250,
+        architecture="cpu",
+        batch_size=32,
+        lr=1e-3,
+        warmup_steps=100,
+        ema_decay=0.995,
+        cpu_bf16=True,
+        patient_balance=0.5,
+        zoom_levels=(1.0, 0.8),
+        val_every=250,
     ),
     "gpu": DiffusionTrainConfig(architecture="full", batch_size=128, lr=4e-4, sample_every=2000, half_weights=True),
 }
@@ -275,7 +282,9 @@ def _prepare_models(cfg: DiffusionTrainConfig, device: torch.device) -> tuple[La
         schedule=preset.schedule,
     )
     unet = build_unet(arch, seed=cfg.seed)
-    return LatentDiffusionBundle(autoencoder, unet, build_scheduler(arch.schedule), PriorConfig(architecture=arch)), True
+    return LatentDiffusionBundle(
+        autoencoder, unet, build_scheduler(arch.schedule), PriorConfig(architecture=arch)
+    ), True
 
 
 def _autoencoder_folder(path: str) -> Path:
@@ -332,8 +341,14 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     def checkpoint() -> None:
         save_checkpoint(
             run_dir,
-            TrainState(step, total_seconds(), {"unet": unet.state_dict(), "ema": ema.state_dict()},
-                       optimizer.state_dict(), generator.get_state(), {"latent_scale_factor": scale}),
+            TrainState(
+                step,
+                total_seconds(),
+                {"unet": unet.state_dict(), "ema": ema.state_dict()},
+                optimizer.state_dict(),
+                generator.get_state(),
+                {"latent_scale_factor": scale},
+            ),
         )
 
     def sample_grid() -> Path:
@@ -349,8 +364,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         """Log the EMA val loss; with ``keep_best``, keep the weights when it is the run's lowest."""
         nonlocal best
         assert val_z is not None
-        loss = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma,
-                               cfg.batch_size, patch)
+        loss = validation_loss(
+            ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+        )
         log.write(step, "val", loss=loss, ema=True)
         if cfg.keep_best and (best is None or loss < best.val_loss):
             best = save_best(run_dir, BestScore(step, loss), ema.model.state_dict())
@@ -363,8 +379,11 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = data.draw(cfg.batch_size, cfg.patient_balance, generator)
-        level = (torch.randint(0, len(cfg.zoom_levels), (cfg.batch_size,), generator=generator)
-                 if len(cfg.zoom_levels) > 1 else torch.zeros(cfg.batch_size, dtype=torch.long))
+        level = (
+            torch.randint(0, len(cfg.zoom_levels), (cfg.batch_size,), generator=generator)
+            if len(cfg.zoom_levels) > 1
+            else torch.zeros(cfg.batch_size, dtype=torch.long)
+        )
         z0 = _flip(z_train[level, index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
         loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch, cfg.cpu_bf16)
         optimizer.zero_grad(set_to_none=True)
@@ -406,8 +425,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     }
     if val_z is not None:
         summary["selected_step"] = selected_step
-        summary["val_loss_ema"] = validation_loss(ema.model, scheduler, val_z.to(device), cfg.seed,
-                                                  cfg.min_snr_gamma, cfg.batch_size, patch)
+        summary["val_loss_ema"] = validation_loss(
+            ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+        )
     training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
     if cfg.init_from is not None:
         training["continued_from"] = bundle.config.training

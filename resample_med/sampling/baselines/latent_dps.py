@@ -27,10 +27,10 @@ from resample_med.sampling.rng import Generator, generator_or_default, standard_
 @dataclass(frozen=True)
 class LatentDPSConfig:
     """Attributes:
-        num_steps: DDIM steps.
-        eta: DDIM stochasticity (DPS uses ancestral sampling, ``eta = 1``).
-        step_size: guidance step ``zeta`` on the residual norm.
-        preview_every: decoded previews every this many steps (0: never)."""
+    num_steps: DDIM steps.
+    eta: DDIM stochasticity (DPS uses ancestral sampling, ``eta = 1``).
+    step_size: guidance step ``zeta`` on the residual norm.
+    preview_every: decoded previews every this many steps (0: never)."""
 
     num_steps: int = 50
     eta: float = 1.0
@@ -76,5 +76,13 @@ def latent_dps(
     mean, std = summarise_samples(x, n_samples)
     with torch.no_grad():
         rel = (batch_sq_norm(y - operator.forward(mean)) / batch_sq_norm(y).clamp_min(1e-30)).sqrt()
-    return Reconstruction(image=mean, std=std, info={"method": "latent_dps", "config": asdict(config),
-                                                     "n_samples": n_samples, "relative_residual": rel.tolist()})
+    return Reconstruction(
+        image=mean,
+        std=std,
+        info={
+            "method": "latent_dps",
+            "config": asdict(config),
+            "n_samples": n_samples,
+            "relative_residual": rel.tolist(),
+        },
+    )

@@ -41,18 +41,18 @@ Z_DIFFERENCE_NORM_SQ_BOUND = 4.0
 @dataclass(frozen=True)
 class TVConfig:
     """Attributes:
-        weight: TV weight ``w`` in the normalised problem (tuned once on val, see
-            :mod:`resample_med.sampling.tuned`).
-        max_iter: PDHG iterations.
-        lower_bound: box constraint in model units (-1 = air: attenuation >= 0); ``None`` for none.
-        step_fraction: ``tau sigma ||K||^2 = step_fraction^2`` (< 1).
-        step_ratio: ``tau / sigma`` balance (primal step ``step_fraction * step_ratio / ||K||``).
-        init: ``"fbp"`` (the operator's FBP, clipped to the box, where available) or ``"zeros"``.
-        power_iterations: iterations of the power method estimating ``||A||``.
-        report_every: progress events every this many iterations.
-        z_weight: weight of the z differences in 3-D TV relative to the in-plane ones (volume
-            mode: the batch holds adjacent slices in z order); 0 (every preset): 2-D TV per slice.
-            The volume pipeline's tuned default is :data:`resample_med.sampling.tuned.TV_Z_WEIGHT`.
+    weight: TV weight ``w`` in the normalised problem (tuned once on val, see
+        :mod:`resample_med.sampling.tuned`).
+    max_iter: PDHG iterations.
+    lower_bound: box constraint in model units (-1 = air: attenuation >= 0); ``None`` for none.
+    step_fraction: ``tau sigma ||K||^2 = step_fraction^2`` (< 1).
+    step_ratio: ``tau / sigma`` balance (primal step ``step_fraction * step_ratio / ||K||``).
+    init: ``"fbp"`` (the operator's FBP, clipped to the box, where available) or ``"zeros"``.
+    power_iterations: iterations of the power method estimating ``||A||``.
+    report_every: progress events every this many iterations.
+    z_weight: weight of the z differences in 3-D TV relative to the in-plane ones (volume
+        mode: the batch holds adjacent slices in z order); 0 (every preset): 2-D TV per slice.
+        The volume pipeline's tuned default is :data:`resample_med.sampling.tuned.TV_Z_WEIGHT`.
     """
 
     weight: float = tuned.TV_WEIGHT
@@ -139,8 +139,9 @@ def tv_pdhg(
             if config.lower_bound is not None:
                 x = x.clamp_min(config.lower_bound)
         gen = generator_or_default(generator, "cpu")
-        a_norm = operator_norm(operator, (1, *x.shape[1:]), n_iter=config.power_iterations, generator=gen,
-                               device=x.device, dtype=x.dtype)
+        a_norm = operator_norm(
+            operator, (1, *x.shape[1:]), n_iter=config.power_iterations, generator=gen, device=x.device, dtype=x.dtype
+        )
         y_n = y / a_norm
         k_norm = (1.0 + GRADIENT_NORM_SQ_BOUND + Z_DIFFERENCE_NORM_SQ_BOUND * config.z_weight**2) ** 0.5
         tau = config.step_fraction * config.step_ratio / k_norm
@@ -160,5 +161,7 @@ def tv_pdhg(
             if config.report_every and (it + 1) % config.report_every == 0:
                 notify(callback, ProgressEvent("iterations", it + 1, config.max_iter, x))
         rel = (batch_sq_norm(y - operator.forward(x)) / batch_sq_norm(y).clamp_min(1e-30)).sqrt()
-    return Reconstruction(image=x, info={"method": "tv", "config": asdict(config), "operator_norm": a_norm,
-                                         "relative_residual": rel.tolist()})
+    return Reconstruction(
+        image=x,
+        info={"method": "tv", "config": asdict(config), "operator_norm": a_norm, "relative_residual": rel.tolist()},
+    )
