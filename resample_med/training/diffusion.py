@@ -425,8 +425,13 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     }
     if val_z is not None:
         summary["selected_step"] = selected_step
-        summary["val_loss_ema"] = validation_loss(
-            ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+        # with keep_best the shipped weights are the best ones, whose loss was just measured
+        summary["val_loss_ema"] = (
+            best.val_loss
+            if best is not None
+            else validation_loss(
+                ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+            )
         )
     training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
     if cfg.init_from is not None:
