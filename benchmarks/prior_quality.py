@@ -40,30 +40,16 @@ import numpy as np
 import torch
 
 from resample_med.models import LatentDiffusionBundle, load_default_model
-from resample_med.models.config import DISPLAY_WINDOW_HU, HU_CLIP
+from resample_med.models.config import DISPLAY_WINDOW_HU
 from resample_med.models.sample import sample_images
 from resample_med.training.data import SliceSelection, load_npz_slices
-from resample_med.training.validation import autoencoder_metrics, window01
+from resample_med.training.validation import autoencoder_metrics, hu_histogram, wasserstein1_hu, window01
 from resample_med.units import model_to_hu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ct_hu256.npz"
-HIST_BIN_HU = 4.0
 FEATURE_SEED = 0
 FEATURE_DIM = 32
-
-
-def hu_histogram(hu: torch.Tensor) -> np.ndarray:
-    """Normalised histogram of HU values over HU_CLIP in HIST_BIN_HU bins."""
-    lo, hi = HU_CLIP
-    bins = int((hi - lo) / HIST_BIN_HU)
-    h = torch.histc(hu.clamp(lo, hi).flatten().float(), bins=bins, min=lo, max=hi).numpy()
-    return h / h.sum()
-
-
-def wasserstein1_hu(a: torch.Tensor, b: torch.Tensor) -> float:
-    """W1 between the HU value distributions of two image sets, in HU."""
-    return float(np.abs(np.cumsum(hu_histogram(a)) - np.cumsum(hu_histogram(b))).sum() * HIST_BIN_HU)
 
 
 def histogram_intersection(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -13,6 +13,7 @@ import torch
 
 import resample_med.training.diffusion as diffusion_module
 from resample_med.models import LatentDiffusionBundle
+from resample_med.models.sample import sample_images
 from resample_med.training import (
     AUTOENCODER_PRESETS,
     DIFFUSION_PRESETS,
@@ -26,7 +27,8 @@ from resample_med.training.data import SliceSelection, load_npz_slices
 from resample_med.training.diffusion import validation_loss
 from resample_med.training.loss_log import LossLog
 from resample_med.training.schedule import LRSchedule
-from resample_med.units import hu_to_model
+from resample_med.training.validation import wasserstein1_hu
+from resample_med.units import hu_to_model, model_to_hu
 
 SIZE = 32
 
@@ -171,6 +173,39 @@ def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
     val = {r["step"]: r["loss"] for r in LossLog(tmp_path / "cont").read("val")}
     assert sorted(val) == [0, 4, 8]
     assert summary["selected_step"] == min(val, key=val.get)
+
+
+def test_diffusion_can_select_the_weights_on_their_samples(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    run = tmp_path / "dm"
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(run),
+        autoencoder=str(trained_ae),
+        lr=5e-2,
+        val_every=4,
+        max_steps=12,
+        select_on="sample_w1",
+    )
+    summary = train_diffusion(cfg)
+    records = {r["step"]: r for r in LossLog(run).read("val")}
+    w1 = {step: r["sample_w1"] for step, r in records.items()}
+    assert sorted(w1) == [4, 8, 12] and len(set(w1.values())) > 1
+    best_step = min(w1, key=w1.get)
+    assert summary["selected_step"] == best_step and summary["selected_on"] == "sample_w1"
+    assert summary["selection_score"] == pytest.approx(w1[best_step])
+    assert summary["val_loss_ema"] == pytest.approx(records[best_step]["loss"], rel=1e-5)
+
+    # the shipped weights are the selected ones: their samples score the logged W1 again
+    bundle = LatentDiffusionBundle.load(run / "model")
+    images = sample_images(bundle, cfg.select_samples, cfg.select_sample_steps, torch.Generator().manual_seed(1))
+    val = load_npz_slices(phantom_npz, cfg.val_selection)
+    assert wasserstein1_hu(model_to_hu(images), model_to_hu(val.model_units())) == pytest.approx(
+        w1[best_step], rel=1e-3
+    )
+
+    with pytest.raises(ValueError, match="--select-on must be one of"):
+        train_diffusion(dataclasses.replace(cfg, select_on="fid"))
 
 
 def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:

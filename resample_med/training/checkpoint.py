@@ -92,16 +92,19 @@ def resume_from_checkpoint(
 
 @dataclass(frozen=True)
 class BestScore:
-    """The step and validation loss of the weights held in ``run_dir/best.pt``."""
+    """The weights held in ``run_dir/best.pt``: their step, selection score (lower is better) and
+    validation loss (equal to the score when the run selects on the loss)."""
 
     step: int
+    score: float
     val_loss: float
 
 
-def save_best(run_dir: str | Path, score: BestScore, weights: dict[str, torch.Tensor]) -> BestScore:
+def save_best(run_dir: str | Path, best: BestScore, weights: dict[str, torch.Tensor]) -> BestScore:
     """Write ``weights`` (a state dict) with their score to ``run_dir/best.pt``, atomically."""
-    _save_atomically({"step": score.step, "val_loss": score.val_loss, "weights": weights}, Path(run_dir) / BEST_NAME)
-    return score
+    record = {"step": best.step, "score": best.score, "val_loss": best.val_loss, "weights": weights}
+    _save_atomically(record, Path(run_dir) / BEST_NAME)
+    return best
 
 
 def load_best(run_dir: str | Path) -> tuple[BestScore, dict[str, torch.Tensor]] | None:
@@ -110,4 +113,4 @@ def load_best(run_dir: str | Path) -> tuple[BestScore, dict[str, torch.Tensor]] 
     if not path.is_file():
         return None
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    return BestScore(int(raw["step"]), float(raw["val_loss"])), raw["weights"]
+    return BestScore(int(raw["step"]), float(raw["score"]), float(raw["val_loss"])), raw["weights"]

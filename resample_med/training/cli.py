@@ -81,7 +81,7 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` with the sub-stages ``autoencoder`` and ``diffusion``."""
     from resample_med.training.autoencoder import AUTOENCODER_PRESETS
-    from resample_med.training.diffusion import DIFFUSION_PRESETS
+    from resample_med.training.diffusion import DIFFUSION_PRESETS, SELECTION_SCORES
 
     train = subparsers.add_parser("train", help="train the latent diffusion prior on CT slices")
     stages = train.add_subparsers(dest="stage", required=True)
@@ -99,6 +99,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     dm = stages.add_parser("diffusion", help="stage 2: the latent UNet on precomputed latents")
     _add_common(dm, sorted(DIFFUSION_PRESETS))
     dm.add_argument("--autoencoder", help="folder holding autoencoder/ (a stage-1 run or a model folder)")
+    dm.add_argument(
+        "--select-on",
+        choices=list(SELECTION_SCORES),
+        help="which EMA weights ship: lowest held-out loss, or lowest W1 of HU of a few samples vs val",
+    )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
 
@@ -133,6 +138,8 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         diffusion_cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
         if opts.get("autoencoder") is not None:
             changes["autoencoder"] = str(opts["autoencoder"])
+        if opts.get("select_on") is not None:
+            changes["select_on"] = opts["select_on"]
         summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")

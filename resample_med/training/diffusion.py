@@ -15,8 +15,11 @@ zoom level is drawn per sample. Slices are drawn with patient balancing
 (``SliceSet.sampling_weights``). The scale s = 1 / std(mu) is measured on the training latents
 unless the UNet continues from a bundle whose encoder is unchanged (then the bundle's s is kept,
 since the UNet was trained on it; a decoder-only fine-tuned autoencoder keeps the latent space). An EMA of the UNet is
-what ships: with ``keep_best``, the EMA weights with the lowest held-out loss of the run (the
-starting weights of a continued run included), not necessarily the last. The run folder holds
+what ships: with ``keep_best``, the EMA weights with the lowest selection score of the run (the
+starting weights of a continued run included), not necessarily the last. The score is the
+held-out loss, or with ``select_on="sample_w1"`` the W1 distance between the HU values of a few
+DDIM samples (fixed seed) and the val slices: in round 2 the loss alone picked weights whose
+samples drifted (MODEL_CARD.md). The run folder holds
 ``checkpoint.pt``, ``best.pt``, ``loss_log.jsonl``, sample grids and ``model/`` (the full bundle).
 """
 
@@ -52,11 +55,12 @@ from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, write_json
 from resample_med.training.schedule import Budget, LRSchedule
-from resample_med.training.validation import save_grid_png
+from resample_med.training.validation import save_grid_png, wasserstein1_hu
 from resample_med.units import model_to_hu
 
 MODEL_DIR = "model"
 LATENT_CACHE = "latents.pt"
+SELECTION_SCORES = ("val_loss", "sample_w1")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class DiffusionTrainConfig:
     ``patient_balance``: exponent of the per-patient slice weights; ``zoom_levels``: zoom-out
     factors (1 = as stored) whose latents are precomputed and drawn uniformly; ``cpu_bf16``: bf16
     autocast for training steps on the CPU; ``keep_best``: ship the EMA weights with the lowest
-    validation loss (checked every ``val_every`` steps) instead of the last ones.
+    selection score (checked every ``val_every`` steps) instead of the last ones; ``select_on``:
+    the score, one of ``SELECTION_SCORES`` (``sample_w1`` draws ``select_samples`` DDIM samples of
+    ``select_sample_steps`` steps at each check).
     """
 
     data: tuple[str, ...] = ()
@@ -102,6 +108,9 @@ class DiffusionTrainConfig:
     zoom_levels: tuple[float, ...] = (1.0,)
     cpu_bf16: bool = False
     keep_best: bool = True
+    select_on: str = "val_loss"
+    select_samples: int = 16
+    select_sample_steps: int = 25
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -121,6 +130,8 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
         sample_every=20,
         n_samples=4,
         sample_steps=3,
+        select_samples=4,
+        select_sample_steps=3,
         checkpoint_every=10,
         progress_bar=False,
     ),
@@ -128,7 +139,8 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
     # Continue a shipped UNet: bf16 autocast, patient-balanced, zoom-out level 0.8 beside the
     # slices as stored (benchmarks/results/prior_recipe.md); validated every 250 steps so that the
     # best EMA weights ship. Round 2 added levels 0.9 and 0.7: lower val loss, but samples drifted
-    # (W1 of HU 52 -> 128; MODEL_CARD.md), so they are not in the preset.
+    # (W1 of HU 52 -> 128; MODEL_CARD.md), so they are not in the preset, and the weights are
+    # selected on their samples' W1, not on the loss.
     "cpu_continue": DiffusionTrainConfig(
         architecture="cpu",
         batch_size=32,
@@ -139,6 +151,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
         patient_balance=0.5,
         zoom_levels=(1.0, 0.8),
         val_every=250,
+        select_on="sample_w1",
     ),
     "gpu": DiffusionTrainConfig(architecture="full", batch_size=128, lr=4e-4, sample_every=2000, half_weights=True),
 }
@@ -303,6 +316,8 @@ def _autoencoder_history(cfg: DiffusionTrainConfig, bundle: LatentDiffusionBundl
 
 def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     """Train (or resume / continue) the latent UNet; saves the bundle to ``out_dir/model``."""
+    if cfg.select_on not in SELECTION_SCORES:
+        raise ValueError(f"diffusion training: --select-on must be one of {SELECTION_SCORES}, got {cfg.select_on!r}")
     device = resolve_device(cfg.device)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
@@ -319,6 +334,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     z_train = latents * scale
     val = load_validation_slices(cfg.data, cfg.val_selection)
     val_z = None if val is None else encode_latents(bundle.autoencoder, val, device, cfg.encode_batch_size) * scale
+    val_hu = None if val is None else model_to_hu(val.model_units())
 
     unet = bundle.unet.train().requires_grad_(True)
     patch = bundle.config.architecture.unet.patch_size
@@ -360,16 +376,27 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     if cfg.resume and (stored := load_best(run_dir)) is not None:
         best = stored[0]
 
+    def sample_w1() -> float:
+        """W1 of HU between ``select_samples`` EMA samples (fixed seed) and the val slices."""
+        assert val_hu is not None
+        shipped = LatentDiffusionBundle(bundle.autoencoder, ema.model, scheduler, bundle.config)
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        images = sample_images(shipped, cfg.select_samples, cfg.select_sample_steps, generator)
+        return wasserstein1_hu(model_to_hu(images.cpu()), val_hu)
+
     def validate() -> None:
-        """Log the EMA val loss; with ``keep_best``, keep the weights when it is the run's lowest."""
+        """Log the EMA val loss (and sample W1); with ``keep_best``, keep the weights when their
+        selection score is the run's lowest."""
         nonlocal best
         assert val_z is not None
         loss = validation_loss(
             ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
         )
-        log.write(step, "val", loss=loss, ema=True)
-        if cfg.keep_best and (best is None or loss < best.val_loss):
-            best = save_best(run_dir, BestScore(step, loss), ema.model.state_dict())
+        score = loss if cfg.select_on == "val_loss" else sample_w1()
+        extra = {} if cfg.select_on == "val_loss" else {cfg.select_on: score}
+        log.write(step, "val", loss=loss, ema=True, **extra)
+        if cfg.keep_best and (best is None or score < best.score):
+            best = save_best(run_dir, BestScore(step, score, loss), ema.model.state_dict())
 
     if val_z is not None and cfg.keep_best and cfg.init_from is not None and best is None:
         validate()  # the weights this run continues from compete too
@@ -425,6 +452,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     }
     if val_z is not None:
         summary["selected_step"] = selected_step
+        summary["selected_on"] = cfg.select_on
+        if best is not None:
+            summary["selection_score"] = best.score
         # with keep_best the shipped weights are the best ones, whose loss was just measured
         summary["val_loss_ema"] = (
             best.val_loss

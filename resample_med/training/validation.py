@@ -1,7 +1,10 @@
-"""Validation hooks: autoencoder reconstruction quality on held-out slices, sample grid images.
+"""Validation hooks: autoencoder reconstruction quality on held-out slices, the HU distribution
+distance of samples to real slices, sample grid images.
 
 PSNR is computed in the HU window ``[lo, hi]`` mapped to [0, 1] (both images clipped to it):
 ``PSNR = 10 log10(1 / MSE)``, averaged over slices. HU-RMSE is over all pixels, unclipped.
+W1 is the Wasserstein-1 distance between the HU value distributions of two image sets,
+``W1 = integral |F_a(h) - F_b(h)| dh`` over ``HU_CLIP`` from ``HIST_BIN_HU``-wide histogram bins.
 """
 
 from __future__ import annotations
@@ -12,14 +15,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resample_med.models.config import DISPLAY_WINDOW_HU
+from resample_med.models.config import DISPLAY_WINDOW_HU, HU_CLIP
 from resample_med.units import model_to_hu
+
+HIST_BIN_HU = 4.0
 
 
 def window01(hu: torch.Tensor, window: tuple[float, float] = DISPLAY_WINDOW_HU) -> torch.Tensor:
     """HU -> [0, 1] in ``window`` (clipped); any shape."""
     lo, hi = window
     return ((hu - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def hu_histogram(hu: torch.Tensor) -> np.ndarray:
+    """Normalised histogram of the HU values of any-shape ``hu`` over HU_CLIP in HIST_BIN_HU bins."""
+    lo, hi = HU_CLIP
+    bins = int((hi - lo) / HIST_BIN_HU)
+    h = torch.histc(hu.clamp(lo, hi).flatten().float(), bins=bins, min=lo, max=hi).numpy()
+    return h / h.sum()
+
+
+def wasserstein1_hu(a: torch.Tensor, b: torch.Tensor) -> float:
+    """W1 (module docstring) between the HU value distributions of two image sets, in HU."""
+    return float(np.abs(np.cumsum(hu_histogram(a)) - np.cumsum(hu_histogram(b))).sum() * HIST_BIN_HU)
 
 
 def windowed_psnr(
