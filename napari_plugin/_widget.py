@@ -181,7 +181,12 @@ class ReconstructionWidget(Container):
             step=1.0,
             label="gamma (resampling variance)",
         )
-        self.n_samples = SpinBox(value=1, min=SAMPLES_RANGE[0], max=SAMPLES_RANGE[1], label="posterior samples")
+        self.n_samples = SpinBox(
+            value=PRESETS[preset].posterior_samples,
+            min=SAMPLES_RANGE[0],
+            max=SAMPLES_RANGE[1],
+            label="posterior samples",
+        )
         self.seed = SpinBox(value=0, min=SEED_RANGE[0], max=SEED_RANGE[1], label="seed")
         self.device = ComboBox(choices=_available_devices(), value="cpu", label="device")
         self.scope = RadioButtons(choices=[SCOPE_SLICE, SCOPE_VOLUME], value=SCOPE_SLICE, label="reconstruct")
@@ -270,12 +275,14 @@ class ReconstructionWidget(Container):
         self.volume_mode.enabled = "z_weight" in fields and self.scope.value == SCOPE_VOLUME
 
     def _on_preset(self, name: str) -> None:
-        """Load the preset's steps and gamma (where the method has them) into the widget."""
+        """Load the preset's steps, gamma and posterior samples (where the method has them) into the widget."""
         fields = config_fields(self.method.value, name)
         if "num_steps" in fields:
             self.steps.value = fields["num_steps"]
         if "gamma" in fields:
             self.gamma.value = fields["gamma"]
+        if "posterior_samples" in fields:
+            self.n_samples.value = fields["posterior_samples"]
         self._sync_enabled()
 
     def _on_window(self, name: str) -> None:

@@ -13,7 +13,7 @@ with ``--config`` to repeat a run. File layout (every key optional)::
 
     acquisition_preset: sparse-30
     acquisition: {geometry: parallel, n_views: 30, photons: 1.0e5, gaussian_sigma: null}
-    reconstruction: {method: resample, preset: fast, n_samples: 1, batch_size: 4, seed: 0,
+    reconstruction: {method: resample, preset: fast, n_samples: 4, batch_size: 4, seed: 0,
                      device: auto, model: null}
     sampler: {num_steps: 20, gamma: 40.0}     # fields of the method's config dataclass
     output: {nifti: false, png: false}
@@ -65,7 +65,8 @@ class ReconstructionSettings:
     Attributes:
         method: a name in :data:`resample_med.sampling.METHODS`.
         preset: the method's named preset, or ``"auto"`` (``fast`` on CPU, ``default`` on CUDA).
-        n_samples: posterior samples per slice (``> 1`` also writes a std map).
+        n_samples: posterior samples per slice (``> 1`` also writes a std map); ``None``: the
+            sampler config's ``posterior_samples`` (resolved before a run; ``config.yaml`` beside the outputs holds the count used).
         batch_size: slices per sampler call.
         seed: seed of measurement noise and sampling.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"``.
@@ -77,7 +78,7 @@ class ReconstructionSettings:
 
     method: str = "resample"
     preset: str = AUTO
-    n_samples: int = 1
+    n_samples: int | None = None
     batch_size: int = 4
     seed: int = 0
     device: str = AUTO

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,12 +23,27 @@ def preset_cost(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_fast_preset_counts(preset_cost) -> None:
-    # 20 steps, skip 2, first fifth free: pixel consistency at index 16, 14, ..., 2 (8 steps),
-    # each up to 20 CGLS iterations, then a final 20-iteration CGLS fit.
+    # 20 steps, skip 2, first fifth free: pixel consistency at index 16, 14, ..., 2. From the TV
+    # warm start at step 14 only index 4 and 2 remain (2 steps, each up to 20 CGLS iterations),
+    # then a final 20-iteration CGLS fit; 6 network calls; 2 + 1 encodes (consistency, warm start);
+    # TV's 150 PDHG + 30 power iterations on the slices; everything else on 4 samples per slice.
     counts = preset_cost.count_operations(FAST)
     assert counts == preset_cost.OperationCounts(
-        network=20, dps_gradient=0, latent_iteration=0, pixel_iteration=8 * 20 + 20, decode=9, encode=8
+        network=6,
+        dps_gradient=0,
+        latent_iteration=0,
+        pixel_iteration=2 * 20 + 20,
+        decode=3,
+        encode=3,
+        tv_iteration=150 + 30,
+        samples=4,
     )
+    per_sample = preset_cost.UnitCosts(
+        network=1.0, dps_gradient=float("nan"), latent_iteration=float("nan"), pixel_iteration=0.0, decode=0, encode=0
+    )
+    per_slice = dataclasses.replace(per_sample, network=0.0, pixel_iteration=1.0)
+    # the network at the samples' batch, TV at the slices': untimed gradients are not run
+    assert counts.seconds(per_sample, per_slice) == pytest.approx(6.0 + 180.0)
 
 
 def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
@@ -45,11 +61,19 @@ def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
 
 
 def test_warm_start_counts(preset_cost) -> None:
-    # from TV at step 10 of 20: pixel consistency at index 8, 6, 4, 2 only (4 steps), 10 network calls,
-    # one extra encode, and TV's 150 PDHG + 30 power iterations counted as pixel iterations
+    # from TV at step 10 of 20, one sample: pixel consistency at index 8, 6, 4, 2 only (4 steps),
+    # 10 network calls, one extra encode, and TV's 150 PDHG + 30 power iterations
     from dataclasses import replace
 
-    counts = preset_cost.count_operations(replace(FAST, warm_start="tv", warm_start_step=10))
+    config = replace(FAST, warm_start="tv", warm_start_skip_fraction=0.5, posterior_samples=1)
+    counts = preset_cost.count_operations(config)
     assert counts == preset_cost.OperationCounts(
-        network=10, dps_gradient=0, latent_iteration=0, pixel_iteration=4 * 20 + 20 + 150 + 30, decode=5, encode=5
+        network=10,
+        dps_gradient=0,
+        latent_iteration=0,
+        pixel_iteration=4 * 20 + 20,
+        decode=5,
+        encode=5,
+        tv_iteration=150 + 30,
+        samples=1,
     )

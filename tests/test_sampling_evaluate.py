@@ -78,11 +78,15 @@ def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
     assert all(len(r["psnr"]) == 3 for r in rows[:-1])
     fbp, cgls = rows[0], rows[1]
     assert np.mean(fbp["psnr"]) > 10 and np.mean(cgls["ssim"]) > 0
-    # two posterior samples on the (up to 8) evaluated slices: the calibration per slice
+    # two posterior samples on the (up to 8) evaluated slices: the calibration per slice; the
+    # resample row is itself the mean of fast's posterior samples, so it is calibrated too
     posterior = rows[-1]
     assert posterior["extra"]["n_samples"] == 2 and len(posterior["extra"]["coverage"]) == 3
     assert all(0.0 <= c <= 1.0 for c in posterior["extra"]["coverage"])
-    assert "## Uncertainty calibration" in report and "| parallel, 8 views, independent simulation | 3 | 2 |" in report
+    assert rows[-2]["extra"]["n_samples"] == 4 and len(rows[-2]["extra"]["spearman"]) == 3
+    label = "parallel, 8 views, independent simulation"
+    assert "## Uncertainty calibration" in report and f"| {label} | resample_posterior | 3 | 2 |" in report
+    assert f"| {label} | resample | 3 | 4 |" in report
     assert (out / "quality_figure.png").is_file()
 
 
@@ -125,6 +129,10 @@ def test_runs_on_different_subsets_merge_and_pair_by_slice(tiny_case, tmp_path: 
     report = (tmp_path / "merged" / "quality.md").read_text()
     assert "| latent_dps | 2 |" in report and "| tv | 4 |" in report
     assert f"| {label} | latent_dps |" in report and "/2 slices |" in report
+    # the row on more slices wins whatever the order of the runs
+    harness.main(["--merge", str(tmp_path / "subset"), str(tmp_path / "all"), "--out", str(tmp_path / "reversed")])
+    reversed_report = (tmp_path / "reversed" / "quality.md").read_text()
+    assert "| tv | 4 |" in reversed_report and "| tv | 2 |" not in reversed_report
 
 
 @pytest.mark.slow
@@ -239,22 +247,22 @@ def test_sampler_overrides_and_posterior_means(tiny_case, tmp_path: Path) -> Non
             "--sampler",
             "warm_start=tv",
             "--sampler",
-            "warm_start_step=14",
+            "warm_start_skip_fraction=0.7",
             "--sampler",
             "final_tau=4",
-            "--resample-samples",
-            "2",
+            "--sampler",
+            "posterior_samples=2",
         ]
     )
     raw = json.loads((tmp_path / "out" / "quality.json").read_text())
     row = raw["results"]["fan, 8 views, independent simulation"][0]
-    assert row["config"]["warm_start"] == "tv" and row["config"]["warm_start_step"] == 14
+    assert row["config"]["warm_start"] == "tv" and row["config"]["warm_start_skip_fraction"] == 0.7
     assert row["config"]["final_tau"] == 4 and raw["context"]["resample_samples"] == 2
     assert (
-        "with `warm_start=tv warm_start_step=14 final_tau=4`, ReSample rows the mean of 2"
+        "with `warm_start=tv warm_start_skip_fraction=0.7 final_tau=4 posterior_samples=2`, ReSample rows the mean of 2"
         in (tmp_path / "out" / "quality.md").read_text()
     )
     with pytest.raises(SystemExit, match="--sampler 'warm_starts=tv' is not KEY=VALUE"):
         harness.main(common + ["--sampler", "warm_starts=tv"])
-    with pytest.raises(SystemExit, match="warm_start_step must lie in"):
-        harness.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_step=40"])
+    with pytest.raises(SystemExit, match="warm_start_skip_fraction must lie in"):
+        harness.main(common + ["--sampler", "warm_start=tv", "--sampler", "warm_start_skip_fraction=1.5"])

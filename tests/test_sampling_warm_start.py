@@ -1,5 +1,6 @@
-"""ReSample's optional levers on tiny doubles: the warm start (SDEdit-style, from FBP or TV) and
-the final fit's own discrepancy factor; off by default and then exactly the plain sampler."""
+"""ReSample's levers on tiny doubles: the warm start (SDEdit-style, from FBP or TV), the final
+fit's own discrepancy factor and the posterior mean; off in a bare config (then exactly the plain
+sampler), on in ``fast``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from resample_med.sampling.testing import DenseOperator, GaussianLatentPrior
 IMAGE = 4
 LATENT = (1, 4, 4)
 SINOGRAM = (3, 4)
-BASE = replace(FAST, num_steps=12, preview_every=3)
+BASE = replace(
+    FAST,
+    num_steps=12,
+    preview_every=3,
+    warm_start="none",
+    warm_start_skip_fraction=0.0,
+    final_tau=None,
+    posterior_samples=1,
+)
+"""``fast``'s sampler on a 12-step grid with every lever off."""
 
 
 class CountingPrior(GaussianLatentPrior):
@@ -59,17 +69,36 @@ def _run(problem, config: ReSampleConfig, seed: int = 0, **kwargs):
 
 
 def test_levers_are_off_by_default_and_old_configs_read_back_unchanged(problem) -> None:
-    assert FAST.warm_start == "none" and FAST.warm_start_step == 0 and FAST.final_tau is None
+    bare = ReSampleConfig()
+    assert bare.warm_start == "none" and bare.warm_start_step == 0 and bare.final_tau is None
+    assert bare.posterior_samples == 1
     old = BASE.to_dict()
-    for key in ("warm_start", "warm_start_step", "final_tau"):  # a config saved before these fields existed
+    for key in ("warm_start", "warm_start_skip_fraction", "final_tau", "posterior_samples"):  # saved before them
         del old[key]
     assert torch.equal(_run(problem, ReSampleConfig.from_dict(old)).image, _run(problem, BASE).image)
+
+
+def test_the_warm_start_keeps_its_noise_level_when_the_step_count_changes() -> None:
+    assert FAST.warm_start_step == 14 and FAST.num_steps == 20
+    assert replace(FAST, num_steps=10).warm_start_step == 7
+    assert replace(FAST, num_steps=50).warm_start_step == 35
+    assert replace(FAST, num_steps=3).warm_start_step == 2 and replace(FAST, num_steps=1).warm_start_step == 0
+
+
+def test_posterior_samples_is_the_default_count_and_an_explicit_count_wins(problem) -> None:
+    prior = problem[0]
+    four = _run(problem, replace(BASE, posterior_samples=4))
+    assert four.info["n_samples"] == 4 and four.std is not None
+    assert prior.network_calls == 12  # one call per step: the samples run as one batch
+    assert torch.equal(four.image, _run(problem, BASE, n_samples=4).image)
+    one = _run(problem, replace(BASE, posterior_samples=4), n_samples=1)
+    assert one.info["n_samples"] == 1 and one.std is None
 
 
 @pytest.mark.parametrize("kind", ["fbp", "tv"])
 def test_warm_start_skips_steps_and_is_seeded(problem, kind: str) -> None:
     prior = problem[0]
-    config = replace(BASE, warm_start=kind, warm_start_step=7)
+    config = replace(BASE, warm_start=kind, warm_start_skip_fraction=7 / 12)
     events: list[ProgressEvent] = []
     a = _run(problem, config, callback=events.append, n_samples=2)
     assert prior.network_calls == 12 - 7  # only steps 7..11 run
@@ -88,8 +117,8 @@ def test_late_warm_start_stays_near_the_estimate_and_early_forgets_it(problem) -
     prior, op, y, _ = problem
     x_init = op.fbp(y)
     no_fit = replace(BASE, final_consistency="none", warm_start="fbp")
-    late = _run(problem, replace(no_fit, warm_start_step=11)).image
-    early = _run(problem, replace(no_fit, warm_start_step=0)).image
+    late = _run(problem, replace(no_fit, warm_start_skip_fraction=11 / 12)).image
+    early = _run(problem, replace(no_fit, warm_start_skip_fraction=0.0)).image
     assert float((late - x_init).norm() / x_init.norm()) < 0.1
     assert float((early - x_init).norm() / x_init.norm()) > 0.3
     assert prior.encodes >= 2  # the estimate is encoded once per run
@@ -107,8 +136,9 @@ def test_warm_start_from_tv_on_the_projector_and_the_tiny_model() -> None:
         torch.linspace(-1, 1, bundle.image_size), torch.linspace(-1, 1, bundle.image_size), indexing="ij"
     )
     y = projector.forward(((xx**2 + yy**2) < 0.5).float().reshape(1, 1, bundle.image_size, bundle.image_size) - 1.0)
-    rec = reconstruct("resample", y, projector, prior=bundle, config=replace(FAST, warm_start="tv", warm_start_step=14))
+    rec = reconstruct("resample", y, projector, prior=bundle, config=FAST)  # from TV at step 14, 4 samples
     assert rec.image.shape == (1, 1, bundle.image_size, bundle.image_size) and torch.isfinite(rec.image).all()
+    assert rec.std is not None and rec.info["n_samples"] == 4
 
 
 def test_final_tau_loosens_only_the_final_fit(problem) -> None:
@@ -122,10 +152,12 @@ def test_final_tau_loosens_only_the_final_fit(problem) -> None:
 
 
 def test_lever_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="warm_start_step applies to a warm start only"):
-        replace(FAST, warm_start_step=3)
-    with pytest.raises(ValueError, match=r"= \[0, 19\], got 20"):
-        replace(FAST, warm_start="tv", warm_start_step=20)
+    with pytest.raises(ValueError, match="warm_start_skip_fraction applies to a warm start only"):
+        replace(BASE, warm_start_skip_fraction=0.3)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\), got 1.0"):
+        replace(FAST, warm_start_skip_fraction=1.0)
+    with pytest.raises(ValueError, match="posterior_samples must be >= 1"):
+        replace(FAST, posterior_samples=0)
     with pytest.raises(ValueError, match="unknown warm_start 'cgls'"):
         replace(FAST, warm_start="cgls")
     with pytest.raises(ValueError, match="final_tau must be > 0"):
@@ -139,4 +171,6 @@ def test_warm_start_from_fbp_needs_an_fbp(problem) -> None:
         forward, adjoint = op.forward, op.adjoint
 
     with pytest.raises(ValueError, match="warm_start='fbp' needs an operator with fbp"):
-        reconstruct("resample", y, NoFBP(), prior=prior, config=replace(BASE, warm_start="fbp", warm_start_step=3))
+        reconstruct(
+            "resample", y, NoFBP(), prior=prior, config=replace(BASE, warm_start="fbp", warm_start_skip_fraction=0.25)
+        )

@@ -45,6 +45,7 @@ from resample_med.io.preview import CLI_WINDOWS
 from resample_med.io.volume import CTVolume
 from resample_med.pipeline.acquisition import ACQUISITION_PRESETS, GEOMETRY_KINDS
 from resample_med.pipeline.checkpoint import CheckpointMismatchError
+from resample_med.sampling.config import posterior_samples
 from resample_med.sampling.names import METHODS
 
 if TYPE_CHECKING:  # the heavy modules (torch, MONAI) are imported when a run starts, not for --help
@@ -393,9 +394,14 @@ class SeriesRunner:
         self.window = window
         self.console = console or Console()
 
+    @property
+    def n_samples(self) -> int:
+        """Posterior samples per slice: the user's count, else the sampler config's."""
+        return posterior_samples(self.sampler, self.config.reconstruction.n_samples)
+
     def resolved_config(self) -> RunConfig:
-        """The configuration as run: preset resolved, every sampler setting spelled out."""
-        reconstruction = dataclasses.replace(self.config.reconstruction, preset=self.preset)
+        """The configuration as run: preset and posterior samples resolved, every sampler setting spelled out."""
+        reconstruction = dataclasses.replace(self.config.reconstruction, preset=self.preset, n_samples=self.n_samples)
         return dataclasses.replace(self.config, reconstruction=reconstruction, sampler=common.config_dict(self.sampler))
 
     def fingerprint(self, job: Job) -> dict[str, Any]:
@@ -415,7 +421,7 @@ class SeriesRunner:
                 "sampler": common.config_dict(self.sampler),
                 "model": recon.model,
                 "seed": recon.seed,
-                "n_samples": recon.n_samples,
+                "n_samples": self.n_samples,
                 "batch_size": recon.batch_size,
                 "volume_mode": None if common.volume_mode(recon) is None else common.volume_mode(recon).to_dict(),
             },
@@ -458,7 +464,7 @@ class SeriesRunner:
         else:
             read = f"read {job.path}"
         written = [DICOM_DIR + "/", REPORT_FILE, CONFIG_FILE]
-        if self.config.reconstruction.n_samples > 1:
+        if self.n_samples > 1:
             written.append(STD_DICOM_DIR + "/")
         if self.config.output.nifti or job.kind == "sinogram":
             written.append(NIFTI_FILE)
@@ -527,7 +533,7 @@ class SeriesRunner:
                 self.sampler,
                 device=self.device,
                 batch_size=recon.batch_size,
-                n_samples=recon.n_samples,
+                n_samples=self.n_samples,
                 seed=recon.seed,
                 callback=bar.on_step,
                 on_slices=bar.on_slices,
@@ -597,8 +603,7 @@ class SeriesRunner:
                     out_dir / STD_DICOM_DIR,
                     method=f"{method} std",
                     description=geometry,
-                    derivation=f"Posterior standard deviation in HU over {self.config.reconstruction.n_samples} samples. "
-                    f"{derivation}",
+                    derivation=f"Posterior standard deviation in HU over {self.n_samples} samples. {derivation}",
                     series_number=_std_series_number(volume),
                     window=STD_WINDOW,
                     overwrite=True,

@@ -4,8 +4,8 @@ One command reproduces ``benchmarks/results/quality.md`` (tables) and ``quality_
 
     python benchmarks/evaluate.py                       # all 42 val slices, parallel+fan, 20/30/60 views
     python benchmarks/evaluate.py --simulations independent matched   # both simulations (below)
-    python benchmarks/evaluate.py --preset fast --sampler warm_start=tv --sampler warm_start_step=14 \\
-        --sampler final_tau=4 --resample-samples 4   # a candidate configuration, mean of 4 samples
+    python benchmarks/evaluate.py --preset fast --sampler warm_start=none --sampler warm_start_skip_fraction=0 \\
+        --sampler posterior_samples=1   # a variant of a preset: any field of its config
     python benchmarks/evaluate.py --n-slices 8 --views 20 30 --preset fast
     python benchmarks/evaluate.py --merge runs/parallel runs/fan --out benchmarks/results
     python benchmarks/tune.py tv                        # choose the TV weight once (also: --tune tv here)
@@ -57,7 +57,6 @@ from resample_med.evaluation.runner import (
     ABLATIONS,
     BASE_METHODS,
     POSTERIOR_ROW,
-    RESAMPLE_ROWS,
     MethodResult,
     load_prior,
     machine_description,
@@ -68,6 +67,7 @@ from resample_med.evaluation.runner import (
 )
 from resample_med.sampling import tuned
 from resample_med.sampling.baselines.tv import TVConfig
+from resample_med.sampling.config import posterior_samples
 from resample_med.sampling.registry import needs_prior
 
 DEFAULT_OUT = (
@@ -75,6 +75,8 @@ DEFAULT_OUT = (
 )
 """``benchmarks/results`` of a source checkout; ``./evaluation_results`` for an installed package."""
 FIGURE_METHODS = ("fbp", "tv", "latent_dps", "resample")
+FIGURE_STD = "resample_std"
+"""Key of ReSample's own std map in the figure data (when its rows are a posterior mean)."""
 """Columns of the figure, in order."""
 SEEDING_NOTE = (
     "random draws come from the pipeline's per-slice streams (resample_med.pipeline.seeding): noise keyed "
@@ -108,7 +110,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "preset": args.preset,
         "preset_config": asdict(sampler_config(args.preset, args.sampler)),
         "sampler_overrides": list(args.sampler),
-        "resample_samples": args.resample_samples,
+        "resample_samples": posterior_samples(sampler_config(args.preset, args.sampler)),
         "tv_weight": f"{TVConfig().weight:g} ({tuned.provenance('TV_WEIGHT')})",
         "notes": [SEEDING_NOTE, *args.note],
     }
@@ -137,11 +139,10 @@ def evaluate(args: argparse.Namespace) -> None:
                 out_of_time = True
                 break
             cfg = method_config(method, args.preset, args.sampler)
-            n_samples = args.resample_samples if method in RESAMPLE_ROWS else 1
-            rec, peak = run_method(
-                method, measurements, prior, cfg, batch_size=args.batch_size, seed=args.seed, n_samples=n_samples
-            )
+            rec, peak = run_method(method, measurements, prior, cfg, batch_size=args.batch_size, seed=args.seed)
             rows.append(score(method, cfg, rec, idx.tolist(), peak))
+            if rec.std_hu is not None:  # a posterior mean (the config's posterior_samples): its std is scored too
+                add_calibration(rows[-1], rec, measurements.reference_hu, posterior_samples(cfg))
             print(
                 f"[{setting.label}] {method}: PSNR {np.mean(rows[-1].psnr):.2f} SSIM {np.mean(rows[-1].ssim):.3f} "
                 f"{rows[-1].seconds_per_slice:.2f} s/slice",
@@ -149,6 +150,8 @@ def evaluate(args: argparse.Namespace) -> None:
             )
             if setting == figure_setting(args) and method in FIGURE_METHODS:
                 figure_data[method] = rec.hu[: args.figure_slices]
+                if method == "resample" and rec.std_hu is not None:
+                    figure_data[FIGURE_STD] = rec.std_hu[: args.figure_slices]
         if "resample" in methods and args.uncertainty_samples > 1 and args.calibration_slices and not out_of_time:
             rows.append(posterior_row(measurements, prior, idx, args))
         results[setting] = rows
@@ -175,16 +178,22 @@ def posterior_row(measurements: Any, prior: Any, idx: np.ndarray, args: argparse
         "resample", subset, prior, cfg, batch_size=args.batch_size, seed=args.seed, n_samples=args.uncertainty_samples
     )
     row = score(POSTERIOR_ROW, cfg, rec, idx[positions].tolist(), peak)
+    add_calibration(row, rec, subset.reference_hu, args.uncertainty_samples)
+    return row
+
+
+def add_calibration(row: MethodResult, rec: Any, reference_hu: torch.Tensor, n_samples: int) -> None:
+    """Put the per-slice calibration of ``rec``'s posterior std (``(N, H, W)`` HU, over ``n_samples``
+    samples) against its error into ``row.extra`` (:func:`resample_med.metrics.uncertainty_calibration`)."""
     spearman, coverage = metrics.uncertainty_calibration(
-        torch.from_numpy(rec.std_hu).double(), torch.from_numpy(rec.hu).double(), subset.reference_hu.cpu().double()
+        torch.from_numpy(rec.std_hu).double(), torch.from_numpy(rec.hu).double(), reference_hu.cpu().double()
     )
-    row.extra = {"n_samples": args.uncertainty_samples, "spearman": spearman.tolist(), "coverage": coverage.tolist()}
+    row.extra = {"n_samples": n_samples, "spearman": spearman.tolist(), "coverage": coverage.tolist()}
     print(
-        f"[{len(positions)} slices] posterior of {args.uncertainty_samples}: PSNR {np.mean(row.psnr):.2f} "
-        f"Spearman {np.nanmean(spearman):.2f} coverage {np.mean(coverage):.3f}",
+        f"[{len(row.slices)} slices] {row.method}, posterior of {n_samples}: Spearman {np.nanmean(spearman):.2f} "
+        f"coverage {np.mean(coverage):.3f}",
         flush=True,
     )
-    return row
 
 
 def add_figure(
@@ -197,11 +206,13 @@ def add_figure(
     args: argparse.Namespace,
     context: dict[str, Any],
 ) -> None:
-    """The figure of ``--figure-slices`` slices at the figure setting, with ReSample's std map
-    from ``--uncertainty-samples`` posterior samples."""
+    """The figure of ``--figure-slices`` slices at the figure setting, with ReSample's std map: its
+    own when its rows are a posterior mean, else from ``--uncertainty-samples`` posterior samples."""
     n = min(args.figure_slices, len(hu))
-    std_hu = None
-    if prior is not None and args.uncertainty_samples > 1:
+    std_hu = figure_data.get(FIGURE_STD)
+    n_std = posterior_samples(method_config("resample", args.preset, args.sampler))
+    if std_hu is None and prior is not None and args.uncertainty_samples > 1:
+        n_std = args.uncertainty_samples
         cfg = method_config("resample", args.preset, args.sampler)
         rec, _ = run_method(
             "resample",
@@ -220,7 +231,7 @@ def add_figure(
     context["figure"] = path.name
     context["figure_caption"] = (
         f"{setting.label}; window [-1000, 1000] HU; the last column is the per-pixel std of "
-        f"{args.uncertainty_samples} ReSample posterior samples "
+        f"{n_std} ReSample posterior samples "
         f"(0-{report.STD_DISPLAY_MAX_HU:.0f} HU)."
         if std_hu is not None
         else f"{setting.label}; window [-1000, 1000] HU."
@@ -255,12 +266,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="reconstruction methods to compare",
     )
     p.add_argument("--ablations", action="store_true", help="also run the ReSample ablations")
-    p.add_argument(
-        "--resample-samples",
-        type=int,
-        default=1,
-        help="ReSample (and ablation) rows are the mean of this many posterior samples",
-    )
     p.add_argument(
         "--figure-setting",
         nargs=2,

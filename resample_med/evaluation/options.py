@@ -46,8 +46,8 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field of the preset's ReSample config (repeatable), e.g. warm_start=tv "
-        "warm_start_step=14 final_tau=4",
+        help="override a field of the preset's ReSample config (repeatable), e.g. warm_start=none "
+        "warm_start_skip_fraction=0 posterior_samples=1",
     )
     p.add_argument("--model", default="default", help="'default' (the shipped prior) or a bundle folder")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

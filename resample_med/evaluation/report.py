@@ -106,7 +106,7 @@ def margins_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
 
 
 def calibration_section(results: dict[Setting, list[MethodResult]]) -> list[str]:
-    """Per-slice uncertainty calibration of the ``resample_posterior`` rows (absent without them)."""
+    """Per-slice uncertainty calibration of every row that is a posterior mean (absent without them)."""
     rows = [(setting, r) for setting, rs in results.items() for r in rs if "spearman" in r.extra]
     if not rows:
         return []
@@ -117,13 +117,13 @@ def calibration_section(results: dict[Setting, list[MethodResult]]) -> list[str]
         "|mean - truth| (1: the map ranks the errors perfectly, 0: unrelated) and the fraction of pixels with "
         "|mean - truth| <= 2 std (0.954 for calibrated Gaussian errors). Mean ± std over slices, and the range.",
         "",
-        "| setting | slices | samples | Spearman | Spearman range | coverage of ±2 std | coverage range |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | method | slices | samples | Spearman | Spearman range | coverage of ±2 std | coverage range |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for setting, r in rows:
         rho, cov = np.asarray(r.extra["spearman"], float), np.asarray(r.extra["coverage"], float)
         lines.append(
-            f"| {setting.label} | {len(rho)} | {r.extra['n_samples']} | {_mean_std(list(rho), '.2f')} | "
+            f"| {setting.label} | {r.method} | {len(rho)} | {r.extra['n_samples']} | {_mean_std(list(rho), '.2f')} | "
             f"{np.nanmin(rho):.2f} to {np.nanmax(rho):.2f} | {_mean_std(list(cov), '.3f')} | "
             f"{cov.min():.3f} to {cov.max():.3f} |"
         )
@@ -184,8 +184,8 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
     """One report in ``out`` from several runs' ``quality.json`` (e.g. one process per geometry, or
     the costly methods on fewer slices); the first run's context is kept, with the first figure
     found (copied into ``out``), the commands listed (``command`` last), the runs' notes (once each) and
-    ``notes`` added. A
-    method already present at a setting is kept from the earlier run.
+    ``notes`` added. A method in several runs at one setting keeps the row scored on the most slices
+    (the earlier run's on a tie), so a run on a few slices (a costly method, the figure) can come first.
 
     Raises:
         SystemExit: a folder of ``runs`` has no readable ``quality.json`` (the message names it).
@@ -218,7 +218,12 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
         for label, rows in raw["results"].items():
             setting = Setting(**settings[label]) if label in settings else Setting.from_label(label)
             have = results.setdefault(setting, [])
-            have += [MethodResult(**r) for r in rows if r["method"] not in {h.method for h in have}]
+            for row in (MethodResult(**r) for r in rows):
+                same = [k for k, h in enumerate(have) if h.method == row.method]
+                if not same:
+                    have.append(row)
+                elif len(row.slices) > len(have[same[0]].slices):
+                    have[same[0]] = row
     order = list(BASE_METHODS) + [POSTERIOR_ROW] + list(ABLATIONS)
     results = {
         s: sorted(rows, key=lambda r: order.index(r.method))

@@ -29,8 +29,6 @@ BASE_METHODS = ("fbp", "cgls", "tv", "latent_dps", "resample")
 """The methods compared by default, in table order."""
 ABLATIONS = ("resample_no_resampling", "resample_stochastic_encoding")
 """ReSample without its resampling step, and with stochastic encoding (``--ablations``)."""
-RESAMPLE_ROWS = ("resample", *ABLATIONS)
-"""Rows that are the mean of ``--resample-samples`` posterior samples."""
 POSTERIOR_ROW = "resample_posterior"
 """Row of ReSample's posterior mean over ``--uncertainty-samples`` samples (with calibration figures)."""
 MIB = 2**20
@@ -87,12 +85,20 @@ class PeakMemory:
 
 
 def run_method(
-    method: str, measurements: Measurements, prior: Any, config: Any, *, batch_size: int, seed: int, n_samples: int = 1
+    method: str,
+    measurements: Measurements,
+    prior: Any,
+    config: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    n_samples: int | None = None,
 ) -> tuple[SliceReconstruction, float]:
     """Reconstruct every slice of ``measurements`` with :func:`~resample_med.pipeline.reconstruct_slices`.
 
     Returns ``(reconstruction, peak memory MiB)``; ``reconstruction.hu`` is ``(N, H, W)`` HU,
-    ``std_hu`` the ``(N, H, W)`` posterior std with ``n_samples > 1``, and ``per_slice`` the
+    ``std_hu`` the ``(N, H, W)`` posterior std with more than one sample (``n_samples``, or
+    ``None``: the config's ``posterior_samples``), and ``per_slice`` the
     pipeline's metrics and sampler seconds of each slice.
     """
     device = measurements.sinogram.device

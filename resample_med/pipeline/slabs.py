@@ -39,7 +39,7 @@ from resample_med.pipeline.slices import (
 )
 from resample_med.sampling import reconstruct, resolve_method_config, tuned
 from resample_med.sampling.baselines.tv import TVConfig
-from resample_med.sampling.config import ReSampleConfig
+from resample_med.sampling.config import ReSampleConfig, posterior_samples
 from resample_med.sampling.result import ProgressCallback
 from resample_med.units import model_to_hu
 
@@ -184,7 +184,7 @@ def reconstruct_slabs(
     *,
     mode: VolumeMode | None = None,
     batch_size: int = 4,
-    n_samples: int = 1,
+    n_samples: int | None = None,
     seed: int = 0,
     callback: ProgressCallback | None = None,
     checkpoint: SliceCheckpoint | None = None,
@@ -214,6 +214,7 @@ def reconstruct_slabs(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     mode = mode or VolumeMode()
     cfg = coupled_config(method, config, mode)
+    n_samples = posterior_samples(cfg, n_samples)
     n_total = measurements.n_slices
     ranges = slab_ranges(n_total, mode.slab_slices, mode.overlap)
     weights = blend_weights(ranges, n_total)

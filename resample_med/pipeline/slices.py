@@ -62,7 +62,7 @@ def reconstruct_slices(
     config: ConfigChoice = None,
     *,
     batch_size: int = 4,
-    n_samples: int = 1,
+    n_samples: int | None = None,
     seed: int = 0,
     callback: ProgressCallback | None = None,
     checkpoint: SliceCheckpoint | None = None,
@@ -79,7 +79,8 @@ def reconstruct_slices(
             for the diffusion methods; ignored by the classical ones.
         config: the method's config dataclass, a preset name, or ``None`` for its default.
         batch_size: slices per sampler call (memory is bounded by this).
-        n_samples: posterior samples per slice; with more than one, ``std_hu`` is returned.
+        n_samples: posterior samples per slice (``None``: the config's ``posterior_samples``, 1 for
+            methods without); with more than one, ``std_hu`` is returned.
         seed: the user seed; each slice samples with its own generator derived from
             ``(seed, slice index)`` (:mod:`resample_med.pipeline.seeding`), whatever its batch.
         callback: forwarded to the sampler (``ProgressEvent``); raising
@@ -177,7 +178,7 @@ def _reconstruct_batch(
     prior: LatentPrior | None,
     config: ConfigChoice,
     *,
-    n_samples: int,
+    n_samples: int | None,
     seed: int,
     callback: ProgressCallback | None,
     first_index: int,

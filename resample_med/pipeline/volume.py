@@ -71,7 +71,7 @@ def reconstruct_volume(
     config: ConfigChoice = None,
     *,
     batch_size: int = 4,
-    n_samples: int = 1,
+    n_samples: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     callback: ProgressCallback | None = None,

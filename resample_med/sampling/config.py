@@ -39,11 +39,16 @@ class ReSampleConfig:
             its kind, ``pixel.tau`` or ``latent.tau``); above 1 the final fit stops before it puts
             the noise back into the image (a looser fit).
         warm_start: ``"none"`` (start from noise, the paper) or the classical estimate (``"fbp"``,
-            ``"tv"``) encoded and noised to step ``warm_start_step`` (SDEdit-style,
+            ``"tv"``) encoded and noised to step :attr:`warm_start_step` (SDEdit-style,
             :mod:`~resample_med.sampling.warm_start`).
-        warm_start_step: the first step run with a warm start (``0 <= k < num_steps``; steps
-            ``0..k-1`` are skipped, so larger ``k`` = less noise added and fewer network calls);
+        warm_start_skip_fraction: the fraction of the ``num_steps`` DDIM steps a warm start skips
+            (``0 <= f < 1``; more = less noise added to the estimate and fewer network calls). A
+            fraction, not a step, so that changing ``num_steps`` keeps the starting noise level;
             must be 0 without a warm start.
+        posterior_samples: posterior samples drawn per slice when the caller names no count; the
+            reconstruction is their mean and their per-pixel std the uncertainty map
+            (:mod:`~resample_med.sampling.posterior`). The mean of several samples is a cheap
+            estimate of the posterior mean (the MMSE image), sharper in PSNR and SSIM than any one sample.
         preview_every: a decoded preview is sent to the callback every this many steps (0: never).
         z_weight: volume mode's coupling along z: every hard data-consistency step (and the final
             fit) also penalises ``z_weight * ||A||^2 * ||x_{k+1} - x_k||^2`` between z-adjacent
@@ -65,7 +70,8 @@ class ReSampleConfig:
     final_max_iter: int = 500
     final_tau: float | None = None
     warm_start: WarmStart = "none"
-    warm_start_step: int = 0
+    warm_start_skip_fraction: float = 0.0
+    posterior_samples: int = 1
     preview_every: int = 10
     z_weight: float = 0.0
 
@@ -80,20 +86,27 @@ class ReSampleConfig:
             raise ValueError(f"ReSample config: unknown final_consistency {self.final_consistency!r}")
         if self.final_tau is not None and self.final_tau <= 0:
             raise ValueError(f"ReSample config: final_tau must be > 0 or None, got {self.final_tau}")
+        if self.posterior_samples < 1:
+            raise ValueError(f"ReSample config: posterior_samples must be >= 1, got {self.posterior_samples}")
         if not self.z_weight >= 0:
             raise ValueError(f"ReSample config: z_weight must be >= 0, got {self.z_weight}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"ReSample config: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}")
-        if self.warm_start == "none" and self.warm_start_step != 0:
+        if self.warm_start == "none" and self.warm_start_skip_fraction != 0:
             raise ValueError(
-                "ReSample config: warm_start_step applies to a warm start only; "
-                "set warm_start to 'fbp' or 'tv', or warm_start_step to 0"
+                "ReSample config: warm_start_skip_fraction applies to a warm start only; "
+                "set warm_start to 'fbp' or 'tv', or warm_start_skip_fraction to 0"
             )
-        if not 0 <= self.warm_start_step < self.num_steps:
+        if not 0 <= self.warm_start_skip_fraction < 1:
             raise ValueError(
-                f"ReSample config: warm_start_step must lie in [0, num_steps - 1] = "
-                f"[0, {self.num_steps - 1}], got {self.warm_start_step}"
+                f"ReSample config: warm_start_skip_fraction must lie in [0, 1), got {self.warm_start_skip_fraction}"
             )
+
+    @property
+    def warm_start_step(self) -> int:
+        """The first step run: ``round(warm_start_skip_fraction * num_steps)``, at most ``num_steps - 1``
+        (steps ``0 .. warm_start_step - 1`` are skipped)."""
+        return min(round(self.warm_start_skip_fraction * self.num_steps), self.num_steps - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (nested)."""
@@ -141,14 +154,27 @@ FAST = ReSampleConfig(
     latent=LatentConsistencyConfig(optimizer="adam", lr=2e-2, max_iter=10),
     final_consistency="pixel",
     final_max_iter=20,
+    final_tau=4.0,
+    warm_start="tv",
+    warm_start_skip_fraction=0.7,
+    posterior_samples=4,
     preview_every=2,
 )
-"""CPU demo: 20 DDIM steps, CGLS pixel-space consistency every 2nd step after the first fifth,
-and a final CGLS pixel fit (no decoder back-propagation at all: a 256^2 decoder backward pass
-costs seconds per slice on a CPU)."""
+"""The CPU preset: 20-step DDIM grid with CGLS pixel-space consistency every 2nd step after the
+first fifth and a final CGLS pixel fit (no decoder back-propagation at all: a 256^2 decoder
+backward pass costs seconds per slice on a CPU), started from the TV estimate noised to step 14
+(70% of the steps skipped: 6 network steps run), the final fit stopped at 4x the noise level, and the mean of 4 posterior
+samples. Each of the last three is measured in benchmarks/results/resample_variants.md and
+listed with its effect in the README's method section."""
 
 PRESETS: dict[str, ReSampleConfig] = {"paper": PAPER, "default": DEFAULT, "fast": FAST}
 """Named ReSample presets."""
+
+
+def posterior_samples(config: object, n_samples: int | None = None) -> int:
+    """Posterior samples per slice a run draws: ``n_samples`` when the caller gives one, else the
+    config's ``posterior_samples`` (ReSample's), else 1 (methods without the field)."""
+    return int(getattr(config, "posterior_samples", 1)) if n_samples is None else n_samples
 
 
 def resolve_resample_config(config: ReSampleConfig | str | None) -> ReSampleConfig:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from resample_med.sampling.baselines import cgls, fbp, latent_dps, tv
-from resample_med.sampling.config import ReSampleConfig, resolve_resample_config
+from resample_med.sampling.config import ReSampleConfig, posterior_samples, resolve_resample_config
 from resample_med.sampling.names import METHODS, RESAMPLE_VARIANTS
 from resample_med.sampling.prior import LatentPrior, LinearOperator
 from resample_med.sampling.resample import resample
@@ -131,7 +131,7 @@ def reconstruct(
     noise_std: float | Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: ProgressCallback | None = None,
-    n_samples: int = 1,
+    n_samples: int | None = None,
 ) -> Reconstruction:
     """Reconstruct ``B`` slices from ``y = A x + n``.
 
@@ -145,7 +145,8 @@ def reconstruct(
             discrepancy-principle stopping.
         generator: the only randomness source.
         callback: progress / preview / cancellation hook.
-        n_samples: posterior samples per slice (samplers only; deterministic methods ignore it).
+        n_samples: posterior samples per slice (samplers only; deterministic methods ignore it);
+            ``None``: the config's (:func:`~resample_med.sampling.config.posterior_samples`).
 
     Returns:
         :class:`Reconstruction`: ``image (B, 1, H, W)`` in model units, ``std`` or ``None``, ``info``.
@@ -165,7 +166,7 @@ def reconstruct(
             _config_of(cfg, latent_dps.LatentDPSConfig, method),
             generator=generator,
             callback=callback,
-            n_samples=n_samples,
+            n_samples=posterior_samples(cfg, n_samples),
         )
     rec = resample(
         y,

@@ -16,7 +16,7 @@ After the last step a final consistency is applied and the latent decoded. With
 ``config.z_weight > 0`` (volume mode) the batch holds adjacent slices in z order and every
 consistency step fits them jointly with a penalty on their z differences. Slices in a batch,
 and ``n_samples`` posterior samples of each, run together as one batch. With a warm start
-(:mod:`~resample_med.sampling.warm_start`) the loop begins at step ``warm_start_step`` from the
+(:mod:`~resample_med.sampling.warm_start`) the loop begins at step ``config.warm_start_step`` from the
 noised encoding of a classical estimate instead of at step 0 from pure noise.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from resample_med.sampling.config import ReSampleConfig, resolve_resample_config
+from resample_med.sampling.config import ReSampleConfig, posterior_samples, resolve_resample_config
 from resample_med.sampling.consistency import latent_consistency, pixel_consistency, pixel_least_squares
 from resample_med.sampling.ddim import DiffusionSchedule, ddim_step, tweedie_z0
 from resample_med.sampling.dps import measurement_gradient
@@ -156,7 +156,7 @@ def resample(
     noise_std: float | Tensor | None = None,
     generator: Generator | None = None,
     callback: ProgressCallback | None = None,
-    n_samples: int = 1,
+    n_samples: int | None = None,
 ) -> Reconstruction:
     """Reconstruct images from ``y = A x + n`` with ReSample.
 
@@ -171,13 +171,15 @@ def resample(
         callback: receives :class:`ProgressEvent` s (``"sampling"`` per step, with a decoded
             preview every ``config.preview_every`` steps; ``"final_consistency"`` at the end);
             raising :class:`ReconstructionCancelled` stops the run.
-        n_samples: posterior samples per slice; ``> 1`` gives the mean and a per-pixel std.
+        n_samples: posterior samples per slice (``None``: ``config.posterior_samples``); ``> 1``
+            gives their mean and a per-pixel std.
 
     Returns:
         :class:`Reconstruction` with ``image (B, 1, H, W)``, ``std`` and ``info`` (the config,
         every consistency step's iterations and relative residuals).
     """
     cfg = resolve_resample_config(config)
+    n_samples = posterior_samples(cfg, n_samples)
     validate_n_samples(n_samples)
     gen = generator_or_default(generator, y.device)
     schedule = DiffusionSchedule.from_scheduler(prior.scheduler, cfg.num_steps)
