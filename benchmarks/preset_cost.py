@@ -4,13 +4,16 @@ fits, and for all an estimate from measured unit costs.
 A preset's run is a fixed count of a few operations: noise-predictor evaluations, DPS gradient
 steps (noise predictor, decoder and ``A`` forward and backward), latent-consistency iterations
 (decoder and ``A`` forward and backward), pixel-consistency iterations (``A`` and ``A^T``),
-decodes and encodes. This script times each operation at the given batch sizes, counts them
-from the preset's step plan (:func:`resample_med.sampling.schedule.plan_steps`) with every
-consistency running to its iteration cap, and writes the product. The estimate is high where
+decodes and encodes, all on the batch of slices times the preset's ``posterior_samples``, plus
+the iterations of a TV warm start on the batch of slices. This script times each operation at
+the batch sizes needed, counts them from the preset's step plan
+(:func:`resample_med.sampling.schedule.plan_steps`) with every consistency running to its
+iteration cap, and writes the product. TV itself (tuned weight) is timed end to end beside the
+measured presets, so that their cost reads as a ratio to the classical solver. The estimate is high where
 the discrepancy principle stops early (a batch stops only when its last item does) and low
 where the vector arithmetic between the operations, which it leaves out, matters.
 
-    python benchmarks/preset_cost.py --threads 2 --measure fast default   # writes benchmarks/results/speed_cpu.md
+    python benchmarks/preset_cost.py --threads 2 --measure fast   # writes benchmarks/results/speed_cpu.md
 
 It exists because the ``paper`` preset (500 steps, DPS at every step, up to 500 latent
 iterations per consistency step) takes about an hour per slice on 2 CPU cores: too long to time
@@ -37,7 +40,7 @@ from resample_med.evaluation.runner import PeakMemory, load_prior, machine_descr
 from resample_med.pipeline import linearise
 from resample_med.sampling import PRESETS, reconstruct
 from resample_med.sampling.baselines.tv import PRESETS as TV_PRESETS
-from resample_med.sampling.config import ReSampleConfig
+from resample_med.sampling.config import ReSampleConfig, posterior_samples
 from resample_med.sampling.linalg import batch_sq_norm
 from resample_med.sampling.schedule import plan_steps
 
@@ -47,7 +50,7 @@ UNIT_REPEATS = 3
 
 @dataclass(frozen=True)
 class UnitCosts:
-    """Seconds per call of each operation at one batch size."""
+    """Seconds per call of each operation at one batch size (``nan``: not timed at that size)."""
 
     network: float
     dps_gradient: float
@@ -59,7 +62,9 @@ class UnitCosts:
 
 @dataclass(frozen=True)
 class OperationCounts:
-    """How many times a preset runs each operation for one batch (consistency at its cap)."""
+    """How many times a preset runs each operation for one batch (consistency at its cap): every
+    operation but ``tv_iteration`` on the batch times ``samples`` posterior samples, the TV warm
+    start's iterations (``A`` and ``A^T`` each) on the batch of slices."""
 
     network: int
     dps_gradient: int
@@ -67,23 +72,31 @@ class OperationCounts:
     pixel_iteration: int
     decode: int
     encode: int
+    tv_iteration: int = 0
+    samples: int = 1
 
-    def seconds(self, unit: UnitCosts) -> float:
-        return (
-            self.network * unit.network
-            + self.dps_gradient * unit.dps_gradient
-            + self.latent_iteration * unit.latent_iteration
-            + self.pixel_iteration * unit.pixel_iteration
-            + self.decode * unit.decode
-            + self.encode * unit.encode
-        )
+    def seconds(self, per_sample_batch: UnitCosts, per_slice_batch: UnitCosts | None = None) -> float:
+        """Seconds of one run, from the unit costs at the batch times ``samples`` and at the batch."""
+        slice_unit = per_sample_batch if per_slice_batch is None else per_slice_batch
+        total = self.tv_iteration * slice_unit.pixel_iteration
+        for name, count in (
+            ("network", self.network),
+            ("dps_gradient", self.dps_gradient),
+            ("latent_iteration", self.latent_iteration),
+            ("pixel_iteration", self.pixel_iteration),
+            ("decode", self.decode),
+            ("encode", self.encode),
+        ):
+            if count:  # an operation not timed at this size (nan) is not run
+                total += count * getattr(per_sample_batch, name)
+        return total
 
 
 def count_operations(config: ReSampleConfig) -> OperationCounts:
     """Operation counts of one ReSample run with ``config`` (every consistency at its cap).
 
     A warm start skips the steps before ``warm_start_step`` and adds one encode; from TV it adds
-    TV's PDHG and power iterations, each counted as a pixel iteration (one ``A`` and one ``A^T``).
+    TV's PDHG and power iterations (``tv_iteration``, each one ``A`` and one ``A^T`` on the slices).
     """
     plans = plan_steps(config.num_steps, config.schedule)[config.warm_start_step :]
     n_dps = sum(p.dps for p in plans)
@@ -95,9 +108,10 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
     decodes, encodes = n_pixel + 1, n_pixel
     if config.warm_start != "none":
         encodes += 1
+    tv_iters = 0
     if config.warm_start == "tv":
         tv_config = TV_PRESETS["default"]
-        pixel_iters += tv_config.max_iter + tv_config.power_iterations
+        tv_iters = tv_config.max_iter + tv_config.power_iterations
     if config.final_consistency == "latent":
         latent_iters += config.final_max_iter
     elif config.final_consistency == "pixel":
@@ -109,6 +123,8 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
         pixel_iteration=pixel_iters,
         decode=decodes,
         encode=encodes,
+        tv_iteration=tv_iters,
+        samples=posterior_samples(config),
     )
 
 
@@ -122,8 +138,9 @@ def _median_seconds(fn: Callable[[], object]) -> float:
     return float(np.median(times))
 
 
-def measure_unit_costs(prior: object, operator: object, y: torch.Tensor) -> UnitCosts:
-    """Time each operation on a batch of ``y.shape[0]`` slices (``y (B, 1, V, D)``)."""
+def measure_unit_costs(prior: object, operator: object, y: torch.Tensor, gradients: bool = True) -> UnitCosts:
+    """Time each operation on a batch of ``y.shape[0]`` slices (``y (B, 1, V, D)``); without
+    ``gradients`` the DPS gradient and latent iteration are left ``nan``."""
     batch = y.shape[0]
     z = torch.randn(batch, *prior.latent_shape)
     t = torch.full((batch,), 500, dtype=torch.long)
@@ -146,21 +163,21 @@ def measure_unit_costs(prior: object, operator: object, y: torch.Tensor) -> Unit
         image = prior.decode(z)
     return UnitCosts(
         network=_median_seconds(network),
-        dps_gradient=_median_seconds(lambda: gradient(True)),
-        latent_iteration=_median_seconds(lambda: gradient(False)),
+        dps_gradient=_median_seconds(lambda: gradient(True)) if gradients else float("nan"),
+        latent_iteration=_median_seconds(lambda: gradient(False)) if gradients else float("nan"),
         pixel_iteration=_median_seconds(pixel),
         decode=_median_seconds(lambda: prior.decode(z)),
         encode=_median_seconds(lambda: prior.encode(image)),
     )
 
 
-def measure_preset(prior: object, problem: object, preset: str) -> tuple[float, float]:
-    """Seconds and peak memory (MiB, process peak RSS) of one end-to-end run of ``preset`` on the
-    batch of ``problem``."""
+def measure_method(prior: object, problem: object, method: str, preset: str) -> tuple[float, float]:
+    """Seconds and peak memory (MiB, process peak RSS) of one end-to-end run of ``method`` with
+    ``preset`` on the batch of ``problem``."""
     with PeakMemory(torch.device("cpu")) as memory:
         start = time.perf_counter()
         reconstruct(
-            "resample",
+            method,
             problem.y,
             problem.operator,
             prior=prior,
@@ -210,28 +227,49 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     unit_rows, preset_rows = [], []
+    units: dict[int, UnitCosts] = {}
+
+    def unit_costs(batch: int, gradients: bool) -> UnitCosts:
+        """Unit costs at ``batch`` (timed once per size; gradients only where a preset needs them)."""
+        if batch not in units:
+            problem = linearise(
+                simulate(hu_all, np.arange(batch) % len(hu_all), setting, photons=1e5, pixel_spacing=1.4, seed=0)
+            )
+            units[batch] = measure_unit_costs(prior, problem.operator, problem.y, gradients)
+            u = units[batch]
+            unit_rows.append(
+                f"| {batch} | {u.network:.3f} | {u.dps_gradient:.3f} | {u.latent_iteration:.3f} | "
+                f"{u.pixel_iteration:.4f} | {u.decode:.3f} | {u.encode:.3f} |".replace("nan", "-")
+            )
+            print(unit_rows[-1], flush=True)
+        return units[batch]
+
     for batch in args.batches:
         problem = linearise(simulate(hu_all, np.arange(batch), setting, photons=1e5, pixel_spacing=1.4, seed=0))
-        unit = measure_unit_costs(prior, problem.operator, problem.y)
-        unit_rows.append(
-            f"| {batch} | {unit.network:.3f} | {unit.dps_gradient:.3f} | {unit.latent_iteration:.3f} | "
-            f"{unit.pixel_iteration:.4f} | {unit.decode:.3f} | {unit.encode:.3f} |"
-        )
-        print(unit_rows[-1], flush=True)
+        tv_seconds = None
+        if args.measure:
+            tv_seconds, tv_peak = measure_method(prior, problem, "tv", "default")
+            preset_rows.append(
+                f"| TV (tuned weight) | {batch} | - | - | - | - | - | - | {tv_seconds / batch:.2f} | 1.0 | {tv_peak:.0f} |"
+            )
+            print(preset_rows[-1], flush=True)
         for name, config in PRESETS.items():
             counts = count_operations(config)
-            estimate = counts.seconds(unit) / batch
-            measured = "- | -"
+            needs_gradients = bool(counts.dps_gradient or counts.latent_iteration)
+            estimate = (
+                counts.seconds(unit_costs(batch * counts.samples, needs_gradients), unit_costs(batch, False)) / batch
+            )
+            measured = "- | - | -"
             if name in args.measure:
-                seconds, peak = measure_preset(prior, problem, name)
-                measured = f"{seconds / batch:.2f} | {peak:.0f}"
+                seconds, peak = measure_method(prior, problem, "resample", name)
+                measured = f"{seconds / batch:.2f} | {seconds / tv_seconds:.1f} | {peak:.0f}"
             preset_rows.append(
-                f"| {name} | {batch} | {counts.network} | {counts.dps_gradient} | {counts.latent_iteration} | "
-                f"{counts.pixel_iteration} | {estimate:.1f} | {measured} |"
+                f"| {name} | {batch} | {counts.samples} | {counts.network} | {counts.dps_gradient} | "
+                f"{counts.latent_iteration} | {counts.pixel_iteration} + {counts.tv_iteration} | {estimate:.1f} | {measured} |"
             )
             print(preset_rows[-1], flush=True)
         body = [
-            "## Unit costs (seconds per call of the whole batch)",
+            "## Unit costs (seconds per call of the whole batch; - = not timed at that size)",
             "",
             "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
             "|---|---|---|---|---|---|---|",
@@ -239,9 +277,12 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "## Presets (seconds per slice)",
             "",
-            "| preset | batch | network evals | DPS gradients | latent iterations | pixel iterations | estimate s/slice | "
-            "measured s/slice | measured peak MiB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "Operation counts per run: every operation on the batch times the posterior samples, except "
+            "the TV warm start's iterations (second pixel term) on the batch of slices.",
+            "",
+            "| preset | batch | samples | network evals | DPS gradients | latent iterations | pixel iterations "
+            "(+ TV warm start) | estimate s/slice | measured s/slice | measured / TV | measured peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *preset_rows,
             "",
         ]

@@ -17,9 +17,9 @@ from training):
    *train* slices against val: what a perfect sampler would score), autoencoder reconstructions,
    and a trivial baseline (Gaussian N(0, I) latents decoded: the decoder without the UNet).
 
-4. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` with no final
-   data fit (the decoded last latent, so the image is the prior's, pulled to the data only through
-   the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
+4. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
+   one sample and no final data fit (``resample_variants.FAST_FROM_NOISE``: the decoded last latent,
+   so the image is the prior's, pulled to the data only through the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
    and fan, Poisson I0 = 1e5, simulated as ``benchmarks/evaluate.py`` simulates (its default).
 
 Writes ``prior_quality.md`` and ``prior_quality.json`` and a PNG with 16 samples beside 16 real val
@@ -139,14 +139,13 @@ STRENGTH_PIXEL_MM = 1.4
 
 
 def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM of TV and of ReSample ``fast`` without a final data fit, per setting."""
-    from resample_variants import TUNE_SLICES
+    """Mean PSNR / SSIM of TV and of ReSample ``fast`` from noise, 1 sample, no final data fit, per setting."""
+    from resample_variants import FAST_FROM_NOISE, TUNE_SLICES
 
     from resample_med import metrics
     from resample_med.evaluation.data import Setting, load_split, simulate
     from resample_med.pipeline import linearise
     from resample_med.sampling import reconstruct
-    from resample_med.sampling.config import FAST
 
     hu_all, _ = load_split(data, "val")
     idx = np.asarray(TUNE_SLICES)
@@ -159,7 +158,7 @@ def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict
         problem, ref_hu = linearise(measurements), measurements.reference_hu
         for label, method, config in (
             ("TV", "tv", None),
-            ("ReSample fast, final: none", "resample", dataclasses.replace(FAST, final_consistency="none")),
+            ("ReSample fast, final: none", "resample", dataclasses.replace(FAST_FROM_NOISE, final_consistency="none")),
         ):
             rec = reconstruct(
                 method,

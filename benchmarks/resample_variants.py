@@ -44,44 +44,59 @@ from resample_med.sampling.linalg import discrepancy_threshold
 from resample_med.units import model_to_hu
 
 TUNE_SLICES = (1, 14, 27, 40)
-WARM_START_STEPS = (6, 10, 14)
-"""Warm-start steps of the 20-step ``fast`` preset measured (noise level from high to low)."""
+WARM_START_SKIPS = (0.3, 0.5, 0.7)
+"""Warm-start skip fractions measured: steps 6, 10 and 14 of the 20-step ``fast`` grid (noise level from high to low)."""
 """The val slices ``evaluate.py --tune tv`` chose the TV weight on (and ``--tune latent_dps`` the DPS step)."""
 
-SAMPLER_VARIANTS: dict[str, tuple[ReSampleConfig, int]] = {
-    "fast (as shipped)": (FAST, 1),
-    "fast, final: none": (replace(FAST, final_consistency="none"), 1),
-    "fast, final: latent, 30 Adam iterations": (replace(FAST, final_consistency="latent", final_max_iter=30), 1),
-    "fast, tau = 2 at every pixel step": (replace(FAST, pixel=replace(FAST.pixel, tau=2.0)), 1),
-    "fast, sigma^2 (gamma) = 10": (replace(FAST, gamma=10.0), 1),
-    "fast, sigma^2 (gamma) = 160": (replace(FAST, gamma=160.0), 1),
-    "fast, 40 steps": (replace(FAST, num_steps=40), 1),
-    "fast, consistency at every step": (replace(FAST, schedule=replace(FAST.schedule, skip=1)), 1),
-    "fast, mean of 4 posterior samples": (FAST, 4),
-    "fast, final: none, mean of 4 posterior samples": (replace(FAST, final_consistency="none"), 4),
+FAST_FROM_NOISE = replace(FAST, warm_start="none", warm_start_skip_fraction=0.0, final_tau=None, posterior_samples=1)
+"""``fast`` without its three CPU ingredients (TV warm start, loose final fit, posterior mean): one
+sample from pure noise, the final fit to the noise level. The base of the single-ingredient rows
+and the sampler of the prior-strength check (benchmarks/prior_quality.py), so that check measures
+the prior, not the ingredients."""
+BASE = "fast from noise, 1 sample"
+"""Row label of :data:`FAST_FROM_NOISE`; its variants' labels start with it."""
+
+SAMPLER_VARIANTS: dict[str, ReSampleConfig] = {
+    "fast (as shipped)": FAST,
+    f"fast without the warm start (from noise at step 0 of {FAST.num_steps})": replace(
+        FAST, warm_start="none", warm_start_skip_fraction=0.0
+    ),
+    "fast with the final fit to the noise level (final tau = 1)": replace(FAST, final_tau=None),
+    "fast with 1 posterior sample": replace(FAST, posterior_samples=1),
+    "fast with 8 posterior samples": replace(FAST, posterior_samples=8),
+    "fast with final tau = 8": replace(FAST, final_tau=8.0),
+    BASE: FAST_FROM_NOISE,
+    f"{BASE}, final: none": replace(FAST_FROM_NOISE, final_consistency="none"),
+    f"{BASE}, final: latent, 30 Adam iterations": replace(
+        FAST_FROM_NOISE, final_consistency="latent", final_max_iter=30
+    ),
+    f"{BASE}, tau = 2 at every pixel step": replace(FAST_FROM_NOISE, pixel=replace(FAST.pixel, tau=2.0)),
+    f"{BASE}, sigma^2 (gamma) = 10": replace(FAST_FROM_NOISE, gamma=10.0),
+    f"{BASE}, sigma^2 (gamma) = 160": replace(FAST_FROM_NOISE, gamma=160.0),
+    f"{BASE}, 40 steps": replace(FAST_FROM_NOISE, num_steps=40),
+    f"{BASE}, consistency at every step": replace(FAST_FROM_NOISE, schedule=replace(FAST.schedule, skip=1)),
+    f"{BASE}, mean of 4 posterior samples": replace(FAST_FROM_NOISE, posterior_samples=4),
+    f"{BASE}, final: none, mean of 4 posterior samples": replace(
+        FAST_FROM_NOISE, final_consistency="none", posterior_samples=4
+    ),
     **{
-        f"fast, warm start from TV at step {k} of 20": (replace(FAST, warm_start="tv", warm_start_step=k), 1)
-        for k in WARM_START_STEPS
+        f"{BASE}, warm start from TV at step {round(f * 20)} of 20": replace(
+            FAST_FROM_NOISE, warm_start="tv", warm_start_skip_fraction=f
+        )
+        for f in WARM_START_SKIPS
     },
-    f"fast, warm start from FBP at step {WARM_START_STEPS[1]} of 20": (
-        replace(FAST, warm_start="fbp", warm_start_step=WARM_START_STEPS[1]),
-        1,
+    f"{BASE}, warm start from FBP at step {round(WARM_START_SKIPS[1] * 20)} of 20": replace(
+        FAST_FROM_NOISE, warm_start="fbp", warm_start_skip_fraction=WARM_START_SKIPS[1]
     ),
-    "fast, final tau = 4": (replace(FAST, final_tau=4.0), 1),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4": (
-        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0),
-        1,
+    f"{BASE}, final tau = 4": replace(FAST_FROM_NOISE, final_tau=4.0),
+    f"{BASE}, warm start from TV at step 14 of 20, final tau = 4": replace(
+        FAST_FROM_NOISE, warm_start="tv", warm_start_skip_fraction=0.7, final_tau=4.0
     ),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final: none": (
-        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_consistency="none"),
-        1,
-    ),
-    f"fast, warm start from TV at step {WARM_START_STEPS[-1]} of 20, final tau = 4, mean of 4 posterior samples": (
-        replace(FAST, warm_start="tv", warm_start_step=WARM_START_STEPS[-1], final_tau=4.0),
-        4,
+    f"{BASE}, warm start from TV at step 14 of 20, final: none": replace(
+        FAST_FROM_NOISE, warm_start="tv", warm_start_skip_fraction=0.7, final_consistency="none"
     ),
 }
-"""Row label -> (config, posterior samples averaged)."""
+"""Row label -> sampler config (its ``posterior_samples`` averaged)."""
 LOOSE_FIT_TAUS = (2.0, 4.0)
 
 
@@ -106,7 +121,7 @@ def run_setting(
     """TV and every variant (whose label matches the regular expression ``only``, if given) on one setting."""
     n = problem.y.shape[0]
 
-    def method(name: str, config: object, n_samples: int = 1) -> torch.Tensor:
+    def method(name: str, config: object) -> torch.Tensor:
         rec = reconstruct(
             name,
             problem.y,
@@ -115,7 +130,6 @@ def run_setting(
             config=config,
             noise_std=problem.noise_std,
             generator=torch.Generator().manual_seed(0),
-            n_samples=n_samples,
         )
         return rec.image
 
@@ -124,15 +138,15 @@ def run_setting(
     rows.append(("TV (weight tuned on these slices)", *_scores(images, ref_hu), sec / n))
     variants = dict(SAMPLER_VARIANTS)
     if with_default:
-        variants["default preset (50 steps, latent consistency)"] = (DEFAULT, 1)
+        variants["default preset (50 steps, latent consistency)"] = DEFAULT
     if only is not None:
         variants = {label: v for label, v in variants.items() if re.search(only, label)}
     decoded = None
-    for label, (config, n_samples) in variants.items():
-        images, sec = _timed(lambda: method("resample", config, n_samples))
+    for label, config in variants.items():
+        images, sec = _timed(lambda: method("resample", config))
         rows.append((label, *_scores(images, ref_hu), sec / n))
         print(f"{label}: PSNR {rows[-1][1].mean():.2f} SSIM {rows[-1][2].mean():.3f} {sec / n:.1f} s/slice", flush=True)
-        if label == "fast, final: none":
+        if label == f"{BASE}, final: none":
             decoded = images
     if decoded is None:  # the loose-fit rows start from the "final: none" output
         return rows
@@ -143,7 +157,7 @@ def run_setting(
                 0
             ]
         )
-        rows.append((f"fast, final: none + CGLS to tau = {tau:g}", *_scores(fitted, ref_hu), float("nan")))
+        rows.append((f"{BASE}, final: none + CGLS to tau = {tau:g}", *_scores(fitted, ref_hu), float("nan")))
     return rows
 
 
