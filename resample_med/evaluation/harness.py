@@ -18,11 +18,13 @@ and every method runs through :func:`resample_med.pipeline.reconstruct_slices` (
 std and the 256^2 Joseph projector. ``--simulations`` chooses how the data are made:
 ``independent`` (default: a 2x finer bicubic grid with two sub-rays per detector bin, same
 scanner; :mod:`resample_med.operators.fine_model`) and/or ``matched`` (the reconstructing projector
-itself, the inverse crime); every table and JSON record names its simulation. With
-``--uncertainty-samples`` > 1, ReSample is also run with that many posterior samples on
-``--calibration-slices`` slices per setting: the row ``resample_posterior`` (their mean) and the
-uncertainty calibration section (per slice Spearman correlation of the std with the absolute
-error and coverage of the +-2 std band, :func:`resample_med.metrics.uncertainty_calibration`).
+itself, the inverse crime); every table and JSON record names its simulation. A ReSample row
+whose config draws several posterior samples (``fast``: 4) is the mean of them, and its std map is
+scored in the uncertainty calibration section (per slice Spearman correlation of the std with the
+absolute error and coverage of the +-2 std band, :func:`resample_med.metrics.uncertainty_calibration`).
+With ``--uncertainty-samples`` > 1 and ``--calibration-slices``, ReSample is also run with that
+many samples on that many slices per setting (the row ``resample_posterior``), and the figure's
+std column comes from them when the ReSample rows have no std of their own.
 Metrics (:mod:`resample_med.metrics`): PSNR and SSIM on the HU window [-1000, 1000] inside the
 reconstruction circle, HU-RMSE in the circle, the relative sinogram residual ``||A x - y|| / ||y||``
 and ``chi2/m = ||A x - y||^2 / sum sigma^2``.
