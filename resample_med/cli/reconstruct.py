@@ -45,7 +45,6 @@ from resample_med.io.preview import CLI_WINDOWS
 from resample_med.io.volume import CTVolume
 from resample_med.pipeline.acquisition import ACQUISITION_PRESETS, GEOMETRY_KINDS
 from resample_med.pipeline.checkpoint import CheckpointMismatchError
-from resample_med.sampling.config import posterior_samples
 from resample_med.sampling.names import METHODS
 
 if TYPE_CHECKING:  # the heavy modules (torch, MONAI) are imported when a run starts, not for --help
@@ -397,6 +396,8 @@ class SeriesRunner:
     @property
     def n_samples(self) -> int:
         """Posterior samples per slice: the user's count, else the sampler config's."""
+        from resample_med.sampling.config import posterior_samples  # the sampler stack imports torch
+
         return posterior_samples(self.sampler, self.config.reconstruction.n_samples)
 
     def resolved_config(self) -> RunConfig:
