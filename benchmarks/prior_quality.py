@@ -18,7 +18,7 @@ from training):
    and a trivial baseline (Gaussian N(0, I) latents decoded: the decoder without the UNet).
 
 4. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
-   one sample and no final data fit (``resample_variants.FAST_FROM_NOISE``: the decoded last latent,
+   one sample and no final data fit (``resample_med.sampling.config.FAST_FROM_NOISE``: the decoded last latent,
    so the image is the prior's, pulled to the data only through the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
    and fan, Poisson I0 = 1e5, simulated as ``benchmarks/evaluate.py`` simulates (its default).
 
@@ -140,12 +140,13 @@ STRENGTH_PIXEL_MM = 1.4
 
 def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict[str, dict[str, float]]:
     """Mean PSNR / SSIM of TV and of ReSample ``fast`` from noise, 1 sample, no final data fit, per setting."""
-    from resample_variants import FAST_FROM_NOISE, TUNE_SLICES
+    from resample_variants import TUNE_SLICES
 
     from resample_med import metrics
     from resample_med.evaluation.data import Setting, load_split, simulate
     from resample_med.pipeline import linearise
     from resample_med.sampling import reconstruct
+    from resample_med.sampling.config import FAST_FROM_NOISE
 
     hu_all, _ = load_split(data, "val")
     idx = np.asarray(TUNE_SLICES)

@@ -38,7 +38,7 @@ from resample_med.evaluation.harness import DEFAULT_OUT
 from resample_med.evaluation.runner import load_prior, machine_description
 from resample_med.pipeline import LinearProblem, linearise
 from resample_med.sampling import reconstruct
-from resample_med.sampling.config import DEFAULT, FAST, ReSampleConfig
+from resample_med.sampling.config import DEFAULT, FAST, FAST_FROM_NOISE, ReSampleConfig
 from resample_med.sampling.consistency import pixel_least_squares
 from resample_med.sampling.linalg import discrepancy_threshold
 from resample_med.units import model_to_hu
@@ -48,11 +48,6 @@ WARM_START_SKIPS = (0.3, 0.5, 0.7)
 """Warm-start skip fractions measured: steps 6, 10 and 14 of the 20-step ``fast`` grid (noise level from high to low)."""
 """The val slices ``evaluate.py --tune tv`` chose the TV weight on (and ``--tune latent_dps`` the DPS step)."""
 
-FAST_FROM_NOISE = replace(FAST, warm_start="none", warm_start_skip_fraction=0.0, final_tau=None, posterior_samples=1)
-"""``fast`` without its three CPU ingredients (TV warm start, loose final fit, posterior mean): one
-sample from pure noise, the final fit to the noise level. The base of the single-ingredient rows
-and the sampler of the prior-strength check (benchmarks/prior_quality.py), so that check measures
-the prior, not the ingredients."""
 BASE = "fast from noise, 1 sample"
 """Row label of :data:`FAST_FROM_NOISE`; its variants' labels start with it."""
 

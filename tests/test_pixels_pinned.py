@@ -49,20 +49,16 @@ def compute() -> dict[str, np.ndarray]:
     from resample_med.models import create_bundle
     from resample_med.pipeline import AcquisitionConfig, reconstruct_volume
     from resample_med.pipeline.volume import simulate_model_slices
-    from resample_med.sampling import PRESETS
+    from resample_med.sampling.config import FAST_FROM_NOISE
     from resample_med.units import hu_to_model
 
     volume = phantom_volume()
     acquisition = AcquisitionConfig(n_views=12, photons=1e5)
     short_resample = dataclasses.replace(  # the sampler as pinned: fast's 20-step grid cut to 3, levers off
-        PRESETS["fast"],
+        FAST_FROM_NOISE,
         num_steps=3,
         final_max_iter=2,
-        latent=dataclasses.replace(PRESETS["fast"].latent, max_iter=2),
-        warm_start="none",
-        warm_start_skip_fraction=0.0,
-        final_tau=None,
-        posterior_samples=1,
+        latent=dataclasses.replace(FAST_FROM_NOISE.latent, max_iter=2),
     )
     prior = create_bundle("tiny", seed=0)
     model_slices = list(iter_model_slices(volume, size=SIZE))

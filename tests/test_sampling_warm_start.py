@@ -10,21 +10,13 @@ import pytest
 import torch
 
 from resample_med.sampling import ProgressEvent, reconstruct
-from resample_med.sampling.config import FAST, ReSampleConfig
+from resample_med.sampling.config import FAST, FAST_FROM_NOISE, ReSampleConfig
 from resample_med.sampling.testing import DenseOperator, GaussianLatentPrior
 
 IMAGE = 4
 LATENT = (1, 4, 4)
 SINOGRAM = (3, 4)
-BASE = replace(
-    FAST,
-    num_steps=12,
-    preview_every=3,
-    warm_start="none",
-    warm_start_skip_fraction=0.0,
-    final_tau=None,
-    posterior_samples=1,
-)
+BASE = replace(FAST_FROM_NOISE, num_steps=12, preview_every=3)
 """``fast``'s sampler on a 12-step grid with every lever off."""
 
 

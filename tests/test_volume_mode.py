@@ -22,8 +22,9 @@ from resample_med.pipeline import (
 )
 from resample_med.pipeline import slabs as slabs_module
 from resample_med.pipeline.slabs import blend_weights, slab_ranges
-from resample_med.sampling import PRESETS, resolve_method_config
+from resample_med.sampling import resolve_method_config
 from resample_med.sampling.baselines.tv import volume_gradient, volume_gradient_adjoint
+from resample_med.sampling.config import FAST_FROM_NOISE
 from resample_med.sampling.linalg import cgls_solve
 from resample_med.sampling.testing import DenseOperator
 from resample_med.sampling.zcoupling import z_coupled_cgls, z_difference, z_difference_adjoint
@@ -32,14 +33,7 @@ SIZE = 32
 """Grid side of the tiny test model."""
 
 SHORT_RESAMPLE = dataclasses.replace(
-    PRESETS["fast"],
-    num_steps=3,
-    final_max_iter=5,
-    latent=dataclasses.replace(PRESETS["fast"].latent, max_iter=2),
-    warm_start="none",
-    warm_start_skip_fraction=0.0,
-    final_tau=None,
-    posterior_samples=1,
+    FAST_FROM_NOISE, num_steps=3, final_max_iter=5, latent=dataclasses.replace(FAST_FROM_NOISE.latent, max_iter=2)
 )
 """ReSample cut to a few network calls (the fast preset's final pixel fit, 5 iterations), from noise
 with one sample: the slab border test needs slabs that disagree, which a shared TV start hides."""

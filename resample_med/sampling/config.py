@@ -7,7 +7,7 @@ reads it back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from resample_med.sampling.consistency import LatentConsistencyConfig, PixelConsistencyConfig
@@ -166,6 +166,12 @@ backward pass costs seconds per slice on a CPU), started from the TV estimate no
 (70% of the steps skipped: 6 network steps run), the final fit stopped at 4x the noise level, and the mean of 4 posterior
 samples. Each of the last three is measured in benchmarks/results/resample_variants.md and
 listed with its effect in the README's method section."""
+
+FAST_FROM_NOISE = replace(FAST, warm_start="none", warm_start_skip_fraction=0.0, final_tau=None, posterior_samples=1)
+"""``fast`` without its three additions (TV warm start, loose final fit, posterior mean): one
+sample from pure noise, the final fit to the noise level, as the paper starts. Not a preset: the
+base of the ablations (benchmarks/resample_variants.py), the sampler of the prior-strength check
+(benchmarks/prior_quality.py) and of tests that need the plain sampler."""
 
 PRESETS: dict[str, ReSampleConfig] = {"paper": PAPER, "default": DEFAULT, "fast": FAST}
 """Named ReSample presets."""
