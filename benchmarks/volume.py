@@ -155,7 +155,6 @@ def run_mode(
             z_weight=z_weight,
             slab_slices=args.slab_slices,
             overlap=args.overlap,
-            warm_start_z_weight=args.warm_start_z_weight,
         )
         rec = reconstruct_slabs(
             measurements, method, prior, config, mode=volume_mode, batch_size=args.batch_size, seed=args.seed
@@ -367,7 +366,8 @@ def tune(args: argparse.Namespace) -> None:
     provenance = (
         f"benchmarks/volume.py --tune {method} on {dt.date.today()}: grid {list(TUNE_GRIDS[method])}, best "
         f"mean axial/coronal/sagittal PSNR {np.mean(totals[best]):.2f} dB on slices {args.tune_slices} of "
-        f"{args.data.name} at {args.settings}, I0 = {args.photons:g}, slabs {args.slab_slices}/{args.overlap}"
+        f"{args.data.name} at {args.settings}, I0 = {args.photons:g}, "
+        f"{'the slices as one slab' if stop - start <= args.slab_slices else f'slabs {args.slab_slices}/{args.overlap}'}"
     )
     tuned.store(constant, best, provenance)
     print(f"{constant} = {best:g} written to {tuned.TUNED_FILE}")
@@ -390,12 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--slab-slices", type=int, default=VolumeMode().slab_slices)
     p.add_argument("--overlap", type=int, default=VolumeMode().overlap)
-    p.add_argument(
-        "--warm-start-z-weight",
-        type=float,
-        default=None,
-        help="z weight of ReSample's TV warm start in volume mode (default: 3-D TV's tuned weight; 0: 2-D TV)",
-    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tune", choices=sorted(TUNE_GRIDS))

@@ -170,37 +170,6 @@ def test_z_term_lowers_the_z_derivative_error(tiny_prior, method, config, z_weig
     assert z_derivative_rmse(coupled.hu, truth) < 0.9 * z_derivative_rmse(alone.hu, truth)
 
 
-def test_volume_mode_starts_resample_from_3d_tv(tiny_prior, monkeypatch):
-    """With the fast preset's TV warm start, volume mode's ReSample starts from 3-D TV over the slab
-    (the tuned z weight unless the mode names one), slice mode and z weight 0 from 2-D TV."""
-    from resample_med.pipeline.slabs import Z_WEIGHT_DEFAULTS, coupled_config
-    from resample_med.sampling import warm_start
-
-    assert coupled_config("resample", "fast", VolumeMode(z_weight=0.1)).warm_start_z_weight == Z_WEIGHT_DEFAULTS["tv"]
-    assert coupled_config("resample", "fast", VolumeMode(z_weight=0.0)).warm_start_z_weight == 0.0
-    assert (
-        coupled_config("resample", "fast", VolumeMode(z_weight=0.1, warm_start_z_weight=0.0)).warm_start_z_weight == 0
-    )
-    assert coupled_config("resample", SHORT_RESAMPLE, VolumeMode(z_weight=0.1)).warm_start_z_weight == 0  # no TV start
-    seen: list[float] = []
-    real = warm_start.tv.tv_pdhg
-
-    def recording(y, operator, config, **kwargs):
-        seen.append(config.z_weight)
-        return real(y, operator, config, **kwargs)
-
-    monkeypatch.setattr(warm_start.tv, "tv_pdhg", recording)
-    config = dataclasses.replace(SHORT_RESAMPLE, warm_start="tv", warm_start_skip_fraction=0.5, posterior_samples=1)
-    data = measured(smooth_volume(4))
-    reconstruct_slabs(data, "resample", tiny_prior, config, mode=VolumeMode(z_weight=0.1, warm_start_z_weight=0.7))
-    reconstruct_slices(data, "resample", tiny_prior, config, batch_size=4)
-    assert seen == [0.7, 0.0]
-    with pytest.raises(ValueError, match="warm_start_z_weight"):
-        VolumeMode(warm_start_z_weight=-1.0)
-    with pytest.raises(ValueError, match="slice mode"):
-        reconstruct_slices(data, "resample", tiny_prior, dataclasses.replace(config, warm_start_z_weight=0.5))
-
-
 def border_and_inside_steps(hu: np.ndarray, truth: np.ndarray, ranges: list[tuple[int, int]]) -> tuple[float, float]:
     """Largest z-step error ``|D_z (recon - truth)|`` (RMS over the slice) where the slabs covering
     two neighbours differ (a slab border or its blend zone) and where one slab covers both."""

@@ -70,23 +70,15 @@ class VolumeMode:
             (the default: 24 / 20 = 1.2, so that volume mode costs at most 1.5x slice mode per
             slice; a slab of 24 slices x 4 posterior samples holds 96 images of 256^2, a few
             hundred MB of solver state at most).
-        warm_start_z_weight: for a ReSample config that starts from TV, the z weight of that
-            3-D TV estimate; ``None`` takes 3-D TV's tuned weight (``Z_WEIGHT_DEFAULTS["tv"]``)
-            when the slices are coupled (z weight > 0), else 0; 0 starts every slice from its own 2-D TV.
     """
 
     z_weight: float | None = None
     slab_slices: int = 24
     overlap: int = 4
-    warm_start_z_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.z_weight is not None and not self.z_weight >= 0:
             raise ValueError(f"volume mode: z_weight must be >= 0 (0 decouples the slices), got {self.z_weight}")
-        if self.warm_start_z_weight is not None and not self.warm_start_z_weight >= 0:
-            raise ValueError(
-                f"volume mode: warm_start_z_weight must be >= 0 (0: 2-D TV warm start), got {self.warm_start_z_weight}"
-            )
         if self.slab_slices < 1:
             raise ValueError(f"volume mode: slab_slices must be >= 1, got {self.slab_slices}")
         if not 0 <= self.overlap <= self.slab_slices // 2:
@@ -114,11 +106,6 @@ def coupled_config(method: str, config: ConfigChoice, mode: VolumeMode) -> ReSam
     resolved = resolve_method_config(method, config)
     assert isinstance(resolved, (ReSampleConfig, TVConfig))  # the methods of Z_WEIGHT_DEFAULTS
     weight = Z_WEIGHT_DEFAULTS[method] if mode.z_weight is None else mode.z_weight
-    if isinstance(resolved, ReSampleConfig) and resolved.warm_start == "tv":
-        warm_weight = mode.warm_start_z_weight
-        if warm_weight is None:
-            warm_weight = Z_WEIGHT_DEFAULTS["tv"] if weight > 0 else 0.0
-        return dataclasses.replace(resolved, z_weight=float(weight), warm_start_z_weight=float(warm_weight))
     return dataclasses.replace(resolved, z_weight=float(weight))
 
 

@@ -118,11 +118,9 @@ def reconstruct_slices(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    resolved = resolve_method_config(method, config)
-    if getattr(resolved, "z_weight", 0) or getattr(resolved, "warm_start_z_weight", 0):
+    if getattr(resolve_method_config(method, config), "z_weight", 0):
         raise ValueError(
-            "the config's z_weight (or warm_start_z_weight) couples adjacent slices, which slice mode "
-            "does not keep together: "
+            "the config's z_weight couples adjacent slices, which slice mode does not keep together: "
             "use volume mode (reconstruct_volume(..., volume_mode=VolumeMode(z_weight=...)), "
             "reconstruct_slabs, or --volume-mode --z-weight on the command line)"
         )

@@ -56,10 +56,6 @@ class ReSampleConfig:
             (:mod:`~resample_med.sampling.zcoupling`). 0 (every preset): slices independent. Set by
             the volume pipeline (:mod:`resample_med.pipeline.slabs`), whose batches are contiguous
             slices in z order; its tuned default is :data:`resample_med.sampling.tuned.RESAMPLE_Z_WEIGHT`.
-        warm_start_z_weight: the TV warm start's z weight: ``> 0`` makes it 3-D TV over the batch
-            (adjacent slices in z order, :mod:`~resample_med.sampling.baselines.tv`), so volume mode
-            starts from a z-consistent estimate; 0 (every preset): 2-D TV per slice. The volume
-            pipeline sets it to :data:`resample_med.sampling.tuned.TV_Z_WEIGHT`.
     """
 
     num_steps: int = 500
@@ -78,7 +74,6 @@ class ReSampleConfig:
     posterior_samples: int = 1
     preview_every: int = 10
     z_weight: float = 0.0
-    warm_start_z_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -95,8 +90,6 @@ class ReSampleConfig:
             raise ValueError(f"ReSample config: posterior_samples must be >= 1, got {self.posterior_samples}")
         if not self.z_weight >= 0:
             raise ValueError(f"ReSample config: z_weight must be >= 0, got {self.z_weight}")
-        if not self.warm_start_z_weight >= 0:
-            raise ValueError(f"ReSample config: warm_start_z_weight must be >= 0, got {self.warm_start_z_weight}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"ReSample config: unknown warm_start {self.warm_start!r}; choose from {WARM_STARTS}")
         if self.warm_start == "none" and self.warm_start_skip_fraction != 0:

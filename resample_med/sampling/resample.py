@@ -201,9 +201,7 @@ def resample(
     if cfg.warm_start == "none":
         z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
     else:
-        x_init = repeat_for_samples(
-            initial_estimate(cfg.warm_start, y, operator, gen, cfg.warm_start_z_weight), n_samples
-        )
+        x_init = repeat_for_samples(initial_estimate(cfg.warm_start, y, operator, gen), n_samples)
         z = warm_latent(prior, x_init, float(schedule.alpha_bar[start]), gen)
     records: list[dict] = []
     n_run = cfg.num_steps - start

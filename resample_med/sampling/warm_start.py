@@ -9,13 +9,11 @@ the reverse process can start there:
 
 and ReSample runs its steps ``k, k+1, ..., S-1`` from ``z_{t_k}`` (steps ``0..k-1`` are skipped;
 their consistency schedule is unchanged for the rest). ``x_init`` is the operator's FBP or the TV
-reconstruction (:mod:`resample_med.sampling.baselines.tv`, the tuned weight; 3-D TV over the
-batch when it holds adjacent slices in z order and ``z_weight > 0``, as volume mode sets it).
+reconstruction (:mod:`resample_med.sampling.baselines.tv`, the tuned weight).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -31,13 +29,10 @@ WARM_STARTS: tuple[str, ...] = ("none", "fbp", "tv")
 """``"none"``: pure noise at the first step (the paper); ``"fbp"`` / ``"tv"``: the estimate it names."""
 
 
-def initial_estimate(
-    kind: WarmStart, y: Tensor, operator: LinearOperator, generator: Generator, z_weight: float = 0.0
-) -> Tensor:
+def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, generator: Generator) -> Tensor:
     """The classical estimate ``x_init (B, 1, H, W)`` in model units from ``y (B, 1, V, D)``.
 
-    ``generator`` feeds TV's power iteration (its only randomness); ``z_weight > 0`` makes the TV
-    estimate 3-D TV over the batch (``y``'s items adjacent slices in z order).
+    ``generator`` feeds TV's power iteration (its only randomness).
     """
     with torch.no_grad():
         if kind == "fbp":
@@ -49,8 +44,7 @@ def initial_estimate(
                 )
             return fbp(y)
         if kind == "tv":
-            config = replace(tv.PRESETS["default"], z_weight=z_weight)
-            return tv.tv_pdhg(y, operator, config, generator=generator).image
+            return tv.tv_pdhg(y, operator, tv.PRESETS["default"], generator=generator).image
     raise ValueError(f"no initial estimate for warm_start={kind!r}")
 
 
