@@ -331,6 +331,13 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace) -> Non
         )
     lines += [
         "",
+        "## z weights",
+        "",
+        *(
+            f"- `{constant}` = {Z_WEIGHT_DEFAULTS[method]:g}: {tuned.provenance(constant)}"
+            for method, constant in TUNE_CONSTANTS.items()
+        ),
+        "",
         f"Figure: `docs/volume_coronal.png` (coronal reformat through the grid centre, every slice, first setting, "
         f"window [{FIGURE_WINDOW_HU[0]:g}, {FIGURE_WINDOW_HU[1]:g}] HU, z to scale).",
         "",
