@@ -27,7 +27,8 @@ import datetime as dt
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import torch
 from resample_med.evaluation.data import DEFAULT_DATA, Setting, load_split, simulate
 from resample_med.evaluation.harness import DEFAULT_OUT
 from resample_med.evaluation.runner import PeakMemory, load_prior, machine_description
+from resample_med.models import bundle as bundle_module
 from resample_med.pipeline import linearise
 from resample_med.sampling import PRESETS, reconstruct
 from resample_med.sampling.baselines.tv import PRESETS as TV_PRESETS
@@ -58,6 +60,8 @@ class UnitCosts:
     pixel_iteration: float
     decode: float
     encode: float
+    decode_one_call: float = float("nan")
+    encode_one_call: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,9 @@ def measure_unit_costs(prior: object, operator: object, y: torch.Tensor, gradien
 
     with torch.no_grad():
         image = prior.decode(z)
+    with whole_batch_autoencoder():
+        decode_one_call = _median_seconds(lambda: prior.decode(z)) if batch > 1 else float("nan")
+        encode_one_call = _median_seconds(lambda: prior.encode(image)) if batch > 1 else float("nan")
     return UnitCosts(
         network=_median_seconds(network),
         dps_gradient=_median_seconds(lambda: gradient(True)) if gradients else float("nan"),
@@ -168,7 +175,21 @@ def measure_unit_costs(prior: object, operator: object, y: torch.Tensor, gradien
         pixel_iteration=_median_seconds(pixel),
         decode=_median_seconds(lambda: prior.decode(z)),
         encode=_median_seconds(lambda: prior.encode(image)),
+        decode_one_call=decode_one_call,
+        encode_one_call=encode_one_call,
     )
+
+
+@contextmanager
+def whole_batch_autoencoder() -> Iterator[None]:
+    """The bundle's autoencoder calls on the whole batch at once, as on a GPU (the side-by-side
+    reference of :data:`resample_med.models.bundle.CPU_AUTOENCODER_CHUNK`)."""
+    saved = bundle_module.CPU_AUTOENCODER_CHUNK
+    bundle_module.CPU_AUTOENCODER_CHUNK = sys.maxsize
+    try:
+        yield
+    finally:
+        bundle_module.CPU_AUTOENCODER_CHUNK = saved
 
 
 def measure_method(prior: object, problem: object, method: str, preset: str) -> tuple[float, float]:
@@ -239,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
             u = units[batch]
             unit_rows.append(
                 f"| {batch} | {u.network:.3f} | {u.dps_gradient:.3f} | {u.latent_iteration:.3f} | "
-                f"{u.pixel_iteration:.4f} | {u.decode:.3f} | {u.encode:.3f} |".replace("nan", "-")
+                f"{u.pixel_iteration:.4f} | {u.decode:.3f} | {u.encode:.3f} | {u.decode_one_call:.3f} | "
+                f"{u.encode_one_call:.3f} |".replace("nan", "-")
             )
             print(unit_rows[-1], flush=True)
         return units[batch]
@@ -271,8 +293,13 @@ def main(argv: list[str] | None = None) -> None:
         body = [
             "## Unit costs (seconds per call of the whole batch; - = not timed at that size)",
             "",
-            "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode |",
-            "|---|---|---|---|---|---|---|",
+            f"decode / encode: as the bundle runs them on a CPU, {bundle_module.CPU_AUTOENCODER_CHUNK} image(s) "
+            "per autoencoder call; one call: the whole batch in one autoencoder call (as on a GPU), timed "
+            "beside them for comparison.",
+            "",
+            "| batch | network | DPS gradient | latent iteration | pixel iteration (A^T A) | decode | encode | "
+            "decode (one call) | encode (one call) |",
+            "|---|---|---|---|---|---|---|---|---|",
             *unit_rows,
             "",
             "## Presets (seconds per slice)",

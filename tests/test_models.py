@@ -65,6 +65,31 @@ def test_decode_is_differentiable(tiny: LatentDiffusionBundle) -> None:
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
+def test_cpu_autoencoder_chunks_match_one_batched_call(
+    tiny: LatentDiffusionBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the bundle runs its autoencoder a few images at a time (faster there); per image it
+    is the same function as one call on the whole batch (GroupNorm: no statistics across images),
+    and gradients still reach every latent."""
+    from resample_med.models import bundle as bundle_module
+
+    z = torch.randn(5, *tiny.latent_shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    calls: list[int] = []
+    real_decode = tiny.autoencoder.decode
+    monkeypatch.setattr(tiny.autoencoder, "decode", lambda latent: calls.append(latent.shape[0]) or real_decode(latent))
+    chunked = tiny.decode(z)
+    assert sum(calls) == 5 and max(calls) <= bundle_module.CPU_AUTOENCODER_CHUNK < 5
+    chunked.square().sum().backward()
+    assert z.grad is not None and bool((z.grad.flatten(1).abs().sum(1) > 0).all())
+    monkeypatch.setattr(bundle_module, "CPU_AUTOENCODER_CHUNK", 1000)
+    calls.clear()
+    with torch.no_grad():
+        whole = tiny.decode(z)
+        torch.testing.assert_close(tiny.encode(chunked.detach()), tiny.encode(whole), atol=1e-4, rtol=1e-4)
+    assert calls == [5]
+    torch.testing.assert_close(chunked.detach(), whole, atol=1e-5, rtol=1e-5)
+
+
 class _VOracle(torch.nn.Module):
     """Stands in for the UNet: returns a fixed v (folded into 2x2 patches as the tiny UNet sees it)."""
 

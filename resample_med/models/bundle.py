@@ -41,6 +41,12 @@ PRIOR_CONFIG_NAME = "prior_config.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
 """Where the shipped default weights live (inside the installed package)."""
 
+CPU_AUTOENCODER_CHUNK = 1
+"""Images per autoencoder call on a CPU. On a CPU an autoencoder call costs more per image the
+larger its batch (256^2 activations of a batch overflow the caches and are freshly allocated):
+measured on 2 cores, decoding 64 latents one at a time is about 2x faster than in one batch, and
+the peak memory falls with it (benchmarks/results/speed_cpu.md). GPUs run the whole batch."""
+
 MAX_SHARD_SIZE = "15MB"
 """Largest safetensors file written by ``save`` (shards under 16 MiB pass the file-size limits of common artifact stores)."""
 
@@ -102,12 +108,12 @@ class LatentDiffusionBundle(torch.nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) model units -> (B, C, H/f, W/f) scaled posterior mean; differentiable."""
         lo, hi = self.config.model_clip
-        mean = self.autoencoder.encode(x.clamp(lo, hi)).latent_dist.mean
+        mean = _per_chunk(lambda part: self.autoencoder.encode(part).latent_dist.mean, x.clamp(lo, hi))
         return mean * self.latent_scale_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) scaled latents -> (B, 1, H, W) model units; differentiable."""
-        return self.autoencoder.decode(z / self.latent_scale_factor).sample
+        return _per_chunk(lambda part: self.autoencoder.decode(part).sample, z / self.latent_scale_factor)
 
     def predict_noise(self, z: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """epsilon_theta(z_t, t) for z (B, C, h, w) and t a scalar or (B,) LongTensor."""
@@ -160,6 +166,13 @@ class LatentDiffusionBundle(torch.nn.Module):
                 f"and prior_config.json ({config.latent_scale_factor})"
             )
         return cls(autoencoder, unet, scheduler, config).to(device)
+
+
+def _per_chunk(fn: Any, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` along the batch, :data:`CPU_AUTOENCODER_CHUNK` items at a time on a CPU (one call elsewhere)."""
+    if x.device.type != "cpu" or x.shape[0] <= CPU_AUTOENCODER_CHUNK:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(CPU_AUTOENCODER_CHUNK)])
 
 
 def create_bundle(architecture: str | ArchitectureConfig = "tiny", seed: int = 0) -> LatentDiffusionBundle:
