@@ -154,6 +154,12 @@ def test_volume_mode_with_zero_z_weight_equals_slice_mode(tiny_prior):
     np.testing.assert_allclose(tv_slabs.hu, tv_slices.hu, atol=0.5)
 
 
+def test_volume_mode_warns_on_slices_thicker_than_it_was_tuned_for():
+    thick = dataclasses.replace(as_volume(smooth_volume(3)), spacing_mm=(3.0, 1.5, 1.5))
+    with pytest.warns(UserWarning, match="3 mm slices.*slice by slice"):
+        reconstruct_volume(thick, AcquisitionConfig(n_views=8), "tv", config="fast", volume_mode=VolumeMode())
+
+
 @pytest.mark.parametrize(
     "method, config, z_weight, photons",
     [
@@ -300,8 +306,8 @@ def test_cli_volume_mode_runs_records_and_refuses_bad_requests(tmp_path, capsys)
     model = str(create_bundle("tiny", seed=0).save(tmp_path / "tiny_model"))
     source = write_series(tmp_path / "study")
     out = tmp_path / "out"
-    assert (
-        main(
+    with pytest.warns(UserWarning, match="2.5 mm slices"):  # the test series' slices are thick
+        code = main(
             [
                 "reconstruct",
                 str(source),
@@ -322,8 +328,7 @@ def test_cli_volume_mode_runs_records_and_refuses_bad_requests(tmp_path, capsys)
                 *FAST,
             ]
         )
-        == 0
-    )
+    assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["reconstruction"]["volume_mode"] is True
     assert report["config"]["reconstruction"]["z_weight"] == 0.1

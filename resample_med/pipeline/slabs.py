@@ -55,6 +55,11 @@ Z_WEIGHT_DEFAULTS: dict[str, float] = {
 }
 """Methods with a volume mode and their tuned z weight (the ``z_weight`` field of their config)."""
 
+THICKEST_TUNED_SLICE_MM = 1.5
+"""The z weights were tuned on 1 mm slices; on the held-out volume volume mode gained there and
+lost at 2 and 3 mm (ReSample fan 30 views at 3 mm: -0.45 dB, benchmarks/results/volume.md), so
+:func:`~resample_med.pipeline.volume.reconstruct_volume` warns above this slice spacing."""
+
 
 @dataclass(frozen=True)
 class VolumeMode:
