@@ -75,6 +75,8 @@ REFORMAT_STEP = 8
 """Every this many rows / columns of the central half is one coronal / sagittal reformat."""
 FIGURE_WINDOW_HU = (-1000.0, 400.0)
 """Display window of the figure (all panels)."""
+FIGURE_ZOOM = 3
+"""Pixels per model-grid pixel in the figure."""
 MODES = ("slice", "volume")
 
 
@@ -223,7 +225,8 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def make_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarray], slice_mm: float, pixel_mm: float) -> None:
-    """Coronal reformats through the grid centre, one window, z stretched to true proportions."""
+    """Coronal reformats through the grid centre, one above the other, one window, z stretched to
+    true proportions, everything enlarged ``FIGURE_ZOOM`` times (nearest neighbour: slices stay visible)."""
     from PIL import Image, ImageDraw
 
     panels = [("truth", truth)] + [
@@ -237,16 +240,18 @@ def make_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarray], sl
     ]
     row = truth.shape[1] // 2
     lo, hi = FIGURE_WINDOW_HU
-    height = max(1, int(round(truth.shape[0] * slice_mm / pixel_mm)))
-    width, header = truth.shape[2], 16
-    canvas = Image.new("L", (width * len(panels), header + height), color=255)
+    width = truth.shape[2] * FIGURE_ZOOM
+    height = max(1, int(round(truth.shape[0] * slice_mm / pixel_mm * FIGURE_ZOOM)))
+    header = 16
+    canvas = Image.new("L", (width, len(panels) * (header + height)), color=255)
     draw = ImageDraw.Draw(canvas)
-    for c, (name, stack) in enumerate(panels):
+    for r, (name, stack) in enumerate(panels):
         coronal = stack[::-1, row, :]  # head up
         gray = (np.clip((coronal - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
         tile = Image.fromarray(gray).resize((width, height), Image.NEAREST)
-        canvas.paste(tile, (c * width, header))
-        draw.text((c * width + 4, 2), name, fill=0)
+        top = r * (header + height)
+        canvas.paste(tile, (0, top + header))
+        draw.text((4, top + 2), name, fill=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
