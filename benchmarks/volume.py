@@ -145,6 +145,7 @@ def run_mode(
     method: str,
     prior: Any,
     args: argparse.Namespace,
+    slice_mm: float,
     z_weight: float | None = None,
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """``(hu (N, H, W), seconds per slice, info)`` of one reconstruction."""
@@ -157,6 +158,7 @@ def run_mode(
             z_weight=z_weight,
             slab_slices=args.slab_slices,
             overlap=args.overlap,
+            slice_spacing_mm=slice_mm,
         )
         rec = reconstruct_slabs(
             measurements, method, prior, config, mode=volume_mode, batch_size=args.batch_size, seed=args.seed
@@ -201,7 +203,7 @@ def evaluate(args: argparse.Namespace) -> None:
                     key = (spacing, setting, method, mode)
                     if key in done:
                         continue
-                    hu, seconds, info = run_mode(mode, measurements, method, prior, args)
+                    hu, seconds, info = run_mode(mode, measurements, method, prior, args, slice_mm)
                     if spacing == 1 and setting == args.settings[0]:
                         figure[f"{method} {mode}"] = hu
                     record = {
@@ -271,7 +273,7 @@ def write_report(records: list[dict[str, Any]], args: argparse.Namespace) -> Non
         f"- **Acquisition:** independent simulation (fine grid, not the reconstructing projector), Poisson "
         f"I0 = {args.photons:g}; ReSample preset `{args.preset}`, TV preset `fast`; batch {args.batch_size}; "
         f"volume mode: slabs of {args.slab_slices} slices overlapping by {args.overlap}, "
-        f"z weights {', '.join(f'{m} {w:g}' for m, w in sorted(Z_WEIGHT_DEFAULTS.items()) if m in args.methods)}",
+        f"z weights (for 1 mm slices, scaled to the spacing) {', '.join(f'{m} {w:g}' for m, w in sorted(Z_WEIGHT_DEFAULTS.items()) if m in args.methods)}",
         "",
         "Metrics on the model grid, window [-1000, 1000] HU, inside the reconstruction circle: axial "
         "PSNR / SSIM per slice (mean); coronal and sagittal: the same on reformats (every 8th row / "
@@ -365,7 +367,7 @@ def tune(args: argparse.Namespace) -> None:
     for setting in args.settings:
         measurements = simulate_model_slices(model_slices, acquisition(setting, args), args.seed)
         for weight in TUNE_GRIDS[method]:
-            hu, _, _ = run_mode("volume", measurements, method, prior, args, z_weight=weight)
+            hu, _, _ = run_mode("volume", measurements, method, prior, args, float(sub.spacing_mm[0]), z_weight=weight)
             s = scores(hu, truth, float(sub.spacing_mm[0]))
             totals[weight].append((s["axial_psnr"] + s["coronal_psnr"] + s["sagittal_psnr"]) / 3)
             print(

@@ -154,10 +154,24 @@ def test_volume_mode_with_zero_z_weight_equals_slice_mode(tiny_prior):
     np.testing.assert_allclose(tv_slabs.hu, tv_slices.hu, atol=0.5)
 
 
-def test_volume_mode_warns_on_slices_thicker_than_it_was_tuned_for():
-    thick = dataclasses.replace(as_volume(smooth_volume(3)), spacing_mm=(3.0, 1.5, 1.5))
-    with pytest.warns(UserWarning, match="3 mm slices.*slice by slice"):
-        reconstruct_volume(thick, AcquisitionConfig(n_views=8), "tv", config="fast", volume_mode=VolumeMode())
+def test_z_weight_follows_the_slice_spacing():
+    """The weights are stated for 1 mm slices: ReSample's quadratic penalty scales as (1 mm / dz)^2,
+    3-D TV's as 1 mm / dz; reconstruct_volume takes dz from the series."""
+    from resample_med.pipeline.slabs import coupled_config
+
+    assert coupled_config(
+        "resample", "fast", VolumeMode(z_weight=0.09, slice_spacing_mm=3.0)
+    ).z_weight == pytest.approx(0.01)
+    assert coupled_config("tv", "fast", VolumeMode(z_weight=0.9, slice_spacing_mm=3.0)).z_weight == pytest.approx(0.3)
+    assert coupled_config("tv", "fast", VolumeMode(z_weight=0.9)).z_weight == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="slice_spacing_mm"):
+        VolumeMode(slice_spacing_mm=0.0)
+    thick = dataclasses.replace(as_volume(smooth_volume(3)), spacing_mm=(2.0, 1.5, 1.5))
+    rec = reconstruct_volume(
+        thick, AcquisitionConfig(n_views=8), "tv", config="fast", volume_mode=VolumeMode(z_weight=1.0)
+    )
+    assert rec.info["volume_mode"]["z_weight_used"] == pytest.approx(0.5)
+    assert rec.info["volume_mode"]["slice_spacing_mm"] == 2.0
 
 
 @pytest.mark.parametrize(
@@ -306,28 +320,27 @@ def test_cli_volume_mode_runs_records_and_refuses_bad_requests(tmp_path, capsys)
     model = str(create_bundle("tiny", seed=0).save(tmp_path / "tiny_model"))
     source = write_series(tmp_path / "study")
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="2.5 mm slices"):  # the test series' slices are thick
-        code = main(
-            [
-                "reconstruct",
-                str(source),
-                str(out),
-                "--model",
-                model,
-                "--method",
-                "resample",
-                "--preset",
-                "fast",
-                "--config",
-                str(short_resample_config(tmp_path)),
-                "--steps",
-                "2",
-                "--volume-mode",
-                "--z-weight",
-                "0.1",
-                *FAST,
-            ]
-        )
+    code = main(
+        [
+            "reconstruct",
+            str(source),
+            str(out),
+            "--model",
+            model,
+            "--method",
+            "resample",
+            "--preset",
+            "fast",
+            "--config",
+            str(short_resample_config(tmp_path)),
+            "--steps",
+            "2",
+            "--volume-mode",
+            "--z-weight",
+            "0.1",
+            *FAST,
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["reconstruction"]["volume_mode"] is True

@@ -174,7 +174,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="reconstruct adjacent slices jointly, consistent along z (resample*, tv)",
     )
-    group.add_argument("--z-weight", type=float, metavar="W", help="volume mode's z weight (default: the tuned one)")
+    group.add_argument(
+        "--z-weight",
+        type=float,
+        metavar="W",
+        help="volume mode's z weight for 1 mm slices, scaled to the series' slice spacing (default: the tuned one)",
+    )
     group.add_argument("--seed", type=int, help="seed of noise and sampling (default 0)")
     group.add_argument("--device", help="cpu | cuda | cuda:N | auto (default auto)")
     group.add_argument("--model", metavar="DIR", help="model bundle folder (default: the shipped model)")

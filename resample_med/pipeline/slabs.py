@@ -55,10 +55,9 @@ Z_WEIGHT_DEFAULTS: dict[str, float] = {
 }
 """Methods with a volume mode and their tuned z weight (the ``z_weight`` field of their config)."""
 
-THICKEST_TUNED_SLICE_MM = 1.5
-"""The z weights were tuned on 1 mm slices; on the held-out volume volume mode gained there and
-lost at 2 and 3 mm (ReSample fan 30 views at 3 mm: -0.45 dB, benchmarks/results/volume.md), so
-:func:`~resample_med.pipeline.volume.reconstruct_volume` warns above this slice spacing."""
+Z_WEIGHT_SLICE_MM = 1.0
+"""Slice spacing the z weights are stated for (they were tuned on 1 mm slices); other spacings
+scale them (:func:`z_weight_for_spacing`)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,12 @@ class VolumeMode:
     """How volume mode couples slices.
 
     Attributes:
-        z_weight: the method config's ``z_weight`` (ReSample: quadratic z-difference penalty,
-            normalised by ``||A||^2``; TV: weight of z differences in 3-D TV); ``None`` takes the
-            tuned default (:data:`Z_WEIGHT_DEFAULTS`); 0 decouples the slices.
+        z_weight: the coupling for slices :data:`Z_WEIGHT_SLICE_MM` apart (ReSample: quadratic
+            z-difference penalty, normalised by ``||A||^2``; TV: weight of z differences in 3-D
+            TV); ``None`` takes the tuned default (:data:`Z_WEIGHT_DEFAULTS`); 0 decouples the
+            slices. The config gets it scaled to ``slice_spacing_mm`` (:func:`z_weight_for_spacing`).
+        slice_spacing_mm: the slices' spacing; ``None``: :data:`Z_WEIGHT_SLICE_MM` (no scaling).
+            :func:`~resample_med.pipeline.volume.reconstruct_volume` fills it from the series.
         slab_slices: contiguous slices solved jointly (bounds the consistency solve's memory).
         overlap: slices shared by adjacent slabs and blended (``0 <= overlap <= slab_slices // 2``);
             each slice is computed ``slab_slices / (slab_slices - overlap)`` times on average
@@ -80,8 +82,11 @@ class VolumeMode:
     z_weight: float | None = None
     slab_slices: int = 24
     overlap: int = 4
+    slice_spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
+        if self.slice_spacing_mm is not None and not self.slice_spacing_mm > 0:
+            raise ValueError(f"volume mode: slice_spacing_mm must be > 0, got {self.slice_spacing_mm}")
         if self.z_weight is not None and not self.z_weight >= 0:
             raise ValueError(f"volume mode: z_weight must be >= 0 (0 decouples the slices), got {self.z_weight}")
         if self.slab_slices < 1:
@@ -111,7 +116,19 @@ def coupled_config(method: str, config: ConfigChoice, mode: VolumeMode) -> ReSam
     resolved = resolve_method_config(method, config)
     assert isinstance(resolved, (ReSampleConfig, TVConfig))  # the methods of Z_WEIGHT_DEFAULTS
     weight = Z_WEIGHT_DEFAULTS[method] if mode.z_weight is None else mode.z_weight
-    return dataclasses.replace(resolved, z_weight=float(weight))
+    spacing = Z_WEIGHT_SLICE_MM if mode.slice_spacing_mm is None else mode.slice_spacing_mm
+    return dataclasses.replace(resolved, z_weight=z_weight_for_spacing(resolved, weight, spacing))
+
+
+def z_weight_for_spacing(config: ReSampleConfig | TVConfig, z_weight: float, slice_spacing_mm: float) -> float:
+    """``z_weight`` (for slices :data:`Z_WEIGHT_SLICE_MM` apart) for slices ``slice_spacing_mm`` apart.
+
+    Both penalties discretise one on the z derivative ``(x_{k+1} - x_k) / dz``: ReSample's
+    quadratic ``||D_z x||^2 / dz^2`` scales as ``(1 mm / dz)^2``, 3-D TV's ``|D_z x| / dz`` as
+    ``1 mm / dz``; so thicker slices, whose neighbours differ by real anatomy, are coupled less.
+    """
+    ratio = Z_WEIGHT_SLICE_MM / float(slice_spacing_mm)
+    return float(z_weight) * (ratio if isinstance(config, TVConfig) else ratio**2)
 
 
 def slab_ranges(n_slices: int, slab_slices: int, overlap: int) -> list[tuple[int, int]]:

@@ -13,8 +13,8 @@ they are.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from resample_med.pipeline.acquisition import AcquisitionConfig
 from resample_med.pipeline.checkpoint import SliceCheckpoint
 from resample_med.pipeline.measurements import Measurements, simulate_measurements
 from resample_med.pipeline.seeding import make_generator
-from resample_med.pipeline.slabs import THICKEST_TUNED_SLICE_MM, VolumeMode
+from resample_med.pipeline.slabs import VolumeMode
 from resample_med.pipeline.slices import SliceProgress, reconstruct_slices
 from resample_med.sampling.result import ProgressCallback
 
@@ -104,14 +104,8 @@ def reconstruct_volume(
         :class:`VolumeReconstruction`.
     """
     acquisition = acquisition or AcquisitionConfig()
-    if volume_mode is not None and volume.spacing_mm[0] > THICKEST_TUNED_SLICE_MM:
-        warnings.warn(
-            f"volume mode on {volume.spacing_mm[0]:g} mm slices: its z weights were tuned on 1 mm slices and "
-            f"measured worse than slice mode at 2-3 mm (benchmarks/results/volume.md); for slices thicker "
-            f"than {THICKEST_TUNED_SLICE_MM:g} mm reconstruct slice by slice (drop --volume-mode)",
-            UserWarning,
-            stacklevel=2,
-        )
+    if volume_mode is not None and volume_mode.slice_spacing_mm is None:
+        volume_mode = dataclasses.replace(volume_mode, slice_spacing_mm=float(volume.spacing_mm[0]))
     image_size = int(getattr(prior, "image_size", DEFAULT_IMAGE_SIZE))
     started = time.perf_counter()
     model_slices = list(iter_model_slices(volume, size=image_size))
