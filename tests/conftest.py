@@ -3,10 +3,12 @@ without a display."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -81,3 +83,19 @@ def private_operator_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     clear_memory_cache()
     yield folder
     clear_memory_cache()
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """``benchmark_script("volume")`` imports ``benchmarks/volume.py`` as a module (the scripts are
+    not a package); every module imported this way is forgotten after the test."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    imported: list[str] = []
+
+    def load(name: str) -> ModuleType:
+        imported.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in imported:
+        sys.modules.pop(name, None)

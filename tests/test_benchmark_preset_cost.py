@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 
 from resample_med.sampling.config import FAST, PAPER
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture()
-def preset_cost(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import preset_cost as module
-
-    yield module
-    sys.modules.pop("preset_cost", None)
+def preset_cost(benchmark_script):
+    return benchmark_script("preset_cost")
 
 
 def test_fast_preset_counts(preset_cost) -> None:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture()
-def volume_benchmark(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import volume as module
-
-    yield module
-    sys.modules.pop("volume", None)
+def volume_benchmark(benchmark_script):
+    return benchmark_script("volume")
 
 
 def phantom(n: int = 12, size: int = 32) -> np.ndarray:
