@@ -5,7 +5,7 @@ A preset's run is a fixed count of a few operations: noise-predictor evaluations
 steps (noise predictor, decoder and ``A`` forward and backward), latent-consistency iterations
 (decoder and ``A`` forward and backward), pixel-consistency iterations (``A`` and ``A^T``),
 decodes and encodes, all on the batch of slices times the preset's ``posterior_samples``, plus
-the iterations of a TV warm start on the batch of slices. This script times each operation at
+the TV iterations (a TV warm start, the anchored-TV refinement of the mean) on the batch of slices. This script times each operation at
 the batch sizes needed, counts them from the preset's step plan
 (:func:`resample_med.sampling.schedule.plan_steps`) with every consistency running to its
 iteration cap, and writes the product. TV itself (tuned weight) is timed end to end beside the
@@ -100,7 +100,8 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
     """Operation counts of one ReSample run with ``config`` (every consistency at its cap).
 
     A warm start skips the steps before ``warm_start_step`` and adds one encode; from TV it adds
-    TV's PDHG and power iterations (``tv_iteration``, each one ``A`` and one ``A^T`` on the slices).
+    TV's PDHG and power iterations (``tv_iteration``, each one ``A`` and one ``A^T`` on the slices);
+    the anchored-TV refinement of the mean adds its own (also on the slices, after the mean).
     """
     plans = plan_steps(config.num_steps, config.schedule)[config.warm_start_step :]
     n_dps = sum(p.dps for p in plans)
@@ -114,8 +115,9 @@ def count_operations(config: ReSampleConfig) -> OperationCounts:
         encodes += 1
     tv_iters = 0
     if config.warm_start == "tv":
-        tv_config = TV_PRESETS["default"]
-        tv_iters = tv_config.max_iter + tv_config.power_iterations
+        tv_iters = config.warm_start_tv_iterations + TV_PRESETS["default"].power_iterations
+    if config.refine_tv_weight > 0:
+        tv_iters += config.refine_iterations + TV_PRESETS["default"].power_iterations
     if config.final_consistency == "latent":
         latent_iters += config.final_max_iter
     elif config.final_consistency == "pixel":
@@ -305,10 +307,10 @@ def main(argv: list[str] | None = None) -> None:
             "## Presets (seconds per slice)",
             "",
             "Operation counts per run: every operation on the batch times the posterior samples, except "
-            "the TV warm start's iterations (second pixel term) on the batch of slices.",
+            "the TV iterations of the warm start and of the refinement of the mean (second pixel term) on the batch of slices.",
             "",
             "| preset | batch | samples | network evals | DPS gradients | latent iterations | pixel iterations "
-            "(+ TV warm start) | estimate s/slice | measured s/slice | measured / TV | measured peak MiB |",
+            "(+ TV iterations) | estimate s/slice | measured s/slice | measured / TV | measured peak MiB |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
             *preset_rows,
             "",

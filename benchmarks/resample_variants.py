@@ -38,9 +38,11 @@ from resample_med.evaluation.harness import DEFAULT_OUT
 from resample_med.evaluation.runner import load_prior, machine_description
 from resample_med.pipeline import LinearProblem, linearise
 from resample_med.sampling import reconstruct
+from resample_med.sampling.baselines.tv import TVConfig
 from resample_med.sampling.config import DEFAULT, FAST, FAST_FROM_NOISE, ReSampleConfig
 from resample_med.sampling.consistency import pixel_least_squares
 from resample_med.sampling.linalg import discrepancy_threshold
+from resample_med.sampling.refine import refine_mean
 from resample_med.units import model_to_hu
 
 TUNE_SLICES = (1, 14, 27, 40)
@@ -57,7 +59,17 @@ SAMPLER_VARIANTS: dict[str, ReSampleConfig] = {
         FAST, warm_start="none", warm_start_skip_fraction=0.0
     ),
     "fast with the final fit to the noise level (final tau = 1)": replace(FAST, final_tau=None),
+    "fast without the anchored-TV refinement of the mean": replace(FAST, refine_tv_weight=0.0),
+    f"fast with the refinement at TV's own weight ({TVConfig().weight:g})": replace(
+        FAST, refine_tv_weight=TVConfig().weight
+    ),
+    "fast with the refinement's anchor weight 0.01 (closer to TV)": replace(FAST, refine_anchor_weight=0.01),
+    "fast with the refinement's anchor weight 0.1 (closer to the mean)": replace(FAST, refine_anchor_weight=0.1),
+    f"fast with a {TVConfig().max_iter}-iteration TV start (TV's own solve)": replace(
+        FAST, warm_start_tv_iterations=TVConfig().max_iter
+    ),
     "fast with 1 posterior sample": replace(FAST, posterior_samples=1),
+    "fast with 4 posterior samples": replace(FAST, posterior_samples=4),
     "fast with 8 posterior samples": replace(FAST, posterior_samples=8),
     "fast with final tau = 8": replace(FAST, final_tau=8.0),
     BASE: FAST_FROM_NOISE,
@@ -93,6 +105,8 @@ SAMPLER_VARIANTS: dict[str, ReSampleConfig] = {
 }
 """Row label -> sampler config (its ``posterior_samples`` averaged)."""
 LOOSE_FIT_TAUS = (2.0, 4.0)
+REFINED_TV = "TV refined by fast's anchored TV (control: the refinement without the diffusion prior)"
+"""Row label of the control: TV's image through ``fast``'s refinement (:mod:`resample_med.sampling.refine`)."""
 
 
 Row = tuple[str, np.ndarray, np.ndarray, float]
@@ -131,6 +145,19 @@ def run_setting(
     rows = []
     images, sec = _timed(lambda: method("tv", None))
     rows.append(("TV (weight tuned on these slices)", *_scores(images, ref_hu), sec / n))
+    if only is None or re.search(only, REFINED_TV):
+        refined, sec = _timed(
+            lambda: refine_mean(
+                images,
+                problem.y,
+                problem.operator,
+                tv_weight=FAST.refine_tv_weight,
+                anchor_weight=FAST.refine_anchor_weight,
+                max_iter=FAST.refine_iterations,
+                generator=torch.Generator().manual_seed(0),
+            )
+        )
+        rows.append((REFINED_TV, *_scores(refined, ref_hu), float("nan")))
     variants = dict(SAMPLER_VARIANTS)
     if with_default:
         variants["default preset (50 steps, latent consistency)"] = DEFAULT

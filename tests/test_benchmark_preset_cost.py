@@ -18,7 +18,8 @@ def test_fast_preset_counts(preset_cost) -> None:
     # 20 steps, skip 2, first fifth free: pixel consistency at index 16, 14, ..., 2. From the TV
     # warm start at step 14 only index 4 and 2 remain (2 steps, each up to 20 CGLS iterations),
     # then a final 20-iteration CGLS fit; 6 network calls; 2 + 1 encodes (consistency, warm start);
-    # TV's 150 PDHG + 30 power iterations on the slices; everything else on 4 samples per slice.
+    # on the slices, the warm start's 80 PDHG + 30 power iterations and the refinement's 40 + 30;
+    # everything else on 2 samples per slice.
     counts = preset_cost.count_operations(FAST)
     assert counts == preset_cost.OperationCounts(
         network=6,
@@ -27,15 +28,15 @@ def test_fast_preset_counts(preset_cost) -> None:
         pixel_iteration=2 * 20 + 20,
         decode=3,
         encode=3,
-        tv_iteration=150 + 30,
-        samples=4,
+        tv_iteration=80 + 30 + 40 + 30,
+        samples=2,
     )
     per_sample = preset_cost.UnitCosts(
         network=1.0, dps_gradient=float("nan"), latent_iteration=float("nan"), pixel_iteration=0.0, decode=0, encode=0
     )
     per_slice = dataclasses.replace(per_sample, network=0.0, pixel_iteration=1.0)
     # the network at the samples' batch, TV at the slices': untimed gradients are not run
-    assert counts.seconds(per_sample, per_slice) == pytest.approx(6.0 + 180.0)
+    assert counts.seconds(per_sample, per_slice) == pytest.approx(6.0 + 80 + 30 + 40 + 30)
 
 
 def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
@@ -54,7 +55,8 @@ def test_paper_preset_counts_at_500_steps(preset_cost) -> None:
 
 def test_warm_start_counts(preset_cost) -> None:
     # from TV at step 10 of 20, one sample: pixel consistency at index 8, 6, 4, 2 only (4 steps),
-    # 10 network calls, one extra encode, and TV's 150 PDHG + 30 power iterations
+    # 10 network calls, one extra encode, and the TV iterations of the warm start (80 + 30 power
+    # iterations) and of the refinement (40 + 30)
     from dataclasses import replace
 
     config = replace(FAST, warm_start="tv", warm_start_skip_fraction=0.5, posterior_samples=1)
@@ -66,6 +68,6 @@ def test_warm_start_counts(preset_cost) -> None:
         pixel_iteration=4 * 20 + 20,
         decode=5,
         encode=5,
-        tv_iteration=150 + 30,
+        tv_iteration=80 + 30 + 40 + 30,
         samples=1,
     )

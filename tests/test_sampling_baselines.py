@@ -7,7 +7,7 @@ import torch
 
 from resample_med.sampling import METHODS, ProgressEvent, ReconstructionCancelled, reconstruct
 from resample_med.sampling.baselines.latent_dps import LatentDPSConfig
-from resample_med.sampling.baselines.tv import TVConfig, image_gradient, image_gradient_adjoint
+from resample_med.sampling.baselines.tv import TVConfig, image_gradient, image_gradient_adjoint, tv_pdhg
 from resample_med.sampling.linalg import batch_dot, batch_sq_norm
 from resample_med.sampling.testing import DenseOperator, GaussianLatentPrior
 
@@ -125,3 +125,27 @@ def test_registry_errors_and_presets(gen: torch.Generator) -> None:
     for method in ("fbp", "cgls", "tv"):
         for preset in ("paper", "default", "fast"):
             assert reconstruct(method, y, op, config=preset).image.shape == (1, 1, 4, 4)
+
+
+def test_anchored_tv_lies_between_tv_and_its_anchor(gen: torch.Generator) -> None:
+    """``mu -> inf`` returns the anchor, ``mu = 0`` started from the anchor converges to plain TV
+    (one convex minimiser), and a middle ``mu`` lands strictly between them."""
+    size = 12
+    op = DenseOperator.random(size, (12, 12), gen)
+    x_true = _blocky_phantom(size)
+    y = op.forward(x_true) + 0.05 * torch.randn(2, 1, 12, 12, generator=gen)
+    config = TVConfig(weight=2e-3, max_iter=3000, report_every=0)
+    plain = tv_pdhg(y, op, config, generator=gen).image
+    anchor = x_true + 0.3 * torch.randn(x_true.shape, generator=gen)  # a different estimate, partly below -1
+    clamped_anchor = anchor.clamp_min(-1.0)
+    dist = lambda a, b: float((a - b).norm() / b.norm())
+    held = tv_pdhg(y, op, config, generator=gen, anchor=anchor, anchor_weight=1e6).image
+    assert dist(held, clamped_anchor) < 1e-3
+    free = tv_pdhg(y, op, config, generator=gen, anchor=anchor, anchor_weight=0.0).image
+    assert dist(free, plain) < 1e-2
+    middle = tv_pdhg(y, op, config, generator=gen, anchor=anchor, anchor_weight=0.3).image
+    assert 0.1 * dist(plain, clamped_anchor) < dist(middle, clamped_anchor) < 0.9 * dist(plain, clamped_anchor)
+    with pytest.raises(ValueError, match="anchor_weight given without an anchor"):
+        tv_pdhg(y, op, config, anchor_weight=0.1)
+    with pytest.raises(ValueError, match="anchor_weight must be >= 0"):
+        tv_pdhg(y, op, config, anchor=anchor, anchor_weight=-1.0)

@@ -83,10 +83,10 @@ def test_evaluate_writes_report_and_figure(tiny_case, tmp_path: Path) -> None:
     posterior = rows[-1]
     assert posterior["extra"]["n_samples"] == 2 and len(posterior["extra"]["coverage"]) == 3
     assert all(0.0 <= c <= 1.0 for c in posterior["extra"]["coverage"])
-    assert rows[-2]["extra"]["n_samples"] == 4 and len(rows[-2]["extra"]["spearman"]) == 3
+    assert rows[-2]["extra"]["n_samples"] == 2 and len(rows[-2]["extra"]["spearman"]) == 3
     label = "parallel, 8 views, independent simulation"
     assert "## Uncertainty calibration" in report and f"| {label} | resample_posterior | 3 | 2 |" in report
-    assert f"| {label} | resample | 3 | 4 |" in report
+    assert f"| {label} | resample | 3 | 2 |" in report
     assert (out / "quality_figure.png").is_file()
 
 

@@ -1,5 +1,5 @@
 """ReSample's levers on tiny doubles: the warm start (SDEdit-style, from FBP or TV), the final
-fit's own discrepancy factor and the posterior mean; off in a bare config (then exactly the plain
+fit's own discrepancy factor, the posterior mean and its anchored-TV refinement; off in a bare config (then exactly the plain
 sampler), on in ``fast``."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from resample_med.sampling import ProgressEvent, reconstruct
+from resample_med.sampling.baselines.tv import TVConfig
 from resample_med.sampling.config import FAST, FAST_FROM_NOISE, ReSampleConfig
 from resample_med.sampling.testing import DenseOperator, GaussianLatentPrior
 
@@ -63,9 +64,19 @@ def _run(problem, config: ReSampleConfig, seed: int = 0, **kwargs):
 def test_levers_are_off_by_default_and_old_configs_read_back_unchanged(problem) -> None:
     bare = ReSampleConfig()
     assert bare.warm_start == "none" and bare.warm_start_step == 0 and bare.final_tau is None
-    assert bare.posterior_samples == 1
+    assert bare.posterior_samples == 1 and bare.refine_tv_weight == 0
     old = BASE.to_dict()
-    for key in ("warm_start", "warm_start_skip_fraction", "final_tau", "posterior_samples"):  # saved before them
+    levers = (
+        "warm_start",
+        "warm_start_skip_fraction",
+        "warm_start_tv_iterations",
+        "final_tau",
+        "posterior_samples",
+        "refine_tv_weight",
+        "refine_anchor_weight",
+        "refine_iterations",
+    )
+    for key in levers:  # configs saved before the levers existed lack them
         del old[key]
     assert torch.equal(_run(problem, ReSampleConfig.from_dict(old)).image, _run(problem, BASE).image)
 
@@ -128,9 +139,9 @@ def test_warm_start_from_tv_on_the_projector_and_the_tiny_model() -> None:
         torch.linspace(-1, 1, bundle.image_size), torch.linspace(-1, 1, bundle.image_size), indexing="ij"
     )
     y = projector.forward(((xx**2 + yy**2) < 0.5).float().reshape(1, 1, bundle.image_size, bundle.image_size) - 1.0)
-    rec = reconstruct("resample", y, projector, prior=bundle, config=FAST)  # from TV at step 14, 4 samples
+    rec = reconstruct("resample", y, projector, prior=bundle, config=FAST)  # from TV at step 14, 2 samples
     assert rec.image.shape == (1, 1, bundle.image_size, bundle.image_size) and torch.isfinite(rec.image).all()
-    assert rec.std is not None and rec.info["n_samples"] == 4
+    assert rec.std is not None and rec.info["n_samples"] == 2
 
 
 def test_final_tau_loosens_only_the_final_fit(problem) -> None:
@@ -154,6 +165,15 @@ def test_lever_settings_are_checked() -> None:
         replace(FAST, warm_start="cgls")
     with pytest.raises(ValueError, match="final_tau must be > 0"):
         replace(FAST, final_tau=0.0)
+    with pytest.raises(ValueError, match="warm_start_tv_iterations must be >= 1"):
+        replace(FAST, warm_start_tv_iterations=0)
+
+
+def test_the_tv_start_runs_its_own_iteration_count(problem) -> None:
+    config = replace(BASE, warm_start="tv", warm_start_skip_fraction=11 / 12, final_consistency="none")
+    one = _run(problem, replace(config, warm_start_tv_iterations=1)).image
+    many = _run(problem, replace(config, warm_start_tv_iterations=80)).image
+    assert not torch.allclose(one, many)
 
 
 def test_warm_start_from_fbp_needs_an_fbp(problem) -> None:
@@ -166,3 +186,24 @@ def test_warm_start_from_fbp_needs_an_fbp(problem) -> None:
         reconstruct(
             "resample", y, NoFBP(), prior=prior, config=replace(BASE, warm_start="fbp", warm_start_skip_fraction=0.25)
         )
+
+
+def test_refinement_acts_on_the_mean_only_and_moves_it_towards_tv(problem) -> None:
+    """The anchored-TV refinement changes the posterior mean, not the samples' std, and with a
+    tiny anchor weight it lands near plain TV; off (weight 0) it is the plain sampler."""
+    prior, op, y, _ = problem
+    unrefined = _run(problem, BASE, n_samples=3)
+    refined = _run(
+        problem, replace(BASE, refine_tv_weight=1e-3, refine_anchor_weight=1e-4, refine_iterations=2000), n_samples=3
+    )
+    assert refined.std is not None and unrefined.std is not None and torch.equal(refined.std, unrefined.std)
+    tv_image = reconstruct(
+        "tv", y, op, config=TVConfig(weight=1e-3, max_iter=2000), generator=torch.Generator().manual_seed(0)
+    ).image
+    dist = lambda a: float((a - tv_image).norm() / tv_image.norm())
+    assert dist(refined.image) < 0.2 * dist(unrefined.image)
+    assert refined.info["config"]["refine_tv_weight"] == 1e-3
+    with pytest.raises(ValueError, match="refine_tv_weight and refine_anchor_weight must be >= 0"):
+        replace(BASE, refine_anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="refine_iterations must be >= 1"):
+        replace(BASE, refine_iterations=0)

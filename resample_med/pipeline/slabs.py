@@ -75,7 +75,7 @@ class VolumeMode:
         overlap: slices shared by adjacent slabs and blended (``0 <= overlap <= slab_slices // 2``);
             each slice is computed ``slab_slices / (slab_slices - overlap)`` times on average
             (the default: 24 / 20 = 1.2, so that volume mode costs at most 1.5x slice mode per
-            slice; a slab of 24 slices x 4 posterior samples holds 96 images of 256^2, a few
+            slice; a slab of 24 slices x 2 posterior samples (fast) holds 48 images of 256^2, a few
             hundred MB of solver state at most).
     """
 

@@ -45,10 +45,18 @@ class ReSampleConfig:
             (``0 <= f < 1``; more = less noise added to the estimate and fewer network calls). A
             fraction, not a step, so that changing ``num_steps`` keeps the starting noise level;
             must be 0 without a warm start.
+        warm_start_tv_iterations: PDHG iterations of the TV estimate a ``"tv"`` warm start encodes
+            (TV's own solve runs 150; the start is noised, so fewer suffice).
         posterior_samples: posterior samples drawn per slice when the caller names no count; the
             reconstruction is their mean and their per-pixel std the uncertainty map
             (:mod:`~resample_med.sampling.posterior`). The mean of several samples is a cheap
             estimate of the posterior mean (the MMSE image), sharper in PSNR and SSIM than any one sample.
+        refine_tv_weight: TV weight ``w`` of the refinement of the posterior mean by anchored TV
+            (:mod:`~resample_med.sampling.refine`; 0: no refinement, the paper). Applied to the
+            mean of the samples after the final consistency; the std map stays the samples' spread.
+            Per slice (2-D TV) also in volume mode.
+        refine_anchor_weight: ``mu`` of that refinement, the pull towards the posterior mean.
+        refine_iterations: PDHG iterations of that refinement.
         preview_every: a decoded preview is sent to the callback every this many steps (0: never).
         z_weight: volume mode's coupling along z: every hard data-consistency step (and the final
             fit) also penalises ``z_weight * ||A||^2 * ||x_{k+1} - x_k||^2`` between z-adjacent
@@ -71,7 +79,11 @@ class ReSampleConfig:
     final_tau: float | None = None
     warm_start: WarmStart = "none"
     warm_start_skip_fraction: float = 0.0
+    warm_start_tv_iterations: int = 150
     posterior_samples: int = 1
+    refine_tv_weight: float = 0.0
+    refine_anchor_weight: float = 0.1
+    refine_iterations: int = 40
     preview_every: int = 10
     z_weight: float = 0.0
 
@@ -88,6 +100,13 @@ class ReSampleConfig:
             raise ValueError(f"ReSample config: final_tau must be > 0 or None, got {self.final_tau}")
         if self.posterior_samples < 1:
             raise ValueError(f"ReSample config: posterior_samples must be >= 1, got {self.posterior_samples}")
+        if not self.refine_tv_weight >= 0 or not self.refine_anchor_weight >= 0:
+            raise ValueError(
+                "ReSample config: refine_tv_weight and refine_anchor_weight must be >= 0, got "
+                f"{self.refine_tv_weight} and {self.refine_anchor_weight}"
+            )
+        if self.refine_iterations < 1:
+            raise ValueError(f"ReSample config: refine_iterations must be >= 1, got {self.refine_iterations}")
         if not self.z_weight >= 0:
             raise ValueError(f"ReSample config: z_weight must be >= 0, got {self.z_weight}")
         if self.warm_start not in WARM_STARTS:
@@ -96,6 +115,10 @@ class ReSampleConfig:
             raise ValueError(
                 "ReSample config: warm_start_skip_fraction applies to a warm start only; "
                 "set warm_start to 'fbp' or 'tv', or warm_start_skip_fraction to 0"
+            )
+        if self.warm_start_tv_iterations < 1:
+            raise ValueError(
+                f"ReSample config: warm_start_tv_iterations must be >= 1, got {self.warm_start_tv_iterations}"
             )
         if not 0 <= self.warm_start_skip_fraction < 1:
             raise ValueError(
@@ -157,19 +180,28 @@ FAST = ReSampleConfig(
     final_tau=4.0,
     warm_start="tv",
     warm_start_skip_fraction=0.7,
-    posterior_samples=4,
+    warm_start_tv_iterations=80,
+    posterior_samples=2,
+    refine_tv_weight=0.005,
+    refine_anchor_weight=0.03,
+    refine_iterations=40,
     preview_every=2,
 )
 """The CPU preset: 20-step DDIM grid with CGLS pixel-space consistency every 2nd step after the
 first fifth and a final CGLS pixel fit (no decoder back-propagation at all: a 256^2 decoder
-backward pass costs seconds per slice on a CPU), started from the TV estimate noised to step 14
-(70% of the steps skipped: 6 network steps run), the final fit stopped at 4x the noise level, and the mean of 4 posterior
-samples. Each of the last three is measured in benchmarks/results/resample_variants.md and
-listed with its effect in the README's method section."""
+backward pass costs seconds per slice on a CPU), started from the TV estimate (80 PDHG
+iterations) noised to step 14 (70% of the steps skipped: 6 network steps run), the final fit
+stopped at 4x the noise level, the mean of 2 posterior samples, and that mean refined by anchored
+TV (half the TV weight, anchor weight 0.03, 40 iterations; chosen on the 4 TV-tuning val slices
+at parallel and fan, 20 and 30 views). Each of the last four is measured in
+benchmarks/results/resample_variants.md and listed with its effect in the README's method
+section; 2 samples, not more, keep the preset within 3x TV's time at batch 16 (speed_cpu.md)."""
 
-FAST_FROM_NOISE = replace(FAST, warm_start="none", warm_start_skip_fraction=0.0, final_tau=None, posterior_samples=1)
-"""``fast`` without its three additions (TV warm start, loose final fit, posterior mean): one
-sample from pure noise, the final fit to the noise level, as the paper starts. Not a preset: the
+FAST_FROM_NOISE = replace(
+    FAST, warm_start="none", warm_start_skip_fraction=0.0, final_tau=None, posterior_samples=1, refine_tv_weight=0.0
+)
+"""``fast`` without its four additions (TV warm start, loose final fit, posterior mean, anchored-TV
+refinement): one sample from pure noise, the final fit to the noise level, as the paper starts. Not a preset: the
 base of the ablations (benchmarks/resample_variants.py), the sampler of the prior-strength check
 (benchmarks/prior_quality.py) and of tests that need the plain sampler."""
 

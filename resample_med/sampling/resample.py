@@ -17,7 +17,9 @@ After the last step a final consistency is applied and the latent decoded. With
 consistency step fits them jointly with a penalty on their z differences. Slices in a batch,
 and ``n_samples`` posterior samples of each, run together as one batch. With a warm start
 (:mod:`~resample_med.sampling.warm_start`) the loop begins at step ``config.warm_start_step`` from the
-noised encoding of a classical estimate instead of at step 0 from pure noise.
+noised encoding of a classical estimate instead of at step 0 from pure noise. With
+``config.refine_tv_weight > 0`` the mean of the samples is refined by anchored TV
+(:mod:`~resample_med.sampling.refine`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from resample_med.sampling.posterior import (
     validate_n_samples,
 )
 from resample_med.sampling.prior import LatentPrior, LinearOperator
+from resample_med.sampling.refine import refine_mean
 from resample_med.sampling.resampling import ddim_from_z0, stochastic_encode, stochastic_resample
 from resample_med.sampling.result import ProgressCallback, ProgressEvent, Reconstruction, notify
 from resample_med.sampling.rng import Generator, generator_or_default, standard_normal
@@ -201,7 +204,9 @@ def resample(
     if cfg.warm_start == "none":
         z = standard_normal(y.new_empty((y_rep.shape[0], *prior.latent_shape)), gen)
     else:
-        x_init = repeat_for_samples(initial_estimate(cfg.warm_start, y, operator, gen), n_samples)
+        x_init = repeat_for_samples(
+            initial_estimate(cfg.warm_start, y, operator, gen, cfg.warm_start_tv_iterations), n_samples
+        )
         z = warm_latent(prior, x_init, float(schedule.alpha_bar[start]), gen)
     records: list[dict] = []
     n_run = cfg.num_steps - start
@@ -254,6 +259,16 @@ def resample(
     if final_trace is not None:
         records.append(_trace_record(cfg.num_steps, f"final_{cfg.final_consistency}", final_trace, y_rep))
     mean, std = summarise_samples(x.detach(), n_samples)
+    if cfg.refine_tv_weight > 0:
+        mean = refine_mean(
+            mean,
+            y,
+            operator,
+            tv_weight=cfg.refine_tv_weight,
+            anchor_weight=cfg.refine_anchor_weight,
+            max_iter=cfg.refine_iterations,
+            generator=gen,
+        )
     notify(callback, ProgressEvent("final_consistency", 1, 1, mean))
     with torch.no_grad():
         rel_res = (batch_sq_norm(y - operator.forward(mean)) / batch_sq_norm(y).clamp_min(1e-30)).sqrt()

@@ -14,6 +14,7 @@ reconstruction (:mod:`resample_med.sampling.baselines.tv`, the tuned weight).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -29,10 +30,13 @@ WARM_STARTS: tuple[str, ...] = ("none", "fbp", "tv")
 """``"none"``: pure noise at the first step (the paper); ``"fbp"`` / ``"tv"``: the estimate it names."""
 
 
-def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, generator: Generator) -> Tensor:
+def initial_estimate(
+    kind: WarmStart, y: Tensor, operator: LinearOperator, generator: Generator, tv_iterations: int
+) -> Tensor:
     """The classical estimate ``x_init (B, 1, H, W)`` in model units from ``y (B, 1, V, D)``.
 
-    ``generator`` feeds TV's power iteration (its only randomness).
+    ``generator`` feeds TV's power iteration (its only randomness); ``tv_iterations`` caps TV's
+    PDHG iterations (the start is noised, so it need not be converged).
     """
     with torch.no_grad():
         if kind == "fbp":
@@ -44,7 +48,8 @@ def initial_estimate(kind: WarmStart, y: Tensor, operator: LinearOperator, gener
                 )
             return fbp(y)
         if kind == "tv":
-            return tv.tv_pdhg(y, operator, tv.PRESETS["default"], generator=generator).image
+            config = replace(tv.PRESETS["default"], max_iter=tv_iterations)
+            return tv.tv_pdhg(y, operator, config, generator=generator).image
     raise ValueError(f"no initial estimate for warm_start={kind!r}")
 
 
