@@ -147,15 +147,7 @@ def run_setting(
     rows.append(("TV (weight tuned on these slices)", *_scores(images, ref_hu), sec / n))
     if only is None or re.search(only, REFINED_TV):
         refined, sec = _timed(
-            lambda: refine_mean(
-                images,
-                problem.y,
-                problem.operator,
-                tv_weight=FAST.refine_tv_weight,
-                anchor_weight=FAST.refine_anchor_weight,
-                max_iter=FAST.refine_iterations,
-                generator=torch.Generator().manual_seed(0),
-            )
+            lambda: refine_mean(images, problem.y, problem.operator, FAST, generator=torch.Generator().manual_seed(0))
         )
         rows.append((REFINED_TV, *_scores(refined, ref_hu), float("nan")))
     variants = dict(SAMPLER_VARIANTS)

@@ -260,15 +260,7 @@ def resample(
         records.append(_trace_record(cfg.num_steps, f"final_{cfg.final_consistency}", final_trace, y_rep))
     mean, std = summarise_samples(x.detach(), n_samples)
     if cfg.refine_tv_weight > 0:
-        mean = refine_mean(
-            mean,
-            y,
-            operator,
-            tv_weight=cfg.refine_tv_weight,
-            anchor_weight=cfg.refine_anchor_weight,
-            max_iter=cfg.refine_iterations,
-            generator=gen,
-        )
+        mean = refine_mean(mean, y, operator, cfg, generator=gen)
     notify(callback, ProgressEvent("final_consistency", 1, 1, mean))
     with torch.no_grad():
         rel_res = (batch_sq_norm(y - operator.forward(mean)) / batch_sq_norm(y).clamp_min(1e-30)).sqrt()

@@ -153,13 +153,14 @@ def tv_pdhg(
         grad_adjoint = partial(volume_gradient_adjoint, z_weight=config.z_weight)
     n_components = 3 if config.z_weight > 0 else 2
     with torch.no_grad():
-        x = torch.zeros_like(operator.adjoint(y))
         if anchor is not None:
             x = anchor if config.lower_bound is None else anchor.clamp_min(config.lower_bound)
         elif config.init == "fbp" and hasattr(operator, "fbp"):
             x = operator.fbp(y)
             if config.lower_bound is not None:
                 x = x.clamp_min(config.lower_bound)
+        else:
+            x = torch.zeros_like(operator.adjoint(y))
         gen = generator_or_default(generator, "cpu")
         a_norm = operator_norm(
             operator, (1, *x.shape[1:]), n_iter=config.power_iterations, generator=gen, device=x.device, dtype=x.dtype
