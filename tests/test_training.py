@@ -23,6 +23,7 @@ from resample_med.training import (
     train_diffusion,
 )
 from resample_med.training.augment import NO_AUGMENT, AugmentConfig, augment
+from resample_med.training.autoencoder import encoder_state_hash, load_autoencoder, validate_autoencoder
 from resample_med.training.data import SliceSelection, load_npz_slices
 from resample_med.training.diffusion import validation_loss
 from resample_med.training.loss_log import LossLog
@@ -118,6 +119,38 @@ def test_autoencoder_resume_continues_the_step_count(trained_ae: Path, phantom_n
     assert [r["step"] for r in LossLog(run).read("train")] == list(range(1, 10))
 
 
+def test_autoencoder_ships_its_best_averaged_weights(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    """With an EMA and keep_best, the weights with the highest val PSNR ship, the starting weights
+    of a continued run included, and a resumed run keeps competing against the stored best."""
+    run = tmp_path / "ae"
+    cfg = dataclasses.replace(
+        AUTOENCODER_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(run),
+        init_from=str(trained_ae),
+        lr=5e-2,  # large enough that some validated weights are worse than others
+        trainable="decoder",
+        ema_decay=0.9,
+        keep_best=True,
+        val_every=3,
+        max_steps=7,
+    )
+    train_autoencoder(cfg)
+    summary = train_autoencoder(dataclasses.replace(cfg, resume=True, max_steps=9))
+    psnr = {r["step"]: r["psnr_db"] for r in LossLog(run).read("val")}
+    assert sorted(psnr) == [0, 3, 6, 7, 9]  # start, every val_every steps, each run's last weights
+    assert len(set(psnr.values())) > 1
+    best_step = max(psnr, key=psnr.get)
+    assert summary["selected_step"] == best_step
+    assert summary["val"]["psnr_db"] == pytest.approx(psnr[best_step], abs=1e-4)
+    shipped = load_autoencoder(run)  # the saved folder holds the selected weights
+    val = load_npz_slices(phantom_npz, cfg.val_selection)
+    again = validate_autoencoder(shipped, val, torch.device("cpu"), 8)
+    assert again["psnr_db"] == pytest.approx(psnr[best_step], abs=1e-4)
+    # the average of a decoder-only fine-tune keeps the encoder, so the latent space
+    assert encoder_state_hash(shipped) == encoder_state_hash(load_autoencoder(trained_ae))
+
+
 def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
     run = tmp_path / "dm"
     cfg = dataclasses.replace(
@@ -206,6 +239,28 @@ def test_diffusion_can_select_the_weights_on_their_samples(trained_ae: Path, pha
 
     with pytest.raises(ValueError, match="--select-on must be one of"):
         train_diffusion(dataclasses.replace(cfg, select_on="fid"))
+
+
+def test_sample_selection_skips_weights_whose_loss_rose(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(tmp_path / "dm"),
+        autoencoder=str(trained_ae),
+        lr=5e-2,
+        val_every=2,
+        max_steps=12,
+        select_on="sample_w1",
+        select_max_loss_rise=0.0,  # only weights at the run's lowest loss so far are eligible
+    )
+    summary = train_diffusion(cfg)
+    records = LossLog(tmp_path / "dm").read("val")
+    lowest = float("inf")
+    for r in records:
+        lowest = min(lowest, r["loss"])
+        assert r["eligible"] == (r["loss"] <= lowest)
+    eligible = {r["step"]: r["sample_w1"] for r in records if r["eligible"]}
+    assert summary["selected_step"] == min(eligible, key=eligible.get)
 
 
 def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:

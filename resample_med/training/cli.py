@@ -39,6 +39,8 @@ _COMMON_OVERRIDES = {
     "architecture": "architecture",
     "patient_balance": "patient_balance",
     "cpu_bf16": "cpu_bf16",
+    "ema_decay": "ema_decay",
+    "val_every": "val_every",
 }
 
 
@@ -62,6 +64,8 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
     p.add_argument("--seed", type=int)
     p.add_argument("--num-threads", type=int, help="torch CPU threads")
+    p.add_argument("--ema-decay", type=float, help="decay of the weight average that is validated and shipped")
+    p.add_argument("--val-every", type=int, help="validate (and select the shipped weights) every this many steps")
     p.add_argument(
         "--patient-balance",
         type=float,
@@ -104,6 +108,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=list(SELECTION_SCORES),
         help="which EMA weights ship: lowest held-out loss, or lowest W1 of HU of a few samples vs val",
     )
+    dm.add_argument("--select-samples", type=int, help="samples drawn at each check with --select-on sample_w1")
+    dm.add_argument("--select-sample-steps", type=int, help="DDIM steps of those samples")
+    dm.add_argument(
+        "--select-max-loss-rise",
+        type=float,
+        help="with sample_w1: weights whose held-out loss is more than this fraction above the run's lowest are not eligible",
+    )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
 
@@ -138,8 +149,9 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         diffusion_cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
         if opts.get("autoencoder") is not None:
             changes["autoencoder"] = str(opts["autoencoder"])
-        if opts.get("select_on") is not None:
-            changes["select_on"] = opts["select_on"]
+        for name in ("select_on", "select_samples", "select_sample_steps", "select_max_loss_rise"):
+            if opts.get(name) is not None:
+                changes[name] = opts[name]
         summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")

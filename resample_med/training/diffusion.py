@@ -19,7 +19,10 @@ what ships: with ``keep_best``, the EMA weights with the lowest selection score 
 starting weights of a continued run included), not necessarily the last. The score is the
 held-out loss, or with ``select_on="sample_w1"`` the W1 distance between the HU values of a few
 DDIM samples (fixed seed) and the val slices: in round 2 the loss alone picked weights whose
-samples drifted (MODEL_CARD.md). The run folder holds
+samples drifted (MODEL_CARD.md). With ``select_max_loss_rise`` the sample score selects only among
+weights whose held-out loss is within that fraction of the lowest loss of the run so far: in round
+3 the W1 of 16 samples picked weights whose loss had risen 16% and whose 48 samples were worse.
+The run folder holds
 ``checkpoint.pt``, ``best.pt``, ``loss_log.jsonl``, sample grids and ``model/`` (the full bundle).
 """
 
@@ -74,7 +77,9 @@ class DiffusionTrainConfig:
     autocast for training steps on the CPU; ``keep_best``: ship the EMA weights with the lowest
     selection score (checked every ``val_every`` steps) instead of the last ones; ``select_on``:
     the score, one of ``SELECTION_SCORES`` (``sample_w1`` draws ``select_samples`` DDIM samples of
-    ``select_sample_steps`` steps at each check).
+    ``select_sample_steps`` steps at each check); ``select_max_loss_rise``: with ``sample_w1``,
+    weights whose held-out loss exceeds the run's lowest so far by more than this fraction are not
+    eligible (None: no such limit).
     """
 
     data: tuple[str, ...] = ()
@@ -111,6 +116,7 @@ class DiffusionTrainConfig:
     select_on: str = "val_loss"
     select_samples: int = 16
     select_sample_steps: int = 25
+    select_max_loss_rise: float | None = None
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -375,6 +381,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     best: BestScore | None = None
     if cfg.resume and (stored := load_best(run_dir)) is not None:
         best = stored[0]
+    lowest_loss = min((r["loss"] for r in log.read("val")), default=float("inf")) if cfg.resume else float("inf")
 
     def sample_w1() -> float:
         """W1 of HU between ``select_samples`` EMA samples (fixed seed) and the val slices."""
@@ -387,15 +394,17 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     def validate() -> None:
         """Log the EMA val loss (and sample W1); with ``keep_best``, keep the weights when their
         selection score is the run's lowest."""
-        nonlocal best
+        nonlocal best, lowest_loss
         assert val_z is not None
         loss = validation_loss(
             ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
         )
+        lowest_loss = min(lowest_loss, loss)
         score = loss if cfg.select_on == "val_loss" else sample_w1()
-        extra = {} if cfg.select_on == "val_loss" else {cfg.select_on: score}
+        eligible = cfg.select_max_loss_rise is None or loss <= lowest_loss * (1.0 + cfg.select_max_loss_rise)
+        extra = {} if cfg.select_on == "val_loss" else {cfg.select_on: score, "eligible": eligible}
         log.write(step, "val", loss=loss, ema=True, **extra)
-        if cfg.keep_best and (best is None or score < best.score):
+        if cfg.keep_best and eligible and (best is None or score < best.score):
             best = save_best(run_dir, BestScore(step, score, loss), ema.model.state_dict())
 
     if val_z is not None and cfg.keep_best and cfg.init_from is not None and best is None:
