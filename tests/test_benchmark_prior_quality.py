@@ -1,0 +1,36 @@
+"""benchmarks/prior_quality.py: the sampling spread that says how far its sample statistics move by chance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture()
+def prior_quality(benchmark_script):
+    return benchmark_script("prior_quality")
+
+
+def discs(n: int, seed: int) -> torch.Tensor:
+    """(n, 1, 32, 32) HU: soft-tissue discs of random radius and density in air."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32) - 16.0, torch.arange(32) - 16.0, indexing="ij")
+    radius = 6 + 8 * torch.rand(n, generator=g)
+    density = -100 + 200 * torch.rand(n, generator=g)
+    inside = (xx**2 + yy**2)[None] < radius[:, None, None] ** 2
+    return torch.where(inside, density[:, None, None], torch.tensor(-1000.0))[:, None]
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # identical samples: a zero covariance, on purpose
+def test_spread_is_zero_for_identical_samples_and_shrinks_with_more_samples(prior_quality) -> None:
+    net, real = prior_quality.random_feature_net(), discs(40, seed=1)
+    same = discs(1, seed=2).repeat(40, 1, 1, 1)
+    spread = prior_quality.bootstrap_spread(same, real, net, seed=0)
+    assert spread["w1_hu"] == 0.0
+    assert spread["fd_random_features"] == pytest.approx(0.0, abs=1e-9)  # up to the matrix square root's rounding
+
+    few, many = (prior_quality.bootstrap_spread(discs(n, seed=3), real, net, seed=0) for n in (10, 160))
+    assert few["w1_hu"] > 0 and few["fd_random_features"] > 0
+    # the standard error of a mean over n falls as n^-1/2: 16x the samples, about a quarter
+    assert many["w1_hu"] < 0.5 * few["w1_hu"]
+    assert many["fd_random_features"] < 0.5 * few["fd_random_features"]
