@@ -38,14 +38,7 @@ from resample_med.models.config import get_architecture
 from resample_med.models.networks import build_autoencoder, count_parameters
 from resample_med.training.augment import AugmentConfig
 from resample_med.training.augment import augment as augment_batch
-from resample_med.training.checkpoint import (
-    BestScore,
-    TrainState,
-    load_best,
-    resume_from_checkpoint,
-    save_best,
-    save_checkpoint,
-)
+from resample_med.training.checkpoint import BestWeights, TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
@@ -239,23 +232,19 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         )
         shipped.save_pretrained(run_dir / AUTOENCODER_DIR)
 
-    best: BestScore | None = None
-    if cfg.resume and (stored := load_best(run_dir)) is not None:
-        best = stored[0]
+    kept = BestWeights(run_dir, cfg.resume)
+    scored: dict[int, dict[str, float]] = {}  # val metrics of the shipped weights by step, this run
 
-    def validate() -> dict[str, float]:
+    def validate() -> None:
         """Log the val metrics of the shipped weights; with ``keep_best``, keep them when their PSNR
-        is the run's highest (stored as the score -PSNR, lower is better)."""
-        nonlocal best
+        is the run's highest (the score is -PSNR: lower is better)."""
         assert val is not None
-        metrics = validate_autoencoder(shipped, val, device, cfg.val_batch_size)
-        log.write(step, "val", ema=ema is not None, **metrics)
-        score = -metrics["psnr_db"]
-        if cfg.keep_best and (best is None or score < best.score):
-            best = save_best(run_dir, BestScore(step, score, score), shipped.state_dict())
-        return metrics
+        scored[step] = validate_autoencoder(shipped, val, device, cfg.val_batch_size)
+        log.write(step, "val", ema=ema is not None, **scored[step])
+        if cfg.keep_best:
+            kept.offer(step, -scored[step]["psnr_db"], -scored[step]["psnr_db"], shipped)
 
-    if val is not None and cfg.keep_best and cfg.init_from is not None and best is None:
+    if val is not None and cfg.keep_best and cfg.init_from is not None and kept.best is None:
         validate()  # the weights this run continues from compete too
     bar = tqdm(total=cfg.max_steps, initial=step, desc="autoencoder", disable=not cfg.progress_bar)
     while not budget.done(step):
@@ -296,12 +285,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
             validate()
     bar.close()
     checkpoint()
-    final = validate() if val is not None and step % cfg.val_every != 0 else None  # the last weights compete
-    selected_step = step
-    if best is not None and best.step != step and (stored := load_best(run_dir)) is not None:
-        shipped.load_state_dict(stored[1])
+    if val is not None and step not in scored:
+        validate()  # the last weights compete too
+    selected_step = kept.restore(shipped, step)
+    if selected_step != step:
         shipped.save_pretrained(run_dir / AUTOENCODER_DIR)
-        selected_step, final = best.step, None
     summary: dict[str, Any] = {
         "steps": step,
         "steps_this_run": step - start_step,
@@ -313,6 +301,6 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     }
     if val is not None:
         summary["selected_step"] = selected_step
-        summary["val"] = final if final is not None else validate_autoencoder(shipped, val, device, cfg.val_batch_size)
+        summary["val"] = scored.get(selected_step) or validate_autoencoder(shipped, val, device, cfg.val_batch_size)
     write_json(run_dir / "summary.json", summary)
     return summary

@@ -2,8 +2,9 @@
 
 Holds the model (and EMA) state dicts, the optimizer, the step, the accumulated wall time and the
 data generator's state, so ``--resume`` continues the same run with the same step count. Beside it,
-``best.pt`` holds the weights with the lowest validation loss seen so far in the run (what ships
-when the loss rose later: a small set of slices starts to be memorised).
+``best.pt`` holds the weights with the best validation score seen so far in the run
+(:class:`BestWeights`: what ships when later weights validate worse, e.g. once a small set of
+slices starts to be memorised).
 """
 
 from __future__ import annotations
@@ -114,3 +115,29 @@ def load_best(run_dir: str | Path) -> tuple[BestScore, dict[str, torch.Tensor]] 
         return None
     raw = torch.load(path, map_location="cpu", weights_only=True)
     return BestScore(int(raw["step"]), float(raw["score"]), float(raw["val_loss"])), raw["weights"]
+
+
+class BestWeights:
+    """The run's best validated weights so far (lowest score), mirrored in ``run_dir/best.pt``.
+
+    Both training stages select what ships through it: ``offer`` after each validation,
+    ``restore`` at the end. A resumed run starts from the stored best, so it keeps competing.
+    """
+
+    def __init__(self, run_dir: str | Path, resume: bool) -> None:
+        self.run_dir = Path(run_dir)
+        stored = load_best(self.run_dir) if resume else None
+        self.best: BestScore | None = stored[0] if stored is not None else None
+
+    def offer(self, step: int, score: float, val_loss: float, model: torch.nn.Module) -> None:
+        """Keep ``model``'s weights when ``score`` is the lowest so far."""
+        if self.best is None or score < self.best.score:
+            self.best = save_best(self.run_dir, BestScore(step, score, val_loss), model.state_dict())
+
+    def restore(self, model: torch.nn.Module, step: int) -> int:
+        """Load the best weights into ``model`` unless they are its current ones (those of ``step``);
+        returns the step of the weights ``model`` now holds."""
+        if self.best is None or self.best.step == step or (stored := load_best(self.run_dir)) is None:
+            return step
+        model.load_state_dict(stored[1])
+        return self.best.step

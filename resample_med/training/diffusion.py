@@ -45,14 +45,7 @@ from resample_med.models.networks import apply_unet, build_scheduler, build_unet
 from resample_med.models.sample import sample_images
 from resample_med.training.augment import rotate_and_zoom
 from resample_med.training.autoencoder import encoder_state_hash
-from resample_med.training.checkpoint import (
-    BestScore,
-    TrainState,
-    load_best,
-    resume_from_checkpoint,
-    save_best,
-    save_checkpoint,
-)
+from resample_med.training.checkpoint import BestWeights, TrainState, resume_from_checkpoint, save_checkpoint
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
@@ -378,9 +371,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         images = sample_images(shipped, cfg.n_samples, cfg.sample_steps, torch.Generator().manual_seed(cfg.seed))
         return save_grid_png(model_to_hu(images.cpu()), run_dir / f"samples_step{step:07d}.png")
 
-    best: BestScore | None = None
-    if cfg.resume and (stored := load_best(run_dir)) is not None:
-        best = stored[0]
+    kept = BestWeights(run_dir, cfg.resume)
     lowest_loss = min((r["loss"] for r in log.read("val")), default=float("inf")) if cfg.resume else float("inf")
 
     def sample_w1() -> float:
@@ -394,7 +385,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     def validate() -> None:
         """Log the EMA val loss (and sample W1); with ``keep_best``, keep the weights when their
         selection score is the run's lowest."""
-        nonlocal best, lowest_loss
+        nonlocal lowest_loss
         assert val_z is not None
         loss = validation_loss(
             ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
@@ -404,10 +395,10 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         eligible = cfg.select_max_loss_rise is None or loss <= lowest_loss * (1.0 + cfg.select_max_loss_rise)
         extra = {} if cfg.select_on == "val_loss" else {cfg.select_on: score, "eligible": eligible}
         log.write(step, "val", loss=loss, ema=True, **extra)
-        if cfg.keep_best and eligible and (best is None or score < best.score):
-            best = save_best(run_dir, BestScore(step, score, loss), ema.model.state_dict())
+        if cfg.keep_best and eligible:
+            kept.offer(step, score, loss, ema.model)
 
-    if val_z is not None and cfg.keep_best and cfg.init_from is not None and best is None:
+    if val_z is not None and cfg.keep_best and cfg.init_from is not None and kept.best is None:
         validate()  # the weights this run continues from compete too
     bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", disable=not cfg.progress_bar)
     while not budget.done(step):
@@ -442,10 +433,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     checkpoint()
     if val_z is not None and step % cfg.val_every != 0:
         validate()  # the last weights compete too
-    selected_step = step
-    if best is not None and best.step != step and (stored := load_best(run_dir)) is not None:
-        ema.model.load_state_dict(stored[1])
-        selected_step = best.step
+    selected_step = kept.restore(ema.model, step)
+    best = kept.best
 
     bundle.unet = ema.model
     summary: dict[str, Any] = {
