@@ -13,6 +13,8 @@ import torch
 
 import resample_med.training.diffusion as diffusion_module
 from resample_med.models import LatentDiffusionBundle
+from resample_med.models.config import get_architecture
+from resample_med.models.networks import apply_unet, build_unet
 from resample_med.models.sample import sample_images
 from resample_med.training import (
     AUTOENCODER_PRESETS,
@@ -25,7 +27,8 @@ from resample_med.training import (
 from resample_med.training.augment import NO_AUGMENT, AugmentConfig, augment
 from resample_med.training.autoencoder import encoder_state_hash, load_autoencoder, validate_autoencoder
 from resample_med.training.data import SliceSelection, load_npz_slices
-from resample_med.training.diffusion import validation_loss
+from resample_med.training.diffusion import set_dropout, validation_loss
+from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
 from resample_med.training.schedule import LRSchedule
 from resample_med.training.validation import wasserstein1_hu
@@ -475,3 +478,32 @@ def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path
     args.func(args)
     config = json.loads((tmp_path / "cli" / "train_config.json").read_text())
     assert (config["trainable"], config["patient_balance"], config["cpu_bf16"]) == ("decoder", 0.5, True)
+
+
+def test_dropout_acts_in_training_steps_only() -> None:
+    arch = get_architecture("tiny")
+    unet = build_unet(arch).train()
+    set_dropout(unet, 0.5)
+    assert {m.p for m in unet.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
+    channels, size, _ = arch.latent_shape
+    patch = arch.unet.patch_size
+    z, t = torch.randn(2, channels, size, size), torch.tensor([10, 500])
+    with torch.no_grad():
+        assert not torch.equal(apply_unet(unet, z, t, patch), apply_unet(unet, z, t, patch))
+        shipped = EMA(unet, 0.999).model  # what is validated and saved
+        assert torch.equal(apply_unet(shipped, z, t, patch), apply_unet(shipped, z, t, patch))
+    with pytest.raises(ValueError, match="--dropout"):
+        set_dropout(unet, 1.0)
+
+
+def test_cli_sets_diffusion_dropout(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "dm"
+    args = parser.parse_args(
+        ["train", "diffusion", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(out)]
+        + ["--autoencoder", str(trained_ae), "--max-steps", "2", "--dropout", "0.2", "--device", "cpu"]
+    )
+    args.func(args)
+    assert json.loads((out / "train_config.json").read_text())["dropout"] == 0.2
+    assert LatentDiffusionBundle.load(out / "model").unet.config.dropout == 0.0  # ships without it

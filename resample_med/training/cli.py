@@ -115,6 +115,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="with sample_w1: weights whose held-out loss is more than this fraction above the run's lowest are not eligible",
     )
+    dm.add_argument(
+        "--dropout",
+        type=float,
+        help="dropout probability in the UNet's training steps against memorising few slices (0.1 is usual); shipped weights run without it",
+    )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
 
@@ -149,7 +154,7 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         diffusion_cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
         if opts.get("autoencoder") is not None:
             changes["autoencoder"] = str(opts["autoencoder"])
-        for name in ("select_on", "select_samples", "select_sample_steps", "select_max_loss_rise"):
+        for name in ("select_on", "select_samples", "select_sample_steps", "select_max_loss_rise", "dropout"):
             if opts.get(name) is not None:
                 changes[name] = opts[name]
         summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
