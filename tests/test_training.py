@@ -496,14 +496,44 @@ def test_dropout_acts_in_training_steps_only() -> None:
         set_dropout(unet, 1.0)
 
 
-def test_cli_sets_diffusion_dropout(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+def test_cli_sets_diffusion_dropout_and_keep_best(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "dm"
     args = parser.parse_args(
         ["train", "diffusion", "--data", str(phantom_npz), "--preset", "tiny", "--out", str(out)]
-        + ["--autoencoder", str(trained_ae), "--max-steps", "2", "--dropout", "0.2", "--device", "cpu"]
+        + [
+            "--autoencoder",
+            str(trained_ae),
+            "--max-steps",
+            "2",
+            "--dropout",
+            "0.2",
+            "--no-keep-best",
+            "--device",
+            "cpu",
+        ]
     )
     args.func(args)
-    assert json.loads((out / "train_config.json").read_text())["dropout"] == 0.2
+    config = json.loads((out / "train_config.json").read_text())
+    assert (config["dropout"], config["keep_best"]) == (0.2, False)
     assert LatentDiffusionBundle.load(out / "model").unet.config.dropout == 0.0  # ships without it
+
+
+def test_no_keep_best_ships_the_last_weights_of_a_finished_run(
+    trained_ae: Path, phantom_npz: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "dm"
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(run), autoencoder=str(trained_ae)
+    )
+    train_diffusion(dataclasses.replace(cfg, max_steps=10, val_every=5))
+    # a diverging continuation: its last weights are not the run's best, which ship
+    diverged = train_diffusion(dataclasses.replace(cfg, max_steps=14, val_every=5, lr=5.0, resume=True))
+    assert diverged["selected_step"] != 14
+    last = train_diffusion(dataclasses.replace(cfg, max_steps=14, resume=True, keep_best=False))
+    assert last["selected_step"] == 14 and last["steps_this_run"] == 0
+    assert last["val_loss_ema"] == pytest.approx(LossLog(run).read("val")[-1]["loss"], rel=1e-5)
+    ema = torch.load(run / "checkpoint.pt", weights_only=True)["models"]["ema"]["model"]
+    shipped = LatentDiffusionBundle.load(run / "model").unet.state_dict()
+    assert all(torch.equal(shipped[k], ema[k].to(shipped[k].dtype)) for k in shipped)

@@ -232,7 +232,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         )
         shipped.save_pretrained(run_dir / AUTOENCODER_DIR)
 
-    kept = BestWeights(run_dir, cfg.resume)
+    kept = BestWeights(run_dir, cfg.resume and cfg.keep_best)  # without keep_best the last weights ship
     scored: dict[int, dict[str, float]] = {}  # val metrics of the shipped weights by step, this run
 
     def validate() -> None:

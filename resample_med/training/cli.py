@@ -41,6 +41,7 @@ _COMMON_OVERRIDES = {
     "cpu_bf16": "cpu_bf16",
     "ema_decay": "ema_decay",
     "val_every": "val_every",
+    "keep_best": "keep_best",
 }
 
 
@@ -66,6 +67,13 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     p.add_argument("--num-threads", type=int, help="torch CPU threads")
     p.add_argument("--ema-decay", type=float, help="decay of the weight average that is validated and shipped")
     p.add_argument("--val-every", type=int, help="validate (and select the shipped weights) every this many steps")
+    p.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ship the run's best validated weights (--no-keep-best: the last ones; with --resume and "
+        "--max-steps at the last checkpoint, this writes the last weights of a finished run)",
+    )
     p.add_argument(
         "--patient-balance",
         type=float,

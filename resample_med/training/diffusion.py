@@ -386,7 +386,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         images = sample_images(shipped, cfg.n_samples, cfg.sample_steps, torch.Generator().manual_seed(cfg.seed))
         return save_grid_png(model_to_hu(images.cpu()), run_dir / f"samples_step{step:07d}.png")
 
-    kept = BestWeights(run_dir, cfg.resume)
+    kept = BestWeights(run_dir, cfg.resume and cfg.keep_best)  # without keep_best the last weights ship
     lowest_loss = min((r["loss"] for r in log.read("val")), default=float("inf")) if cfg.resume else float("inf")
 
     def sample_w1() -> float:
