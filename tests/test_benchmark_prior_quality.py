@@ -34,3 +34,19 @@ def test_spread_is_zero_for_identical_samples_and_shrinks_with_more_samples(prio
     # the standard error of a mean over n falls as n^-1/2: 16x the samples, about a quarter
     assert many["w1_hu"] < 0.5 * few["w1_hu"]
     assert many["fd_random_features"] < 0.5 * few["fd_random_features"]
+
+
+def test_denoising_loss_is_the_training_objective_averaged_over_fixed_draws(prior_quality) -> None:
+    from resample_med.models import create_bundle
+    from resample_med.training.diffusion import validation_loss
+
+    bundle = create_bundle("tiny", seed=0)
+    images = (discs(6, seed=4) / 1000.0).float()  # model units
+    one = prior_quality.denoising_loss(bundle, images, draws=1)
+    with torch.no_grad():
+        z0 = bundle.encode(images)
+    patch = bundle.config.architecture.unet.patch_size
+    assert one["mean"] == pytest.approx(validation_loss(bundle.unet, bundle.scheduler, z0, 0, 5.0, 64, patch))
+    assert one["stderr"] == 0.0
+    four = prior_quality.denoising_loss(bundle, images, draws=4)
+    assert four["stderr"] > 0 and four == prior_quality.denoising_loss(bundle, images, draws=4)
