@@ -138,6 +138,14 @@ def test_harness_runs_fbp_and_tv_and_merges_runs_on_different_subsets(tiny_split
     assert merged["context"]["command"].count(" ; ") == 2
     report = (tmp_path / "merged" / "quality.md").read_text()
     assert "| fbp | 4 |" in report and "| tv | 4 |" in report and "| tv | 2 |" not in report
+    # a matched-simulation run merged first: the measurement line names both simulations
+    harness.main(
+        common + ["--n-slices", "1", "--methods", "fbp", "--simulations", "matched", "--out", str(tmp_path / "m")]
+    )
+    harness.main(["--merge", str(tmp_path / "m"), str(tmp_path / "all"), "--out", str(tmp_path / "both")])
+    both = json.loads((tmp_path / "both" / "quality.json").read_text())["context"]
+    assert both["simulations"] == ["independent", "matched"]
+    assert "simulation: independent and matched (" in both["measurements"]
     with pytest.raises(SystemExit, match=f"--merge {tmp_path / 'nothing'}: no readable quality.json"):
         harness.main(["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "merged2")])
     with pytest.raises(SystemExit, match="--data .*missing.npz: no such file"):

@@ -4,6 +4,7 @@ notes, figure), ``quality.json`` (everything, for :func:`merge`) and ``quality_f
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -212,6 +213,13 @@ def merge(runs: list[Path], out: Path, command: str, notes: list[str]) -> None:
     results: dict[Setting, list[MethodResult]] = {}
     context["simulations"] = sorted(
         {s for r in raws for s in r["context"].get("simulations", ["matched"])}, key=SIMULATIONS.index
+    )
+    # the first run's measurement line names its own simulations: name the merged runs' instead
+    context["measurements"] = re.sub(
+        r"simulation: \w+( and \w+)*",
+        "simulation: " + " and ".join(context["simulations"]),
+        context["measurements"],
+        count=1,
     )
     for raw in raws:
         settings = raw.get("settings", {})
