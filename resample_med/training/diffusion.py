@@ -13,9 +13,9 @@ for each zoom-out level of ``zoom_levels`` (the slice shrunk about its centre, a
 ``augment.rotate_and_zoom``); horizontal / vertical flips of the latents augment them, and a
 zoom level is drawn per sample. With ``dropout`` the UNet's dropout layers (residual blocks and
 attention outputs) are active in training steps only: the EMA copy that is validated and shipped
-runs without them (Ho et al. 2020 used 0.1 on CIFAR-10; generation 2's loss on held-out TCGA
-slices is 30% above its loss on the training TCGA slices, MODEL_CARD.md round 5). Slices are drawn with patient balancing
-(``SliceSet.sampling_weights``). The scale s = 1 / std(mu) is measured on the training latents
+runs without them (Ho et al. 2020 used 0.1 on CIFAR-10; the shipped prior's round 5 used 0.2
+against generation 2's memorising of its slices, MODEL_CARD.md). Slices are drawn with patient
+balancing (``SliceSet.sampling_weights``). The scale s = 1 / std(mu) is measured on the training latents
 unless the UNet continues from a bundle whose encoder is unchanged (then the bundle's s is kept,
 since the UNet was trained on it; a decoder-only fine-tuned autoencoder keeps the latent space). An EMA of the UNet is
 what ships: with ``keep_best``, the EMA weights with the lowest selection score of the run (the
