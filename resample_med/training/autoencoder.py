@@ -232,7 +232,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         )
         shipped.save_pretrained(run_dir / AUTOENCODER_DIR)
 
-    kept = BestWeights(run_dir, cfg.resume and cfg.keep_best)  # without keep_best the last weights ship
+    kept = BestWeights(run_dir, cfg.resume, enabled=cfg.keep_best)
     scored: dict[int, dict[str, float]] = {}  # val metrics of the shipped weights by step, this run
 
     def validate() -> None:
@@ -241,10 +241,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
         assert val is not None
         scored[step] = validate_autoencoder(shipped, val, device, cfg.val_batch_size)
         log.write(step, "val", ema=ema is not None, **scored[step])
-        if cfg.keep_best:
-            kept.offer(step, -scored[step]["psnr_db"], -scored[step]["psnr_db"], shipped)
+        kept.offer(step, -scored[step]["psnr_db"], -scored[step]["psnr_db"], shipped)
 
-    if val is not None and cfg.keep_best and cfg.init_from is not None and kept.best is None:
+    if val is not None and kept.enabled and cfg.init_from is not None and kept.best is None:
         validate()  # the weights this run continues from compete too
     bar = tqdm(total=cfg.max_steps, initial=step, desc="autoencoder", disable=not cfg.progress_bar)
     while not budget.done(step):

@@ -122,15 +122,20 @@ class BestWeights:
 
     Both training stages select what ships through it: ``offer`` after each validation,
     ``restore`` at the end. A resumed run starts from the stored best, so it keeps competing.
+    Disabled (``enabled=False``: the run ships its last weights), it keeps nothing and restores
+    nothing, whatever ``best.pt`` an earlier run left.
     """
 
-    def __init__(self, run_dir: str | Path, resume: bool) -> None:
+    def __init__(self, run_dir: str | Path, resume: bool, enabled: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        stored = load_best(self.run_dir) if resume else None
+        self.enabled = enabled
+        stored = load_best(self.run_dir) if resume and enabled else None
         self.best: BestScore | None = stored[0] if stored is not None else None
 
     def offer(self, step: int, score: float, val_loss: float, model: torch.nn.Module) -> None:
         """Keep ``model``'s weights when ``score`` is the lowest so far."""
+        if not self.enabled:
+            return
         if self.best is None or score < self.best.score:
             self.best = save_best(self.run_dir, BestScore(step, score, val_loss), model.state_dict())
 

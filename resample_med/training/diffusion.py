@@ -386,7 +386,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         images = sample_images(shipped, cfg.n_samples, cfg.sample_steps, torch.Generator().manual_seed(cfg.seed))
         return save_grid_png(model_to_hu(images.cpu()), run_dir / f"samples_step{step:07d}.png")
 
-    kept = BestWeights(run_dir, cfg.resume and cfg.keep_best)  # without keep_best the last weights ship
+    kept = BestWeights(run_dir, cfg.resume, enabled=cfg.keep_best)
     lowest_loss = min((r["loss"] for r in log.read("val")), default=float("inf")) if cfg.resume else float("inf")
 
     def sample_w1() -> float:
@@ -410,10 +410,10 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         eligible = cfg.select_max_loss_rise is None or loss <= lowest_loss * (1.0 + cfg.select_max_loss_rise)
         extra = {} if cfg.select_on == "val_loss" else {cfg.select_on: score, "eligible": eligible}
         log.write(step, "val", loss=loss, ema=True, **extra)
-        if cfg.keep_best and eligible:
+        if eligible:
             kept.offer(step, score, loss, ema.model)
 
-    if val_z is not None and cfg.keep_best and cfg.init_from is not None and kept.best is None:
+    if val_z is not None and kept.enabled and cfg.init_from is not None and kept.best is None:
         validate()  # the weights this run continues from compete too
     bar = tqdm(total=cfg.max_steps, initial=step, desc="diffusion", disable=not cfg.progress_bar)
     while not budget.done(step):
