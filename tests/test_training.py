@@ -435,18 +435,29 @@ def test_diffusion_with_zoom_levels_and_patient_balance(
     assert len(cached) == 2 and full.shape[0] == 9 and not torch.equal(full, zoomed)
 
     # a level added to the run is encoded alone; the cached levels are reused as they are
-    encoded: list[float] = []
+
+    encoded: list[tuple[float, float]] = []
     original = diffusion_module.encode_latents
 
-    def counting(autoencoder, slices, device, batch_size, zoom=1.0):  # type: ignore[no-untyped-def]
+    def counting(autoencoder, slices, device, batch_size, zoom=1.0, rotation_deg=0.0):  # type: ignore[no-untyped-def]
         if len(slices) == len(full):  # the training slices (the val slices are encoded once per run)
-            encoded.append(zoom)
-        return original(autoencoder, slices, device, batch_size, zoom)
+            encoded.append((zoom, rotation_deg))
+        return original(autoencoder, slices, device, batch_size, zoom, rotation_deg)
 
     monkeypatch.setattr(diffusion_module, "encode_latents", counting)
     train_diffusion(dataclasses.replace(cfg, zoom_levels=(1.0, 0.7, 0.85), resume=True, max_steps=4))
     cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
-    assert encoded == [0.85] and len(cached) == 3 and torch.equal(next(iter(cached.values())), full)
+    assert encoded == [(0.85, 0.0)] and len(cached) == 3 and torch.equal(next(iter(cached.values())), full)
+
+    # rotations combine with every zoom level; only the new (zoom, rotation) pairs are encoded
+    encoded.clear()
+    rotated = dataclasses.replace(cfg, rotation_levels_deg=(0.0, 7.0), resume=True, max_steps=5)
+    assert diffusion_module.latent_levels(rotated) == [(1.0, 0.0), (1.0, 7.0), (0.7, 0.0), (0.7, 7.0)]
+    train_diffusion(rotated)
+    cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
+    assert encoded == [(1.0, 7.0), (0.7, 7.0)] and len(cached) == 5
+    turned = next(v for k, v in cached.items() if k.endswith(":1.0:rotate7.0"))
+    assert turned.shape == full.shape and not torch.equal(turned, full)
 
 
 def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
@@ -510,6 +521,12 @@ def test_cli_sets_diffusion_dropout_and_keep_best(trained_ae: Path, phantom_npz:
             "--dropout",
             "0.2",
             "--no-keep-best",
+            "--zoom-levels",
+            "1",
+            "0.9",
+            "--rotation-levels",
+            "0",
+            "-5",
             "--device",
             "cpu",
         ]
@@ -517,6 +534,7 @@ def test_cli_sets_diffusion_dropout_and_keep_best(trained_ae: Path, phantom_npz:
     args.func(args)
     config = json.loads((out / "train_config.json").read_text())
     assert (config["dropout"], config["keep_best"]) == (0.2, False)
+    assert (config["zoom_levels"], config["rotation_levels_deg"]) == ([1.0, 0.9], [0.0, -5.0])
     assert LatentDiffusionBundle.load(out / "model").unet.config.dropout == 0.0  # ships without it
 
 

@@ -128,6 +128,18 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="dropout probability in the UNet's training steps, against memorising few slices (the shipped prior's round 5: 0.2); the shipped weights run without it",
     )
+    dm.add_argument(
+        "--zoom-levels",
+        type=float,
+        nargs="+",
+        help="zoom-out factors whose latents are precomputed and drawn (1 = as stored; the cpu_continue preset: 1 0.8)",
+    )
+    dm.add_argument(
+        "--rotation-levels",
+        type=float,
+        nargs="+",
+        help="in-plane rotations in degrees, combined with every zoom level (0 = as stored), against memorising few slices",
+    )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
 
@@ -165,6 +177,9 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         for name in ("select_on", "select_samples", "select_sample_steps", "select_max_loss_rise", "dropout"):
             if opts.get(name) is not None:
                 changes[name] = opts[name]
+        for option, field in (("zoom_levels", "zoom_levels"), ("rotation_levels", "rotation_levels_deg")):
+            if opts.get(option) is not None:
+                changes[field] = tuple(opts[option])
         summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")

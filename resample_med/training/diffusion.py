@@ -9,9 +9,10 @@ min-SNR-gamma weighting of Hang et al. 2023 (SNR_t = ab_t / (1 - ab_t)):
                                               w_t = min(SNR_t, gamma) / (SNR_t + 1)  (v)
 
 Latents are computed once per run (and cached in ``latents.pt`` keyed by the encoder's weights),
-for each zoom-out level of ``zoom_levels`` (the slice shrunk about its centre, air around it: see
+for each pair of a zoom-out level of ``zoom_levels`` and an in-plane rotation of
+``rotation_levels_deg`` (the slice shrunk and turned about its centre, air around it: see
 ``augment.rotate_and_zoom``); horizontal / vertical flips of the latents augment them, and a
-zoom level is drawn per sample. With ``dropout`` the UNet's dropout layers (residual blocks and
+level is drawn per sample. With ``dropout`` the UNet's dropout layers (residual blocks and
 attention outputs) are active in training steps only: the EMA copy that is validated and shipped
 runs without them (Ho et al. 2020 used 0.1 on CIFAR-10; the shipped prior's round 5 used 0.2
 against generation 2's memorising of its slices, MODEL_CARD.md). Slices are drawn with patient
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,8 @@ class DiffusionTrainConfig:
     ``autoencoder``: a folder holding ``autoencoder/`` (stage-1 run or bundle); ``init_from``: a
     bundle to continue (its UNet, and its autoencoder unless ``autoencoder`` is also given).
     ``patient_balance``: exponent of the per-patient slice weights; ``zoom_levels``: zoom-out
-    factors (1 = as stored) whose latents are precomputed and drawn uniformly; ``cpu_bf16``: bf16
+    factors (1 = as stored) and ``rotation_levels_deg``: in-plane rotations in degrees (0 = as
+    stored); the latents of every (zoom, rotation) pair are precomputed and drawn uniformly; ``cpu_bf16``: bf16
     autocast for training steps on the CPU; ``keep_best``: ship the EMA weights with the lowest
     selection score (checked every ``val_every`` steps) instead of the last ones; ``select_on``:
     the score, one of ``SELECTION_SCORES`` (``sample_w1`` draws ``select_samples`` DDIM samples of
@@ -108,6 +111,7 @@ class DiffusionTrainConfig:
     half_weights: bool = False
     patient_balance: float = 0.0
     zoom_levels: tuple[float, ...] = (1.0,)
+    rotation_levels_deg: tuple[float, ...] = (0.0,)
     cpu_bf16: bool = False
     keep_best: bool = True
     select_on: str = "val_loss"
@@ -175,16 +179,23 @@ def _autoencoder_architecture(model: AutoencoderKL) -> AutoencoderArchitecture:
 
 @torch.no_grad()
 def encode_latents(
-    autoencoder: AutoencoderKL, slices: SliceSet, device: torch.device, batch_size: int, zoom: float = 1.0
+    autoencoder: AutoencoderKL,
+    slices: SliceSet,
+    device: torch.device,
+    batch_size: int,
+    zoom: float = 1.0,
+    rotation_deg: float = 0.0,
 ) -> torch.Tensor:
-    """Unscaled posterior means mu(x) of every slice zoomed out by ``zoom``: (N, C, h, w) float32 on the CPU."""
+    """Unscaled posterior means mu(x) of every slice zoomed out by ``zoom`` and turned by
+    ``rotation_deg`` degrees: (N, C, h, w) float32 on the CPU."""
     autoencoder.eval()
     out = []
     for i in range(0, len(slices), batch_size):
         x = slices.model_units(slice(i, i + batch_size)).to(device)
-        if zoom != 1.0:
+        if zoom != 1.0 or rotation_deg != 0.0:
             n = x.shape[0]
-            x = rotate_and_zoom(x, torch.zeros(n, device=device), torch.full((n,), zoom, device=device))
+            angle = torch.full((n,), math.radians(rotation_deg), device=device)
+            x = rotate_and_zoom(x, angle, torch.full((n,), zoom, device=device))
         with autocast(device):
             out.append(autoencoder.encode(x).latent_dist.mean.float().cpu())
     return torch.cat(out)
@@ -196,24 +207,34 @@ def _cached_latents(
     slices: SliceSet,
     device: torch.device,
     batch_size: int,
-    zoom_levels: tuple[float, ...],
+    levels: list[tuple[float, float]],
 ) -> torch.Tensor:
-    """``encode_latents`` at each zoom level, (L, N, C, h, w), cached in ``run_dir/latents.pt``.
+    """``encode_latents`` at each (zoom, rotation in degrees) level, (L, N, C, h, w), cached in
+    ``run_dir/latents.pt``.
 
-    The cache holds one tensor per (encoder weights, slices, zoom level), so adding a zoom level to
-    a run encodes only the new level.
+    The cache holds one tensor per (encoder weights, slices, level), so adding a level to a run
+    encodes only the new level.
     """
     prefix = f"{encoder_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}"
+
+    def key(zoom: float, rotation_deg: float) -> str:
+        return f"{prefix}:{zoom}" if rotation_deg == 0.0 else f"{prefix}:{zoom}:rotate{rotation_deg}"
+
     path = run_dir / LATENT_CACHE
     cached: dict[str, torch.Tensor] = {}
     if path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True).get("levels", {})
-    missing = [z for z in zoom_levels if f"{prefix}:{z}" not in cached]
-    for zoom in missing:
-        cached[f"{prefix}:{zoom}"] = encode_latents(autoencoder, slices, device, batch_size, zoom)
+    missing = [level for level in levels if key(*level) not in cached]
+    for zoom, rotation_deg in missing:
+        cached[key(zoom, rotation_deg)] = encode_latents(autoencoder, slices, device, batch_size, zoom, rotation_deg)
     if missing:
         torch.save({"levels": cached}, path)
-    return torch.stack([cached[f"{prefix}:{z}"] for z in zoom_levels])
+    return torch.stack([cached[key(*level)] for level in levels])
+
+
+def latent_levels(cfg: DiffusionTrainConfig) -> list[tuple[float, float]]:
+    """The (zoom, rotation in degrees) pairs whose latents a run trains on, the unaugmented one first."""
+    return [(zoom, rotation) for zoom in cfg.zoom_levels for rotation in cfg.rotation_levels_deg]
 
 
 def diffusion_loss(
@@ -341,7 +362,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     bundle, measure_scale = _prepare_models(cfg, device)
     bundle.to(device)
     data = load_slices(cfg.data, cfg.selection)
-    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size, cfg.zoom_levels)
+    levels = latent_levels(cfg)
+    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size, levels)
     scale = 1.0 / float(latents[0].std()) if measure_scale else bundle.latent_scale_factor
     bundle.set_latent_scale_factor(scale)
     z_train = latents * scale
@@ -422,8 +444,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
             group["lr"] = lr
         index = data.draw(cfg.batch_size, cfg.patient_balance, generator)
         level = (
-            torch.randint(0, len(cfg.zoom_levels), (cfg.batch_size,), generator=generator)
-            if len(cfg.zoom_levels) > 1
+            torch.randint(0, len(levels), (cfg.batch_size,), generator=generator)
+            if len(levels) > 1
             else torch.zeros(cfg.batch_size, dtype=torch.long)
         )
         z0 = _flip(z_train[level, index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
