@@ -233,7 +233,8 @@ def _cached_latents(
 
 
 def latent_levels(cfg: DiffusionTrainConfig) -> list[tuple[float, float]]:
-    """The (zoom, rotation in degrees) pairs whose latents a run trains on, the unaugmented one first."""
+    """The (zoom, rotation in degrees) pairs whose latents a run trains on, every zoom level with every
+    rotation, in the configured order (a new latent scale is measured on the first pair's latents)."""
     return [(zoom, rotation) for zoom in cfg.zoom_levels for rotation in cfg.rotation_levels_deg]
 
 
