@@ -136,6 +136,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     dm.add_argument(
         "--rotation-levels",
+        dest="rotation_levels_deg",
+        metavar="DEG",
         type=float,
         nargs="+",
         help="in-plane rotations in degrees, combined with every zoom level (0 = as stored), against memorising few slices (the shipped prior's round 6: 0 7 -7, inside the +-10 degrees its autoencoder was trained on)",
@@ -174,12 +176,18 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
         diffusion_cfg = DIFFUSION_PRESETS[opts.get("preset") or "cpu"]
         if opts.get("autoencoder") is not None:
             changes["autoencoder"] = str(opts["autoencoder"])
-        for name in ("select_on", "select_samples", "select_sample_steps", "select_max_loss_rise", "dropout"):
+        for name in (
+            "select_on",
+            "select_samples",
+            "select_sample_steps",
+            "select_max_loss_rise",
+            "dropout",
+            "zoom_levels",
+            "rotation_levels_deg",
+        ):
             if opts.get(name) is not None:
-                changes[name] = opts[name]
-        for option, field in (("zoom_levels", "zoom_levels"), ("rotation_levels", "rotation_levels_deg")):
-            if opts.get(option) is not None:
-                changes[field] = tuple(opts[option])
+                value = opts[name]
+                changes[name] = tuple(value) if isinstance(value, list) else value
         summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
