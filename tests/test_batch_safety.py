@@ -19,12 +19,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from io_synthetic import write_series
-from test_cli import SamplerSpy
+from test_cli import SamplerSpy, short_resample_config
 
 from resample_med.cli import main
 from resample_med.io import DicomInputError, discover_series, load_volume, write_derived_series, write_nifti
 from resample_med.io.errors import NonFiniteError
 from resample_med.io.output_paths import OutputLock, safe_component
+from resample_med.models import LatentDiffusionBundle, create_bundle, weights_digest
 from resample_med.pipeline import slices as slices_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -282,6 +283,26 @@ def test_finished_output_of_another_patient_or_setting_is_refused(tmp_path, caps
     assert "already reconstructed" in capsys.readouterr().out
     assert reconstruct(tmp_path / "patient_b", out, *FAST, "--views", "60", "--overwrite") == 0
     assert json.loads((out / "report.json").read_text())["acquisition"]["n_views"] == 60
+
+
+def test_output_of_another_prior_is_refused_even_from_the_same_model_folder(tmp_path, capsys):
+    """A model folder retrained in place (or a new shipped default) must not pass for the prior that
+    made a finished output: the fingerprint holds the weights' digest, not only the folder's name."""
+    write_series(tmp_path / "study", 2, rows=32, cols=32)
+    model, out = tmp_path / "model", tmp_path / "out"
+    create_bundle("tiny", seed=0).save(model)
+    args = ["--model", model, "--method", "resample", "--preset", "fast", "--steps", "2"]
+    args += ["--config", short_resample_config(tmp_path), "--views", "8", "--batch-size", "2", "--device", "cpu"]
+    assert reconstruct(tmp_path / "study", out, *args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["weights_sha256"] == weights_digest(LatentDiffusionBundle.load(model))
+    first = (out / "report.json").read_bytes()
+    create_bundle("tiny", seed=1).save(model)
+    capsys.readouterr()
+    assert reconstruct(tmp_path / "study", out, *args) == 2
+    err = capsys.readouterr().err
+    assert "model_weights" in err and "--overwrite" in err
+    assert (out / "report.json").read_bytes() == first
 
 
 # --- 5. series selection: numbers by number, descriptions only when asked; list and dry run -----------------

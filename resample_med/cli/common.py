@@ -134,11 +134,25 @@ def load_prior(model: str | None, device: torch.device) -> LatentDiffusionBundle
     return LatentDiffusionBundle.load(path, device=device)
 
 
+def prior_weights_digest(prior: LatentPrior | None) -> str | None:
+    """SHA-256 of the prior's weights (``resample_med.models.weights_digest``): which prior made a
+    reconstruction, whatever folder it was loaded from. ``None`` without a prior or for a prior
+    that is not a torch module."""
+    import torch
+
+    from resample_med.models import weights_digest
+
+    return weights_digest(prior) if isinstance(prior, torch.nn.Module) else None
+
+
 def model_summary(prior: LatentPrior | None, model: str | None) -> dict[str, Any] | None:
-    """What the report records about the prior: where it came from and its configuration."""
+    """What the report records about the prior: where it came from, its weights' digest and its configuration."""
     if prior is None:
         return None
-    summary: dict[str, Any] = {"path": model or "shipped default model (resample_med/default_model)"}
+    summary: dict[str, Any] = {
+        "path": model or "shipped default model (resample_med/default_model)",
+        "weights_sha256": prior_weights_digest(prior),
+    }
     config = getattr(prior, "config", None)
     if config is not None and dataclasses.is_dataclass(config) and not isinstance(config, type):
         summary["config"] = dataclasses.asdict(config)

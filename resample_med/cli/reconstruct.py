@@ -392,6 +392,7 @@ class SeriesRunner:
         self.preset = preset
         self.sampler = sampler
         self.prior = prior
+        self.prior_weights = common.prior_weights_digest(prior)
         self.overwrite = overwrite
         self.options = options
         self.session = session
@@ -426,6 +427,7 @@ class SeriesRunner:
                 "preset": self.preset,
                 "sampler": common.config_dict(self.sampler),
                 "model": recon.model,
+                "model_weights": self.prior_weights,
                 "seed": recon.seed,
                 "n_samples": self.n_samples,
                 "batch_size": recon.batch_size,

@@ -33,6 +33,10 @@ POSTERIOR_ROW = "resample_posterior"
 """Row of ReSample's posterior mean over ``--uncertainty-samples`` samples (with calibration figures)."""
 MIB = 2**20
 
+WEIGHTS_DIGEST_SHOWN = 12
+"""Hex digits of the prior's weights digest (``resample_med.models.weights_digest``) shown in result
+tables: enough to tell which prior measured a row."""
+
 
 @dataclass
 class MethodResult:
@@ -129,7 +133,7 @@ def score(method: str, config: Any, rec: SliceReconstruction, slices: list[int],
 
 def load_prior(model: str, device: str) -> tuple[Any, str]:
     """The prior (``--model``: ``default`` or a bundle folder) and a one-line description."""
-    from resample_med.models import LatentDiffusionBundle, load_default_model
+    from resample_med.models import LatentDiffusionBundle, load_default_model, weights_digest
     from resample_med.models.bundle import DEFAULT_MODEL_DIR
 
     if model == "default":
@@ -140,7 +144,8 @@ def load_prior(model: str, device: str) -> tuple[Any, str]:
     n_params = sum(p.numel() for p in bundle.parameters())
     shown = where.relative_to(SOURCE_ROOT) if where.is_relative_to(SOURCE_ROOT) else where
     return bundle, (
-        f"`{shown}` (architecture `{arch.name}`, {n_params / 1e6:.1f} M parameters, latent {bundle.latent_shape})"
+        f"`{shown}` (architecture `{arch.name}`, {n_params / 1e6:.1f} M parameters, latent {bundle.latent_shape}, "
+        f"weights sha256 {weights_digest(bundle)[:WEIGHTS_DIGEST_SHOWN]})"
     )
 
 

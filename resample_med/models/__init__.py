@@ -7,6 +7,7 @@ _EXPORTS: dict[str, str | None] = {
     "LatentDiffusionBundle": "bundle",
     "create_bundle": "bundle",
     "load_default_model": "bundle",
+    "weights_digest": "bundle",
     "ARCHITECTURES": "config",
     "ArchitectureConfig": "config",
     "AutoencoderArchitecture": "config",

@@ -24,6 +24,7 @@ as fp32. Loading is strict (a missing or unexpected weight raises) and offline.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,22 @@ class LatentDiffusionBundle(torch.nn.Module):
                 f"and prior_config.json ({config.latent_scale_factor})"
             )
         return cls(autoencoder, unet, scheduler, config).to(device)
+
+
+def weights_digest(module: torch.nn.Module, parts: tuple[str, ...] | None = None, algorithm: str = "sha256") -> str:
+    """Hex digest of ``module``'s weights: every state entry's name and fp32 values, in name order.
+
+    Equal digests mean the same weights, whatever folder or file they were loaded from, so a
+    reconstruction can record which prior made it and a resumed run can refuse to mix two priors.
+    ``parts`` keeps only the entries whose first name component is listed (for example the
+    autoencoder's encoder); ``algorithm`` is any ``hashlib`` name.
+    """
+    digest = hashlib.new(algorithm)
+    for name, value in sorted(module.state_dict().items()):
+        if parts is None or name.split(".")[0] in parts:
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _per_chunk(fn: Any, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ weights are not always its best (39.88 dB at step 3,000, 39.83 at 4,000). The ru
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -33,7 +32,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from resample_med.config import resolve_device
-from resample_med.models.bundle import load_pretrained_strict
+from resample_med.models.bundle import load_pretrained_strict, weights_digest
 from resample_med.models.config import get_architecture
 from resample_med.models.networks import build_autoencoder, count_parameters
 from resample_med.training.augment import AugmentConfig
@@ -169,13 +168,9 @@ TRAINABLE_PARTS = ("all", "decoder")
 
 
 def encoder_state_hash(model: AutoencoderKL) -> str:
-    """SHA-1 of the encoder's weights: two autoencoders with equal hashes have the same latent space."""
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        if k.split(".")[0] in ENCODER_PARTS:
-            h.update(k.encode())
-            h.update(v.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
+    """SHA-1 of the encoder's weights: two autoencoders with equal hashes have the same latent space
+    (it keys the latent caches of training runs, so its bytes must not change)."""
+    return weights_digest(model, ENCODER_PARTS, "sha1")
 
 
 def trainable_parameters(model: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
