@@ -145,13 +145,14 @@ def prior_weights_digest(prior: LatentPrior | None) -> str | None:
     return weights_digest(prior) if isinstance(prior, torch.nn.Module) else None
 
 
-def model_summary(prior: LatentPrior | None, model: str | None) -> dict[str, Any] | None:
-    """What the report records about the prior: where it came from, its weights' digest and its configuration."""
+def model_summary(prior: LatentPrior | None, model: str | None, weights_sha256: str | None) -> dict[str, Any] | None:
+    """What the report records about the prior: where it came from, its weights' digest
+    (:func:`prior_weights_digest`, computed once by the caller) and its configuration."""
     if prior is None:
         return None
     summary: dict[str, Any] = {
         "path": model or "shipped default model (resample_med/default_model)",
-        "weights_sha256": prior_weights_digest(prior),
+        "weights_sha256": weights_sha256,
     }
     config = getattr(prior, "config", None)
     if config is not None and dataclasses.is_dataclass(config) and not isinstance(config, type):

@@ -658,7 +658,7 @@ class SeriesRunner:
             "acquisition": acquisition.to_dict(),
             "config": self.resolved_config().to_dict(),
             "sampler_config": common.config_dict(self.sampler),
-            "model": common.model_summary(self.prior, self.config.reconstruction.model),
+            "model": common.model_summary(self.prior, self.config.reconstruction.model, self.prior_weights),
             "device": str(self.device),
             "versions": common.versions(),
             "timings": {
