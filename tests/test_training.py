@@ -459,6 +459,24 @@ def test_diffusion_with_zoom_levels_and_patient_balance(
     turned = next(v for k, v in cached.items() if k.endswith(":1.0:rotate7.0"))
     assert turned.shape == full.shape and not torch.equal(turned, full)
 
+    # a run stopped while encoding keeps the levels it finished; the next run encodes the rest
+    def stopped_after_first(autoencoder, slices, device, batch_size, zoom=1.0, rotation_deg=0.0):  # type: ignore[no-untyped-def]
+        if len(slices) == len(full) and rotation_deg == -7.0 and zoom == 0.7:
+            raise KeyboardInterrupt
+        return counting(autoencoder, slices, device, batch_size, zoom, rotation_deg)
+
+    monkeypatch.setattr(diffusion_module, "encode_latents", stopped_after_first)
+    encoded.clear()
+    more = dataclasses.replace(rotated, rotation_levels_deg=(0.0, 7.0, -7.0), max_steps=6)
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(more)
+    cached = torch.load(tmp_path / "z" / "latents.pt")["levels"]
+    assert encoded == [(1.0, -7.0)] and len(cached) == 6 and not (tmp_path / "z" / "latents.tmp").exists()
+    monkeypatch.setattr(diffusion_module, "encode_latents", counting)
+    encoded.clear()
+    train_diffusion(more)
+    assert encoded == [(0.7, -7.0)] and len(torch.load(tmp_path / "z" / "latents.pt")["levels"]) == 7
+
 
 def test_cli_sets_trainable_balance_and_bf16(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()

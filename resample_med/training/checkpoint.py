@@ -32,7 +32,9 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _save_atomically(obj: dict[str, Any], path: Path) -> Path:
+def save_atomically(obj: dict[str, Any], path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then an atomic rename: a run stopped
+    mid-write leaves the previous file intact."""
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -41,7 +43,7 @@ def _save_atomically(obj: dict[str, Any], path: Path) -> Path:
 
 def save_checkpoint(run_dir: str | Path, state: TrainState) -> Path:
     """Write ``run_dir/checkpoint.pt`` via a temporary file and an atomic rename."""
-    return _save_atomically(
+    return save_atomically(
         {
             "step": state.step,
             "train_seconds": state.train_seconds,
@@ -104,7 +106,7 @@ class BestScore:
 def save_best(run_dir: str | Path, best: BestScore, weights: dict[str, torch.Tensor]) -> BestScore:
     """Write ``weights`` (a state dict) with their score to ``run_dir/best.pt``, atomically."""
     record = {"step": best.step, "score": best.score, "val_loss": best.val_loss, "weights": weights}
-    _save_atomically(record, Path(run_dir) / BEST_NAME)
+    save_atomically(record, Path(run_dir) / BEST_NAME)
     return best
 
 

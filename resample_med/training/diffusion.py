@@ -50,7 +50,13 @@ from resample_med.models.networks import apply_unet, build_scheduler, build_unet
 from resample_med.models.sample import sample_images
 from resample_med.training.augment import rotate_and_zoom
 from resample_med.training.autoencoder import encoder_state_hash
-from resample_med.training.checkpoint import BestWeights, TrainState, resume_from_checkpoint, save_checkpoint
+from resample_med.training.checkpoint import (
+    BestWeights,
+    TrainState,
+    resume_from_checkpoint,
+    save_atomically,
+    save_checkpoint,
+)
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
@@ -208,12 +214,14 @@ def _cached_latents(
     device: torch.device,
     batch_size: int,
     levels: list[tuple[float, float]],
+    progress_bar: bool,
 ) -> torch.Tensor:
     """``encode_latents`` at each (zoom, rotation in degrees) level, (L, N, C, h, w), cached in
     ``run_dir/latents.pt``.
 
     The cache holds one tensor per (encoder weights, slices, level), so adding a level to a run
-    encodes only the new level.
+    encodes only the new level. It is saved after each level: on a CPU one level of 1,486 slices
+    takes minutes, and a run stopped while encoding keeps the levels it finished.
     """
     prefix = f"{encoder_state_hash(autoencoder)}:{len(slices)}:{int(slices.hu.sum())}"
 
@@ -225,10 +233,9 @@ def _cached_latents(
     if path.is_file():
         cached = torch.load(path, map_location="cpu", weights_only=True).get("levels", {})
     missing = [level for level in levels if key(*level) not in cached]
-    for zoom, rotation_deg in missing:
+    for zoom, rotation_deg in tqdm(missing, desc="encoding latent levels", disable=not progress_bar):
         cached[key(zoom, rotation_deg)] = encode_latents(autoencoder, slices, device, batch_size, zoom, rotation_deg)
-    if missing:
-        torch.save({"levels": cached}, path)
+        save_atomically({"levels": cached}, path)
     return torch.stack([cached[key(*level)] for level in levels])
 
 
@@ -364,7 +371,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     bundle.to(device)
     data = load_slices(cfg.data, cfg.selection)
     levels = latent_levels(cfg)
-    latents = _cached_latents(run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size, levels)
+    latents = _cached_latents(
+        run_dir, bundle.autoencoder, data, device, cfg.encode_batch_size, levels, cfg.progress_bar
+    )
     scale = 1.0 / float(latents[0].std()) if measure_scale else bundle.latent_scale_factor
     bundle.set_latent_scale_factor(scale)
     z_train = latents * scale
