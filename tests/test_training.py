@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,7 @@ def test_diffusion_trains_resumes_and_saves_a_bundle(trained_ae: Path, phantom_n
 
 
 def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
-    trained_ae: Path, phantom_npz: Path, tmp_path: Path
+    trained_ae: Path, phantom_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "dm"
     cfg = dataclasses.replace(
@@ -205,10 +206,24 @@ def test_diffusion_ships_the_weights_with_the_lowest_val_loss(
     cont = dataclasses.replace(
         cfg, out_dir=str(tmp_path / "cont"), autoencoder=None, init_from=str(run / "model"), max_steps=8
     )
-    summary = train_diffusion(cont)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train_diffusion(cont)
     val = {r["step"]: r["loss"] for r in LossLog(tmp_path / "cont").read("val")}
     assert sorted(val) == [0, 4, 8]
     assert summary["selected_step"] == min(val, key=val.get)
+
+    # when the starting weights win, the run says that nothing it trained was kept, and how to keep it
+    said_so = any("step 0's weights" in str(w.message) for w in caught)
+    assert said_so == (summary["selected_step"] == 0)
+    # (the command line prints it as one line, without our source file)
+    frozen = {"data": [str(phantom_npz)], "preset": "tiny", "out": str(tmp_path / "frozen"), "lr": 0.0}
+    capsys.readouterr()
+    summary = run_training("diffusion", frozen | {"init_from": str(run / "model"), "max_steps": 8, "val_every": 4})
+    assert summary["selected_step"] == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("resample-med train: warning: ")
+    assert "step 0's weights" in warning[0] and warning[0].endswith("--resume --max-steps 8 --no-keep-best")
 
 
 def test_diffusion_can_select_the_weights_on_their_samples(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
@@ -460,12 +475,12 @@ def test_diffusion_with_zoom_levels_and_patient_balance(
     assert turned.shape == full.shape and not torch.equal(turned, full)
 
     # a run stopped while encoding keeps the levels it finished; the next run encodes the rest
-    def stopped_after_first(autoencoder, slices, device, batch_size, zoom=1.0, rotation_deg=0.0):  # type: ignore[no-untyped-def]
+    def stopped_at_second_level(autoencoder, slices, device, batch_size, zoom=1.0, rotation_deg=0.0):  # type: ignore[no-untyped-def]
         if len(slices) == len(full) and rotation_deg == -7.0 and zoom == 0.7:
             raise KeyboardInterrupt
         return counting(autoencoder, slices, device, batch_size, zoom, rotation_deg)
 
-    monkeypatch.setattr(diffusion_module, "encode_latents", stopped_after_first)
+    monkeypatch.setattr(diffusion_module, "encode_latents", stopped_at_second_level)
     encoded.clear()
     more = dataclasses.replace(rotated, rotation_levels_deg=(0.0, 7.0, -7.0), max_steps=6)
     with pytest.raises(KeyboardInterrupt):

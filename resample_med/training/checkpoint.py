@@ -93,6 +93,11 @@ def resume_from_checkpoint(
     return state.step, state.train_seconds
 
 
+class SelectionWarning(UserWarning):
+    """The validated selection kept weights the user probably did not mean to ship (for example the
+    starting weights of a continued run)."""
+
+
 @dataclass(frozen=True)
 class BestScore:
     """The weights held in ``run_dir/best.pt``: their step, selection score (lower is better) and

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+import warnings
 from typing import Any
 
 # CLI option name -> config field name, for options both stages share.
@@ -188,11 +190,29 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
             if opts.get(name) is not None:
                 value = opts[name]
                 changes[name] = tuple(value) if isinstance(value, list) else value
-        summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
+        with warnings.catch_warnings():
+            _print_selection_warnings_on_one_line()
+            summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     else:
         raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
     print(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _print_selection_warnings_on_one_line() -> None:
+    """Inside a ``warnings.catch_warnings()`` block: print each :class:`SelectionWarning` as one line
+    for the person at the terminal (no source file and line); other warnings as before."""
+    from resample_med.training.checkpoint import SelectionWarning
+
+    shown_as_before = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> None:
+        if issubclass(category, SelectionWarning):
+            print(f"resample-med train: warning: {message}", file=sys.stderr)
+        else:
+            shown_as_before(message, category, *rest, **kwargs)
+
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> None:
