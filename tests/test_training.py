@@ -139,8 +139,13 @@ def test_autoencoder_ships_its_best_averaged_weights(trained_ae: Path, phantom_n
         val_every=3,
         max_steps=7,
     )
-    train_autoencoder(cfg)
-    summary = train_autoencoder(dataclasses.replace(cfg, resume=True, max_steps=9))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = train_autoencoder(cfg)
+        summary = train_autoencoder(dataclasses.replace(cfg, resume=True, max_steps=9))
+    # each run that ships its starting weights (step 0) says so
+    said_so = sum("step 0's weights" in str(w.message) for w in caught)
+    assert said_so == [first["selected_step"], summary["selected_step"]].count(0)
     psnr = {r["step"]: r["psnr_db"] for r in LossLog(run).read("val")}
     assert sorted(psnr) == [0, 3, 6, 7, 9]  # start, every val_every steps, each run's last weights
     assert len(set(psnr.values())) > 1

@@ -10,6 +10,7 @@ slices starts to be memorised).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,19 @@ class BestWeights:
 
     def restore(self, model: torch.nn.Module, step: int) -> int:
         """Load the best weights into ``model`` unless they are its current ones (those of ``step``);
-        returns the step of the weights ``model`` now holds."""
+        returns the step of the weights ``model`` now holds.
+
+        Warns (:class:`SelectionWarning`) when they are step 0's, the weights training started from:
+        then nothing the run trained ships."""
         if self.best is None or self.best.step == step or (stored := load_best(self.run_dir)) is None:
             return step
         model.load_state_dict(stored[1])
+        if self.best.step == 0:
+            warnings.warn(
+                f"{self.run_dir}: the run ships step 0's weights, the ones training started from: no later "
+                "validation scored better. To keep the last weights instead, run the same command with "
+                f"--resume --max-steps {step} --no-keep-best",
+                SelectionWarning,
+                stacklevel=3,
+            )
         return self.best.step

@@ -157,9 +157,18 @@ def _overrides(args: dict[str, Any]) -> dict[str, Any]:
 
 def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
     """Build the stage's config from its preset plus the given options, train, print the summary."""
+    opts = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    with warnings.catch_warnings():
+        _print_selection_warnings_on_one_line()
+        summary = _train_stage(stage, opts)
+    print(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _train_stage(stage: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Train ``stage`` with its preset and the options in ``opts``; returns the run's summary."""
     from resample_med.training.data import SliceSelection
 
-    opts = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     changes = _overrides(opts)
     if opts.get("all_licences"):
         changes["selection"] = SliceSelection(license_classes=None)
@@ -171,7 +180,7 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
             changes["trainable"] = opts["trainable"]
         if opts.get("crop_size") is not None:
             changes["augment"] = dataclasses.replace(cfg.augment, crop_size=opts["crop_size"])
-        summary = train_autoencoder(dataclasses.replace(cfg, **changes))
+        return train_autoencoder(dataclasses.replace(cfg, **changes))
     elif stage == "diffusion":
         from resample_med.training.diffusion import DIFFUSION_PRESETS, train_diffusion
 
@@ -190,13 +199,8 @@ def run_training(stage: str, args: argparse.Namespace | dict[str, Any]) -> dict[
             if opts.get(name) is not None:
                 value = opts[name]
                 changes[name] = tuple(value) if isinstance(value, list) else value
-        with warnings.catch_warnings():
-            _print_selection_warnings_on_one_line()
-            summary = train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
-    else:
-        raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
-    print(json.dumps(summary, indent=2, default=str))
-    return summary
+        return train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
+    raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
 
 
 def _print_selection_warnings_on_one_line() -> None:

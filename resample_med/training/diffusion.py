@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ from resample_med.training.augment import rotate_and_zoom
 from resample_med.training.autoencoder import encoder_state_hash
 from resample_med.training.checkpoint import (
     BestWeights,
-    SelectionWarning,
     TrainState,
     resume_from_checkpoint,
     save_atomically,
@@ -484,14 +482,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         validate()  # the last weights compete too
     selected_step = kept.restore(ema.model, step)
     best = kept.best
-    if selected_step == 0 and step > 0:
-        warnings.warn(
-            f"diffusion training: {run_dir / MODEL_DIR} holds step 0's weights, the ones training started from: "
-            f"no later check scored better on {cfg.select_on}. To keep the last weights instead, run the same "
-            f"command with --resume --max-steps {step} --no-keep-best",
-            SelectionWarning,
-            stacklevel=2,
-        )
 
     bundle.unet = ema.model
     summary: dict[str, Any] = {
