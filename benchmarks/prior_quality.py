@@ -26,7 +26,11 @@ from training):
    its standard error: a val loss well above the training loss says the UNet fits its training
    slices more than CT (generation 2's UNet: 45%; round 5's, trained with dropout: 27%);
 
-5. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
+5. the tissue composition of each set: the share of the frame's pixels in the HU ranges of air, lung,
+   fat, soft tissue, bone and dense bone (``TISSUE_RANGES_HU``), beside real val's own: which tissue a
+   prior under- or over-draws (round 7's drew half the bone the data holds), which W1 sums away;
+
+6. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
    one sample and no final data fit (``resample_med.sampling.config.FAST_FROM_NOISE``: the decoded last latent,
    so the image is the prior's, pulled to the data only through the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
    and fan, Poisson I0 = 1e5, simulated as ``benchmarks/evaluate.py`` simulates (its default).
@@ -122,6 +126,26 @@ def distances(a: torch.Tensor, b: torch.Tensor, net: torch.nn.Module) -> dict[st
         "hist_intersection": histogram_intersection(a, b),
         "fd_random_features": frechet_distance(features(a, net), features(b, net)),
         "log_psd_mse": float(np.mean((log_radial_psd(a) - log_radial_psd(b)) ** 2)),
+    }
+
+
+TISSUE_RANGES_HU: dict[str, tuple[float, float]] = {
+    "air": (-float("inf"), -900.0),
+    "lung": (-900.0, -500.0),
+    "fat": (-150.0, -30.0),
+    "soft tissue": (0.0, 100.0),
+    "bone": (300.0, float("inf")),
+    "dense bone": (700.0, float("inf")),
+}
+"""Textbook HU ranges, half-open [low, high). Not a partition: the gaps between them (partial-volume
+edges, water, contrast-enhanced blood) belong to no class, and dense bone is part of bone."""
+
+
+def tissue_fractions(hu: torch.Tensor) -> dict[str, float]:
+    """Percent of all pixels of the images (N, 1, H, W) in HU whose value lies in each ``TISSUE_RANGES_HU`` range."""
+    return {
+        name: 100.0 * float(((hu >= low) & (hu < high)).double().mean())
+        for name, (low, high) in TISSUE_RANGES_HU.items()
     }
 
 
@@ -256,6 +280,18 @@ def markdown(report: dict) -> str:
             f"val {val['mean']:.5f} +- {val['stderr']:.5f}, open train slices {train['mean']:.5f} +- {train['stderr']:.5f} "
             f"(val / train = {val['mean'] / train['mean']:.2f}).",
         ]
+    fractions = report.get("tissue_fractions")
+    if fractions is not None:
+        names = list(TISSUE_RANGES_HU)
+        ranges = [f"{name} [{low:g}, {high:g})" for name, (low, high) in TISSUE_RANGES_HU.items()]
+        lines += [
+            "",
+            "Tissue composition: percent of all pixels in each HU range (bone includes dense bone):",
+            "",
+            "| set | " + " | ".join(ranges) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        lines += [f"| {k} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |" for k, v in fractions.items()]
     if "strength" in report:
         lines += [
             "",
@@ -321,6 +357,13 @@ def main(argv: list[str] | None = None) -> dict:
             "real open train slices (floor)": distances(real_train, real_val, net),
             "autoencoder reconstructions of val": distances(recon, real_val, net),
             "N(0, I) latents decoded (trivial baseline)": distances(noise_decoded, real_val, net),
+        },
+        "tissue_fractions": {
+            "real val (the target)": tissue_fractions(real_val),
+            "DDIM samples (the prior)": tissue_fractions(samples),
+            "real open train slices (floor)": tissue_fractions(real_train),
+            "autoencoder reconstructions of val": tissue_fractions(recon),
+            "N(0, I) latents decoded (trivial baseline)": tissue_fractions(noise_decoded),
         },
         "sample_spread": bootstrap_spread(samples, real_val, net, args.seed),
         "denoising_loss": {

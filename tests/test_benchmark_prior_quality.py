@@ -1,4 +1,5 @@
-"""benchmarks/prior_quality.py: the sampling spread that says how far its sample statistics move by chance."""
+"""benchmarks/prior_quality.py: the sampling spread that says how far its sample statistics move by chance,
+and the tissue composition that says which tissue a prior under-draws."""
 
 from __future__ import annotations
 
@@ -50,3 +51,13 @@ def test_denoising_loss_is_the_training_objective_averaged_over_fixed_draws(prio
     assert one["stderr"] == 0.0
     four = prior_quality.denoising_loss(bundle, images, draws=4)
     assert four["stderr"] > 0 and four == prior_quality.denoising_loss(bundle, images, draws=4)
+
+
+def test_tissue_fractions_count_each_hu_range_over_the_whole_frame(prior_quality) -> None:
+    # one 4x4 image: 8 air pixels, 1 lung, 1 fat, 2 soft tissue, 1 bone below 700 HU, 2 dense bone, 1 in no range
+    hu = torch.tensor([-1000.0] * 8 + [-700.0, -100.0, 0.0, 99.0, 300.0, 700.0, 1500.0, 200.0]).reshape(1, 1, 4, 4)
+    fractions = prior_quality.tissue_fractions(hu)
+    assert fractions == pytest.approx(
+        {"air": 50.0, "lung": 6.25, "fat": 6.25, "soft tissue": 12.5, "bone": 18.75, "dense bone": 12.5}
+    )
+    assert prior_quality.tissue_fractions(torch.cat([hu, hu])) == pytest.approx(fractions)  # a mean over images
