@@ -5,7 +5,7 @@ from training):
 
 1. autoencoder reconstruction x -> D(E(x)): PSNR in the HU window [-1000, 1000] mapped to [0, 1]
    and HU-RMSE;
-2. N unconditional DDIM samples (eta = 0) against the real val slices, by three distances:
+2. N unconditional DDIM samples (eta = 0 unless ``--eta``) against the real val slices, by three distances:
    - W1: Wasserstein-1 distance between the HU value distributions (HU, lower is better),
      ``W1 = integral |F_a(h) - F_b(h)| dh`` over [-1024, 3071] from 4 HU-bin histograms;
    - HI: histogram intersection ``sum_b min(p_a(b), p_b(b))`` of the same histograms (1 = equal);
@@ -252,7 +252,7 @@ def markdown(report: dict) -> str:
         "# Prior quality on the val split",
         "",
         f"Model: `{report['model']}`; val slices: {report['n_val']}; samples: {report['n_samples']} "
-        f"({report['sample_steps']} DDIM steps, eta 0, seed {report['seed']}); {report['seconds']:.0f} s on {report['device']}.",
+        f"({report['sample_steps']} DDIM steps, eta {report.get('eta', 0.0):g}, seed {report['seed']}); {report['seconds']:.0f} s on {report['device']}.",
         "",
         f"Autoencoder reconstruction: **PSNR {ae['psnr_db']:.2f} dB** (window [-1000, 1000] HU -> [0, 1]), "
         f"**HU-RMSE {ae['hu_rmse']:.1f} HU**.",
@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-samples", type=int, default=48)
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM stochasticity of the samples (0: deterministic, 1: DDPM-like)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--strength", action="store_true", help="also ReSample fast (no final fit) vs TV (minutes on a CPU)"
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     ae = autoencoder_metrics(reconstruct, val.model_units())
     recon = torch.cat([model_to_hu(reconstruct(x)) for x in val.model_units().split(8)])
     g = torch.Generator().manual_seed(args.seed)
-    samples = model_to_hu(sample_images(bundle, args.n_samples, args.sample_steps, g).cpu())
+    samples = model_to_hu(sample_images(bundle, args.n_samples, args.sample_steps, g, eta=args.eta).cpu())
     noise_z = torch.randn((args.n_samples, *bundle.latent_shape), generator=g)
     with torch.no_grad():
         noise_decoded = torch.cat([model_to_hu(bundle.decode(z.to(args.device)).cpu()) for z in noise_z.split(8)])
@@ -349,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_val": len(val),
         "n_samples": args.n_samples,
         "sample_steps": args.sample_steps,
+        "eta": args.eta,
         "seed": args.seed,
         "device": args.device,
         "autoencoder_val": ae,
