@@ -30,7 +30,12 @@ from training):
    fat, soft tissue, bone and dense bone (``TISSUE_RANGES_HU``), beside real val's own: which tissue a
    prior under- or over-draws (round 7's drew half the bone the data holds), which W1 sums away;
 
-6. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
+6. with ``--renoise-levels``, where the reverse process loses tissue: the val slices encoded, noised
+   to each timestep t (q(z_t | z_0), Ho et al. 2020 Eq. 4) and taken back to t = 0 by DDIM over the
+   sampling schedule's steps below t, as in SDEdit (Meng et al. 2022); their tissue composition and
+   W1 against val. A tissue that the low levels already lose is lost by the UNet's fine denoising;
+
+7. with ``--strength``, the prior's own reconstruction strength: ReSample ``fast`` from noise with
    one sample and no final data fit (``resample_med.sampling.config.FAST_FROM_NOISE``: the decoded last latent,
    so the image is the prior's, pulled to the data only through the consistency steps) against TV, on the val slices that tuned TV's weight, 30 views, parallel
    and fan, Poisson I0 = 1e5, simulated as ``benchmarks/evaluate.py`` simulates (its default).
@@ -54,7 +59,7 @@ import torch
 
 from resample_med.models import LatentDiffusionBundle, load_default_model
 from resample_med.models.config import DISPLAY_WINDOW_HU
-from resample_med.models.sample import sample_images
+from resample_med.models.sample import ddim_scheduler, denoise_latents, sample_images
 from resample_med.training.data import SliceSelection, load_npz_slices
 from resample_med.training.validation import autoencoder_metrics, hu_histogram, wasserstein1_hu, window01
 from resample_med.units import model_to_hu
@@ -147,6 +152,30 @@ def tissue_fractions(hu: torch.Tensor) -> dict[str, float]:
         name: 100.0 * float(((hu >= low) & (hu < high)).double().mean())
         for name, (low, high) in TISSUE_RANGES_HU.items()
     }
+
+
+@torch.no_grad()
+def renoised_tissue_fractions(
+    bundle: LatentDiffusionBundle, images: torch.Tensor, levels: list[int], steps: int, seed: int
+) -> dict[int, dict[str, float]]:
+    """Tissue fractions (and ``w1_hu`` against the images) of model-unit images (N, 1, H, W) encoded,
+    noised to each of ``levels`` and denoised back by ``steps``-step DDIM (eta 0), keyed by the
+    noise level used: the schedule's largest timestep <= the requested one (the module docstring, 6)."""
+    timesteps = ddim_scheduler(bundle, steps).timesteps
+    z0 = torch.cat([bundle.encode(x) for x in images.split(8)])
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device)
+    real_hu = model_to_hu(images.cpu())
+    out = {}
+    for level in levels:
+        below = timesteps[timesteps <= level]
+        if len(below) == 0:
+            raise ValueError(f"--renoise-levels: {level} is below the first sampling timestep {int(timesteps[-1])}")
+        t = int(below[0])
+        zt = bundle.scheduler.add_noise(z0, noise, torch.full((len(z0),), t, device=z0.device))
+        z = denoise_latents(bundle, zt, t, steps)
+        hu = torch.cat([model_to_hu(bundle.decode(c).cpu()) for c in z.split(8)])
+        out[t] = tissue_fractions(hu) | {"w1_hu": wasserstein1_hu(hu, real_hu)}
+    return out
 
 
 BOOTSTRAP_RESAMPLES = 200
@@ -292,6 +321,24 @@ def markdown(report: dict) -> str:
             "|---|" + "---|" * len(names),
         ]
         lines += [f"| {k} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |" for k, v in fractions.items()]
+    renoised = report.get("renoised")
+    if renoised is not None:
+        names = list(TISSUE_RANGES_HU)
+        lines += [
+            "",
+            f"Val slices noised to timestep t and denoised back ({report['sample_steps']}-step DDIM, eta 0): percent of "
+            "pixels per HU range as above, and W1 against val (t = 0: the autoencoder's reconstructions):",
+            "",
+            "| t | " + " | ".join(names) + " | W1 (HU) |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
+        recon = report["tissue_fractions"]["autoencoder reconstructions of val"]
+        recon_w1 = report["distances"]["autoencoder reconstructions of val"]["w1_hu"]
+        lines.append("| 0 | " + " | ".join(f"{recon[n]:.2f}" for n in names) + f" | {recon_w1:.1f} |")
+        lines += [
+            f"| {t} | " + " | ".join(f"{v[n]:.2f}" for n in names) + f" | {v['w1_hu']:.1f} |"
+            for t, v in renoised.items()
+        ]
     if "strength" in report:
         lines += [
             "",
@@ -317,6 +364,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--eta", type=float, default=0.0, help="DDIM stochasticity of the samples (0: deterministic, 1: DDPM-like)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--renoise-levels",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="also noise the val slices to these timesteps and denoise them back (e.g. 100 300 500 700 900)",
+    )
     parser.add_argument(
         "--strength", action="store_true", help="also ReSample fast (no final fit) vs TV (minutes on a CPU)"
     )
@@ -375,6 +430,10 @@ def main(argv: list[str] | None = None) -> dict:
             "open train slices (floor row)": denoising_loss(bundle, reference.model_units(pick).to(args.device)),
         },
     }
+    if args.renoise_levels:
+        report["renoised"] = renoised_tissue_fractions(
+            bundle, val.model_units().to(args.device), args.renoise_levels, args.sample_steps, args.seed
+        )
     if args.strength:
         report["strength"] = prior_strength(bundle, Path(args.data), args.seed)
     report["seconds"] = time.perf_counter() - t0

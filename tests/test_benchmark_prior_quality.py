@@ -61,3 +61,18 @@ def test_tissue_fractions_count_each_hu_range_over_the_whole_frame(prior_quality
         {"air": 50.0, "lung": 6.25, "fat": 6.25, "soft tissue": 12.5, "bone": 18.75, "dense bone": 12.5}
     )
     assert prior_quality.tissue_fractions(torch.cat([hu, hu])) == pytest.approx(fractions)  # a mean over images
+
+
+def test_renoised_slices_are_keyed_by_the_sampling_timestep_and_barely_move_at_the_lowest(prior_quality) -> None:
+    from resample_med.models import create_bundle
+
+    bundle = create_bundle("tiny", seed=0)
+    images = (discs(4, seed=5) / 1000.0).float()  # model units
+    renoised = prior_quality.renoised_tissue_fractions(bundle, images, [1, 150, 999], steps=10, seed=0)
+    assert list(renoised) == [1, 101, 901]  # 10 steps: timesteps 901, 801, ..., 1; each level snaps down
+    with torch.no_grad():
+        recon_hu = torch.cat([bundle.decode(bundle.encode(x)) for x in images.split(2)]) * 1000.0
+    # from t = 1 one DDIM step with sqrt(1 - alpha_bar) = 0.01: the autoencoder's reconstruction, nearly
+    assert renoised[1]["soft tissue"] == pytest.approx(prior_quality.tissue_fractions(recon_hu)["soft tissue"], abs=1.0)
+    with pytest.raises(ValueError, match="--renoise-levels: 0 is below the first sampling timestep 1"):
+        prior_quality.renoised_tissue_fractions(bundle, images, [0], steps=10, seed=0)
