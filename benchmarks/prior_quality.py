@@ -28,7 +28,7 @@ from training):
 
 5. the tissue composition of each set: the share of the frame's pixels in the HU ranges of air, lung,
    fat, soft tissue, bone and dense bone (``TISSUE_RANGES_HU``), beside real val's own: which tissue a
-   prior under- or over-draws (round 7's drew half the bone the data holds), which W1 sums away;
+   prior under- or over-draws (the shipped prior draws half its training slices' bone, a third of val's), which W1 sums away;
 
 6. with ``--renoise-levels``, where the reverse process loses tissue: the val slices encoded, noised
    to each timestep t (q(z_t | z_0), Ho et al. 2020 Eq. 4) and taken back to t = 0 by DDIM over the

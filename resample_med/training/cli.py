@@ -142,7 +142,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DEG",
         type=float,
         nargs="+",
-        help="in-plane rotations in degrees, combined with every zoom level (0 = as stored), against memorising few slices (the shipped prior's rounds 7 and 8: 0 7 -7 10 -10, inside the +-10 degrees its autoencoder was trained on, then 0 alone for 750 steps)",
+        help="in-plane rotations in degrees, combined with every zoom level (0 = as stored), against memorising few slices (the shipped prior's rounds 7 to 9: 0 7 -7 10 -10, inside the +-10 degrees its autoencoder was trained on, then 0 alone for 750 steps)",
     )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
