@@ -265,12 +265,15 @@ def denoising_loss(
 ) -> dict[str, float]:
     """Mean and standard error over ``draws`` seeds of the training loss of the UNet on model-unit
     images (N, 1, H, W): each seed fixes one timestep and noise per image (``validation_loss``)."""
-    from resample_med.training.diffusion import DiffusionTrainConfig, validation_loss
+    from resample_med.training.diffusion import HELD_OUT_MIN_SNR_GAMMA, validation_loss
 
     with torch.no_grad():
         z0 = torch.cat([bundle.encode(x) for x in images.split(8)])
-    gamma, patch = DiffusionTrainConfig().min_snr_gamma, bundle.config.architecture.unet.patch_size
-    losses = [validation_loss(bundle.unet, bundle.scheduler, z0, seed, gamma, 64, patch) for seed in range(draws)]
+    patch = bundle.config.architecture.unet.patch_size
+    losses = [
+        validation_loss(bundle.unet, bundle.scheduler, z0, seed, HELD_OUT_MIN_SNR_GAMMA, 64, patch)
+        for seed in range(draws)
+    ]
     return {"mean": float(np.mean(losses)), "stderr": float(np.std(losses) / np.sqrt(draws))}
 
 

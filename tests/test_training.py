@@ -15,7 +15,7 @@ import torch
 import resample_med.training.diffusion as diffusion_module
 from resample_med.models import LatentDiffusionBundle
 from resample_med.models.config import get_architecture
-from resample_med.models.networks import apply_unet, build_unet
+from resample_med.models.networks import apply_unet, build_scheduler, build_unet
 from resample_med.models.sample import sample_images
 from resample_med.training import (
     AUTOENCODER_PRESETS,
@@ -545,7 +545,17 @@ def test_dropout_acts_in_training_steps_only() -> None:
         set_dropout(unet, 1.0)
 
 
-def test_cli_sets_diffusion_dropout_and_keep_best(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:
+def test_cli_sets_diffusion_dropout_and_keep_best(
+    trained_ae: Path, phantom_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held_out_gammas = []
+    measure_held_out = diffusion_module.validation_loss
+
+    def recording_validation_loss(*args: object) -> float:
+        held_out_gammas.append(args[4])
+        return measure_held_out(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(diffusion_module, "validation_loss", recording_validation_loss)
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "dm"
@@ -565,15 +575,36 @@ def test_cli_sets_diffusion_dropout_and_keep_best(trained_ae: Path, phantom_npz:
             "--rotation-levels",
             "0",
             "-5",
+            "--min-snr-gamma",
+            "20",
             "--device",
             "cpu",
         ]
     )
     args.func(args)
     config = json.loads((out / "train_config.json").read_text())
-    assert (config["dropout"], config["keep_best"]) == (0.2, False)
+    assert (config["dropout"], config["keep_best"], config["min_snr_gamma"]) == (0.2, False, 20.0)
+    # the held-out loss keeps its own weighting, comparable with runs trained on another gamma
+    assert held_out_gammas and set(held_out_gammas) == {diffusion_module.HELD_OUT_MIN_SNR_GAMMA}
     assert (config["zoom_levels"], config["rotation_levels_deg"]) == ([1.0, 0.9], [0.0, -5.0])
     assert LatentDiffusionBundle.load(out / "model").unet.config.dropout == 0.0  # ships without it
+
+
+def test_min_snr_gamma_weighs_the_low_noise_steps() -> None:
+    arch = get_architecture("tiny")
+    unet = build_unet(arch).eval()
+    scheduler = build_scheduler(arch.schedule)
+    channels, size, _ = arch.latent_shape
+    z0 = torch.randn(16, channels, size, size)
+
+    def loss(gamma: float) -> float:
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(0)
+            value = diffusion_module.diffusion_loss(unet, scheduler, z0, generator, gamma, arch.unet.patch_size)
+        return float(value)
+
+    # gamma below every step's SNR gives each step the weight gamma / (SNR + 1); above it, SNR / (SNR + 1)
+    assert loss(20.0) > loss(5.0) > loss(1.0)
 
 
 def test_no_keep_best_ships_the_last_weights_of_a_finished_run(

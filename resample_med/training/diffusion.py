@@ -26,7 +26,8 @@ DDIM samples (fixed seed) and the val slices: in round 2 the loss alone picked w
 samples drifted (MODEL_CARD.md). With ``select_max_loss_rise`` the sample score selects only among
 weights whose held-out loss is within that fraction of the lowest loss of the run so far: in round
 3 the W1 of 16 samples picked weights whose loss had risen 16% and whose 48 samples were worse.
-The run folder holds
+The held-out loss is always weighted with ``HELD_OUT_MIN_SNR_GAMMA`` (whatever gamma trains), so
+that it stays comparable across runs and rounds. The run folder holds
 ``checkpoint.pt``, ``best.pt``, ``loss_log.jsonl``, sample grids and ``model/`` (the full bundle).
 """
 
@@ -70,6 +71,10 @@ LATENT_CACHE = "latents.pt"
 SELECTION_SCORES = ("val_loss", "sample_w1")
 
 
+HELD_OUT_MIN_SNR_GAMMA = 5.0
+"""Gamma of the held-out loss (``validation_loss``) of every run, and the presets' training gamma."""
+
+
 @dataclass(frozen=True)
 class DiffusionTrainConfig:
     """Every knob of latent UNet training; see ``DIFFUSION_PRESETS``.
@@ -85,7 +90,8 @@ class DiffusionTrainConfig:
     ``select_sample_steps`` steps at each check); ``select_max_loss_rise``: with ``sample_w1``,
     weights whose held-out loss exceeds the run's lowest so far by more than this fraction are not
     eligible (None: no such limit); ``dropout``: probability of the UNet's dropout layers in
-    training steps (the shipped EMA weights run without dropout).
+    training steps (the shipped EMA weights run without dropout); ``min_snr_gamma``: gamma of the
+    training loss's weighting (module docstring; larger: more weight on low-noise steps).
     """
 
     data: tuple[str, ...] = ()
@@ -102,7 +108,7 @@ class DiffusionTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    min_snr_gamma: float = 5.0
+    min_snr_gamma: float = HELD_OUT_MIN_SNR_GAMMA
     hflip_prob: float = 0.5
     vflip_prob: float = 0.0  # 0.5 put the patient table above the body in some samples of the first model
     max_steps: int = 200_000
@@ -435,7 +441,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         nonlocal lowest_loss
         assert val_z is not None
         loss = validation_loss(
-            ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+            ema.model, scheduler, val_z.to(device), cfg.seed, HELD_OUT_MIN_SNR_GAMMA, cfg.batch_size, patch
         )
         lowest_loss = min(lowest_loss, loss)
         score = loss if cfg.select_on == "val_loss" else sample_w1()
@@ -505,7 +511,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
             best.val_loss
             if best is not None
             else validation_loss(
-                ema.model, scheduler, val_z.to(device), cfg.seed, cfg.min_snr_gamma, cfg.batch_size, patch
+                ema.model, scheduler, val_z.to(device), cfg.seed, HELD_OUT_MIN_SNR_GAMMA, cfg.batch_size, patch
             )
         )
     training = {"autoencoder": _autoencoder_history(cfg, bundle), "diffusion": summary}
