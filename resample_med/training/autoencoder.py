@@ -41,7 +41,7 @@ from resample_med.training.checkpoint import BestWeights, TrainState, resume_fro
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
-from resample_med.training.runtime import autocast, write_json
+from resample_med.training.runtime import autocast, resolve_cpu_bf16, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import autoencoder_metrics
 
@@ -55,7 +55,8 @@ class AutoencoderTrainConfig:
     ``patient_balance``: exponent of the per-patient slice weights (``SliceSet.sampling_weights``).
     ``trainable``: ``"all"``, or ``"decoder"`` to fine-tune the decoder only: the encoder (and so
     the latent space a trained UNet lives in) stays fixed, so a continued bundle keeps its UNet.
-    ``cpu_bf16``: bf16 autocast for training steps on the CPU (validation stays fp32).
+    ``cpu_bf16``: bf16 autocast for training steps on the CPU (validation stays fp32; None: where
+    the CPU has native bf16, ``runtime.resolve_cpu_bf16``).
     ``ema_decay``: decay of the weights' moving average (None: no average, the live weights are
     validated and saved). ``keep_best``: ship the validated weights with the highest val PSNR.
     """
@@ -80,7 +81,7 @@ class AutoencoderTrainConfig:
     val_batch_size: int = 8
     patient_balance: float = 0.0
     trainable: str = "all"
-    cpu_bf16: bool = False
+    cpu_bf16: bool | None = False
     ema_decay: float | None = None
     keep_best: bool = False
     seed: int = 0
@@ -119,7 +120,7 @@ AUTOENCODER_PRESETS: dict[str, AutoencoderTrainConfig] = {
         batch_size=2,
         lr=1e-4,
         trainable="decoder",
-        cpu_bf16=True,
+        cpu_bf16=None,  # where the CPU has native bf16 (runtime.resolve_cpu_bf16)
         patient_balance=0.5,
         ema_decay=0.999,
         keep_best=True,
@@ -189,6 +190,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.out_dir)
+    cpu_bf16 = resolve_cpu_bf16(cfg.cpu_bf16)
+    cfg = dataclasses.replace(cfg, cpu_bf16=cpu_bf16)  # as run, in train_config.json
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "train_config.json", dataclasses.asdict(cfg))
 
@@ -247,9 +250,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig) -> dict[str, Any]:
             group["lr"] = lr
         index = data.draw(cfg.batch_size, cfg.patient_balance, generator)
         x = augment_batch(data.model_units(index).to(device), cfg.augment, generator)
-        with autocast(device, cfg.cpu_bf16), torch.set_grad_enabled(cfg.trainable == "all"):
+        with autocast(device, cpu_bf16), torch.set_grad_enabled(cfg.trainable == "all"):
             posterior = model.encode(x).latent_dist
-        with autocast(device, cfg.cpu_bf16):
+        with autocast(device, cpu_bf16):
             rec = model.decode(posterior.sample(generator=generator)).sample
         l1 = (rec.float() - x).abs().mean()
         kl = posterior.kl().float().mean() / x[0].numel()

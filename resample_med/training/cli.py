@@ -85,7 +85,7 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
         "--cpu-bf16",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast for training steps on the CPU (about 2x faster on CPUs with AVX512-BF16)",
+        help="bf16 autocast for training steps on the CPU (about 2x faster on CPUs with AVX512-BF16 or AMX, about 2x slower on CPUs without; default of the cpu_continue presets: on where the CPU has them)",
     )
     p.add_argument(
         "--all-licences", action="store_true", help="train on every licence class of the npz, not only 'open'"

@@ -61,7 +61,7 @@ from resample_med.training.checkpoint import (
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
-from resample_med.training.runtime import autocast, write_json
+from resample_med.training.runtime import autocast, resolve_cpu_bf16, write_json
 from resample_med.training.schedule import Budget, LRSchedule
 from resample_med.training.validation import save_grid_png, wasserstein1_hu
 from resample_med.units import model_to_hu
@@ -84,7 +84,7 @@ class DiffusionTrainConfig:
     ``patient_balance``: exponent of the per-patient slice weights; ``zoom_levels``: zoom-out
     factors (1 = as stored) and ``rotation_levels_deg``: in-plane rotations in degrees (0 = as
     stored); the latents of every (zoom, rotation) pair are precomputed and drawn uniformly; ``cpu_bf16``: bf16
-    autocast for training steps on the CPU; ``keep_best``: ship the EMA weights with the lowest
+    autocast for training steps on the CPU (None: where the CPU has native bf16); ``keep_best``: ship the EMA weights with the lowest
     selection score (checked every ``val_every`` steps) instead of the last ones; ``select_on``:
     the score, one of ``SELECTION_SCORES`` (``sample_w1`` draws ``select_samples`` DDIM samples of
     ``select_sample_steps`` steps at each check); ``select_max_loss_rise``: with ``sample_w1``,
@@ -124,7 +124,7 @@ class DiffusionTrainConfig:
     patient_balance: float = 0.0
     zoom_levels: tuple[float, ...] = (1.0,)
     rotation_levels_deg: tuple[float, ...] = (0.0,)
-    cpu_bf16: bool = False
+    cpu_bf16: bool | None = False
     keep_best: bool = True
     select_on: str = "val_loss"
     select_samples: int = 16
@@ -156,7 +156,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
         progress_bar=False,
     ),
     "cpu": DiffusionTrainConfig(architecture="cpu", batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.995),
-    # Continue a shipped UNet: bf16 autocast, patient-balanced, zoom-out level 0.8 beside the
+    # Continue a shipped UNet: bf16 autocast where the CPU has it natively, patient-balanced, zoom-out level 0.8 beside the
     # slices as stored (benchmarks/results/prior_recipe.md); validated every 250 steps so that the
     # best EMA weights ship. Round 2 added levels 0.9 and 0.7: lower val loss, but samples drifted
     # (W1 of HU 52 -> 128; MODEL_CARD.md), so they are not in the preset, and the weights are
@@ -167,7 +167,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionTrainConfig] = {
         lr=1e-3,
         warmup_steps=100,
         ema_decay=0.995,
-        cpu_bf16=True,
+        cpu_bf16=None,  # where the CPU has native bf16 (runtime.resolve_cpu_bf16)
         patient_balance=0.5,
         zoom_levels=(1.0, 0.8),
         val_every=250,
@@ -370,6 +370,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     run_dir = Path(cfg.out_dir)
+    cpu_bf16 = resolve_cpu_bf16(cfg.cpu_bf16)
+    cfg = dataclasses.replace(cfg, cpu_bf16=cpu_bf16)  # as run, in train_config.json
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "train_config.json", dataclasses.asdict(cfg))
 
@@ -465,7 +467,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
             else torch.zeros(cfg.batch_size, dtype=torch.long)
         )
         z0 = _flip(z_train[level, index], cfg.hflip_prob, cfg.vflip_prob, generator).to(device)
-        loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch, cfg.cpu_bf16)
+        loss = diffusion_loss(unet, scheduler, z0, generator, cfg.min_snr_gamma, patch, cpu_bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
