@@ -24,7 +24,8 @@ from training):
    v-prediction, min-SNR weights) on the val slices and on as many open training slices (those of
    the floor row), each averaged over ``DENOISING_DRAWS`` fixed draws of timesteps and noise with
    its standard error: a val loss well above the training loss says the UNet fits its training
-   slices more than CT (generation 2's UNet: 45%; round 5's, trained with dropout: 27%);
+   slices more than CT (generation 2's UNet: 45%; round 5's, trained with dropout: 27%); and the same
+   loss with t drawn within each of ``NOISE_BANDS``: at which noise levels that gap opens;
 
 5. the tissue composition of each set: the share of the frame's pixels in the HU ranges of air, lung,
    fat, soft tissue, bone and dense bone (``TISSUE_RANGES_HU``), beside real val's own: which tissue a
@@ -69,6 +70,8 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ct_hu256.npz"
 FEATURE_SEED = 0
 FEATURE_DIM = 32
 DENOISING_DRAWS = 10
+NOISE_BANDS = ((0, 100), (100, 300), (300, 600), (600, 1000))
+"""Timestep ranges [low, high) of the denoising loss by noise level (SNR about 60-4, 4-0.6, 0.6-0.08, below)."""
 
 
 def histogram_intersection(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -261,17 +264,21 @@ def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict
 
 
 def denoising_loss(
-    bundle: LatentDiffusionBundle, images: torch.Tensor, draws: int = DENOISING_DRAWS
+    bundle: LatentDiffusionBundle,
+    images: torch.Tensor,
+    draws: int = DENOISING_DRAWS,
+    timesteps: tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Mean and standard error over ``draws`` seeds of the training loss of the UNet on model-unit
-    images (N, 1, H, W): each seed fixes one timestep and noise per image (``validation_loss``)."""
+    images (N, 1, H, W): each seed fixes one timestep and noise per image (``validation_loss``),
+    the timestep drawn from ``timesteps`` = [low, high) (None: all of them)."""
     from resample_med.training.diffusion import HELD_OUT_MIN_SNR_GAMMA, validation_loss
 
     with torch.no_grad():
         z0 = torch.cat([bundle.encode(x) for x in images.split(8)])
     patch = bundle.config.architecture.unet.patch_size
     losses = [
-        validation_loss(bundle.unet, bundle.scheduler, z0, seed, HELD_OUT_MIN_SNR_GAMMA, 64, patch)
+        validation_loss(bundle.unet, bundle.scheduler, z0, seed, HELD_OUT_MIN_SNR_GAMMA, 64, patch, timesteps)
         for seed in range(draws)
     ]
     return {"mean": float(np.mean(losses)), "stderr": float(np.std(losses) / np.sqrt(draws))}
@@ -312,6 +319,21 @@ def markdown(report: dict) -> str:
             f"val {val['mean']:.5f} +- {val['stderr']:.5f}, open train slices {train['mean']:.5f} +- {train['stderr']:.5f} "
             f"(val / train = {val['mean'] / train['mean']:.2f}).",
         ]
+    bands = report.get("denoising_loss_by_band")
+    if bands is not None:
+        lines += [
+            "",
+            f"The same loss with t drawn within each band ({DENOISING_DRAWS} draws each):",
+            "",
+            "| t | val | open train slices | val / train |",
+            "|---|---|---|---|",
+        ]
+        for band, loss in bands.items():
+            val, train = loss["val"], loss["open train slices (floor row)"]
+            lines.append(
+                f"| {band} | {val['mean']:.5f} +- {val['stderr']:.5f} | {train['mean']:.5f} +- {train['stderr']:.5f} "
+                f"| {val['mean'] / train['mean']:.2f} |"
+            )
     fractions = report.get("tissue_fractions")
     if fractions is not None:
         names = list(TISSUE_RANGES_HU)
@@ -391,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(args.seed))[: len(val)]
     real_train = model_to_hu(reference.model_units(pick))
+    val_images, train_images = val.model_units().to(args.device), reference.model_units(pick).to(args.device)
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -429,13 +452,20 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "sample_spread": bootstrap_spread(samples, real_val, net, args.seed),
         "denoising_loss": {
-            "val": denoising_loss(bundle, val.model_units().to(args.device)),
-            "open train slices (floor row)": denoising_loss(bundle, reference.model_units(pick).to(args.device)),
+            "val": denoising_loss(bundle, val_images),
+            "open train slices (floor row)": denoising_loss(bundle, train_images),
+        },
+        "denoising_loss_by_band": {
+            f"[{low}, {high})": {
+                "val": denoising_loss(bundle, val_images, timesteps=(low, high)),
+                "open train slices (floor row)": denoising_loss(bundle, train_images, timesteps=(low, high)),
+            }
+            for low, high in NOISE_BANDS
         },
     }
     if args.renoise_levels:
         report["renoised"] = renoised_tissue_fractions(
-            bundle, val.model_units().to(args.device), args.renoise_levels, args.sample_steps, args.seed
+            bundle, val_images, args.renoise_levels, args.sample_steps, args.seed
         )
     if args.strength:
         report["strength"] = prior_strength(bundle, Path(args.data), args.seed)

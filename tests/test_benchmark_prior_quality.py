@@ -3,6 +3,9 @@ and the tissue composition that says which tissue a prior under-draws."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,6 +54,32 @@ def test_denoising_loss_is_the_training_objective_averaged_over_fixed_draws(prio
     assert one["stderr"] == 0.0
     four = prior_quality.denoising_loss(bundle, images, draws=4)
     assert four["stderr"] > 0 and four == prior_quality.denoising_loss(bundle, images, draws=4)
+
+
+def test_denoising_loss_by_noise_band_draws_its_timesteps_within_the_band(prior_quality) -> None:
+    from resample_med.models import create_bundle
+
+    bundle = create_bundle("tiny", seed=0)
+    images = (discs(6, seed=4) / 1000.0).float()
+    every_step = (0, bundle.scheduler.config.num_train_timesteps)
+    assert prior_quality.denoising_loss(bundle, images, draws=2, timesteps=every_step) == (
+        prior_quality.denoising_loss(bundle, images, draws=2)
+    )
+    low, high = (
+        prior_quality.denoising_loss(bundle, images, draws=2, timesteps=band) for band in [(0, 100), (600, 1000)]
+    )
+    assert low["mean"] != pytest.approx(high["mean"], rel=1e-3)
+
+
+def test_report_tabulates_the_loss_by_band_with_its_val_train_ratio(prior_quality) -> None:
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "prior_quality"
+    report = json.loads((results / "prior_quality.json").read_text())
+    loss = {"mean": 0.03, "stderr": 0.001}
+    report["denoising_loss_by_band"] = {
+        "[0, 100)": {"val": loss, "open train slices (floor row)": {"mean": 0.02, "stderr": 0.001}}
+    }
+    text = prior_quality.markdown(report)
+    assert "| [0, 100) | 0.03000 +- 0.00100 | 0.02000 +- 0.00100 | 1.50 |" in text
 
 
 def test_tissue_fractions_count_each_hu_range_over_the_whole_frame(prior_quality) -> None:

@@ -259,10 +259,13 @@ def diffusion_loss(
     min_snr_gamma: float,
     patch_size: int = 1,
     cpu_bf16: bool = False,
+    timesteps: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Min-SNR-weighted denoising loss (module docstring) of a batch of scaled latents z0 (B, C, h, w)."""
+    """Min-SNR-weighted denoising loss (module docstring) of a batch of scaled latents z0 (B, C, h, w),
+    t drawn uniformly from ``timesteps`` = [low, high) (None: every training timestep)."""
     b = z0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(z0.device)
+    low, high = timesteps if timesteps is not None else (0, scheduler.config.num_train_timesteps)
+    t = torch.randint(low, high, (b,), generator=generator).to(z0.device)
     eps = torch.randn(z0.shape, generator=generator).to(z0.device)
     ab = scheduler.alphas_cumprod.to(z0.device)[t]
     zt = scheduler.add_noise(z0, eps, t)
@@ -306,11 +309,15 @@ def validation_loss(
     min_snr_gamma: float,
     batch_size: int,
     patch_size: int = 1,
+    timesteps: tuple[int, int] | None = None,
 ) -> float:
-    """The training loss on held-out latents with fixed noise and timesteps (comparable across steps)."""
+    """The training loss on held-out latents with fixed noise and timesteps (comparable across steps);
+    ``timesteps``: draw t from [low, high) only (``diffusion_loss``)."""
     generator = torch.Generator().manual_seed(seed)
     losses = [
-        diffusion_loss(unet, scheduler, z0[i : i + batch_size], generator, min_snr_gamma, patch_size)
+        diffusion_loss(
+            unet, scheduler, z0[i : i + batch_size], generator, min_snr_gamma, patch_size, timesteps=timesteps
+        )
         * min(batch_size, len(z0) - i)
         for i in range(0, len(z0), batch_size)
     ]
