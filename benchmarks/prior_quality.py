@@ -71,7 +71,7 @@ FEATURE_SEED = 0
 FEATURE_DIM = 32
 DENOISING_DRAWS = 10
 NOISE_BANDS = ((0, 100), (100, 300), (300, 600), (600, 1000))
-"""Timestep ranges [low, high) of the denoising loss by noise level (SNR about 60-4, 4-0.6, 0.6-0.08, below)."""
+"""Timestep ranges [low, high) of the denoising loss by noise level (SNR above 8.5, 8.5-0.65, 0.65-0.026, below)."""
 
 
 def histogram_intersection(a: torch.Tensor, b: torch.Tensor) -> float:
