@@ -24,8 +24,12 @@ SIZE = 32
 SEED = 7
 """User seed of every pinned run (measurement noise and sampling)."""
 
-ATOL_MODEL_UNITS = 1e-5
-"""Tolerance in model units (HU / 1000), i.e. 0.01 HU: float32 reduction-order noise only."""
+TOLERANCE_MODEL_UNITS = {"sinogram": (1e-5, 1e-6), "tv": (1e-4, 1e-5), "resample": (1e-2, 2e-3)}
+"""Name -> (largest, root-mean-square) difference allowed, in model units (HU / 1000): float32
+rounding only. Another CPU rounds differently (an Intel Xeon with AVX512F against the AMD EPYC with
+AVX512-BF16 that wrote the references, one thread both): sinogram 6e-8 / -, TV 1.8e-5 / 1.5e-6, and
+ReSample, whose optimisation steps amplify rounding, 3.5e-3 / 5.3e-4 (3.5 HU at one pixel, 0.5 HU
+RMS). A refactor that changes what is computed moves far more than these bounds."""
 
 
 def phantom_volume():
@@ -84,13 +88,11 @@ def computed() -> dict[str, np.ndarray]:
 def test_pixels_match_the_pinned_reference(computed, name):
     reference = np.load(DATA_DIR / f"pinned_{name}.npy")
     assert computed[name].shape == reference.shape
-    np.testing.assert_allclose(
-        computed[name],
-        reference,
-        rtol=0,
-        atol=ATOL_MODEL_UNITS,
-        err_msg=f"{name} moved: regenerate only for an intended change",
-    )
+    largest, rms = TOLERANCE_MODEL_UNITS[name]
+    difference = computed[name] - reference
+    message = f"{name} moved: regenerate only for an intended change"
+    np.testing.assert_allclose(computed[name], reference, rtol=0, atol=largest, err_msg=message)
+    assert np.sqrt(np.mean(difference**2)) <= rms, message
 
 
 if __name__ == "__main__":
