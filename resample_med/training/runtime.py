@@ -15,7 +15,8 @@ def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.Abstrac
 
     CPUs with AVX512-BF16 run a training step of the shipped UNet about 1.8x faster under bf16
     autocast (benchmarks/results/prior_recipe.md); CPUs without it emulate bf16 and lose (an AVX512
-    Xeon without BF16: about 2x slower, MODEL_CARD.md round 10), hence :func:`resolve_cpu_bf16`.
+    Xeon without BF16: 2.2x slower, benchmarks/results/prior_recipe_speed_no_bf16_cpu.md), hence
+    :func:`resolve_cpu_bf16`.
     """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
