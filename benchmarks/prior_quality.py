@@ -158,6 +158,12 @@ def tissue_fractions(hu: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
+def encode(bundle: LatentDiffusionBundle, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (N, C, h, w) of model-unit images (N, 1, H, W), 8 at a time."""
+    return torch.cat([bundle.encode(x) for x in images.split(8)])
+
+
+@torch.no_grad()
 def renoised_tissue_fractions(
     bundle: LatentDiffusionBundle, images: torch.Tensor, levels: list[int], steps: int, seed: int
 ) -> dict[int, dict[str, float]]:
@@ -165,7 +171,7 @@ def renoised_tissue_fractions(
     noised to each of ``levels`` and denoised back by ``steps``-step DDIM (eta 0), keyed by the
     noise level used: the schedule's largest timestep <= the requested one (the module docstring, 6)."""
     timesteps = ddim_scheduler(bundle, steps).timesteps
-    z0 = torch.cat([bundle.encode(x) for x in images.split(8)])
+    z0 = encode(bundle, images)
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device)
     real_hu = model_to_hu(images.cpu())
     out = {}
@@ -265,17 +271,15 @@ def prior_strength(bundle: LatentDiffusionBundle, data: Path, seed: int) -> dict
 
 def denoising_loss(
     bundle: LatentDiffusionBundle,
-    images: torch.Tensor,
+    z0: torch.Tensor,
     draws: int = DENOISING_DRAWS,
     timesteps: tuple[int, int] | None = None,
 ) -> dict[str, float]:
-    """Mean and standard error over ``draws`` seeds of the training loss of the UNet on model-unit
-    images (N, 1, H, W): each seed fixes one timestep and noise per image (``validation_loss``),
-    the timestep drawn from ``timesteps`` = [low, high) (None: all of them)."""
+    """Mean and standard error over ``draws`` seeds of the training loss of the UNet on the latents
+    z0 (N, C, h, w) of images (``encode``): each seed fixes one timestep and noise per image
+    (``validation_loss``), the timestep drawn from ``timesteps`` = [low, high) (None: all of them)."""
     from resample_med.training.diffusion import HELD_OUT_MIN_SNR_GAMMA, validation_loss
 
-    with torch.no_grad():
-        z0 = torch.cat([bundle.encode(x) for x in images.split(8)])
     patch = bundle.config.architecture.unet.patch_size
     losses = [
         validation_loss(bundle.unet, bundle.scheduler, z0, seed, HELD_OUT_MIN_SNR_GAMMA, 64, patch, timesteps)
@@ -413,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
     reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(args.seed))[: len(val)]
     real_train = model_to_hu(reference.model_units(pick))
-    val_images, train_images = val.model_units().to(args.device), reference.model_units(pick).to(args.device)
+    val_images = val.model_units().to(args.device)
+    val_latents, train_latents = encode(bundle, val_images), encode(bundle, reference.model_units(pick).to(args.device))
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -452,13 +457,13 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "sample_spread": bootstrap_spread(samples, real_val, net, args.seed),
         "denoising_loss": {
-            "val": denoising_loss(bundle, val_images),
-            "open train slices (floor row)": denoising_loss(bundle, train_images),
+            "val": denoising_loss(bundle, val_latents),
+            "open train slices (floor row)": denoising_loss(bundle, train_latents),
         },
         "denoising_loss_by_band": {
             f"[{low}, {high})": {
-                "val": denoising_loss(bundle, val_images, timesteps=(low, high)),
-                "open train slices (floor row)": denoising_loss(bundle, train_images, timesteps=(low, high)),
+                "val": denoising_loss(bundle, val_latents, timesteps=(low, high)),
+                "open train slices (floor row)": denoising_loss(bundle, train_latents, timesteps=(low, high)),
             }
             for low, high in NOISE_BANDS
         },

@@ -46,28 +46,26 @@ def test_denoising_loss_is_the_training_objective_averaged_over_fixed_draws(prio
 
     bundle = create_bundle("tiny", seed=0)
     images = (discs(6, seed=4) / 1000.0).float()  # model units
-    one = prior_quality.denoising_loss(bundle, images, draws=1)
     with torch.no_grad():
         z0 = bundle.encode(images)
+    one = prior_quality.denoising_loss(bundle, prior_quality.encode(bundle, images), draws=1)
     patch = bundle.config.architecture.unet.patch_size
     assert one["mean"] == pytest.approx(validation_loss(bundle.unet, bundle.scheduler, z0, 0, 5.0, 64, patch))
     assert one["stderr"] == 0.0
-    four = prior_quality.denoising_loss(bundle, images, draws=4)
-    assert four["stderr"] > 0 and four == prior_quality.denoising_loss(bundle, images, draws=4)
+    four = prior_quality.denoising_loss(bundle, z0, draws=4)
+    assert four["stderr"] > 0 and four == prior_quality.denoising_loss(bundle, z0, draws=4)
 
 
 def test_denoising_loss_by_noise_band_draws_its_timesteps_within_the_band(prior_quality) -> None:
     from resample_med.models import create_bundle
 
     bundle = create_bundle("tiny", seed=0)
-    images = (discs(6, seed=4) / 1000.0).float()
+    z0 = prior_quality.encode(bundle, (discs(6, seed=4) / 1000.0).float())
     every_step = (0, bundle.scheduler.config.num_train_timesteps)
-    assert prior_quality.denoising_loss(bundle, images, draws=2, timesteps=every_step) == (
-        prior_quality.denoising_loss(bundle, images, draws=2)
+    assert prior_quality.denoising_loss(bundle, z0, draws=2, timesteps=every_step) == (
+        prior_quality.denoising_loss(bundle, z0, draws=2)
     )
-    low, high = (
-        prior_quality.denoising_loss(bundle, images, draws=2, timesteps=band) for band in [(0, 100), (600, 1000)]
-    )
+    low, high = (prior_quality.denoising_loss(bundle, z0, draws=2, timesteps=band) for band in [(0, 100), (600, 1000)])
     assert low["mean"] != pytest.approx(high["mean"], rel=1e-3)
 
 

@@ -95,7 +95,7 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` with the sub-stages ``autoencoder`` and ``diffusion``."""
     from resample_med.training.autoencoder import AUTOENCODER_PRESETS
-    from resample_med.training.diffusion import DIFFUSION_PRESETS, SELECTION_SCORES
+    from resample_med.training.diffusion import DIFFUSION_PRESETS, HELD_OUT_MIN_SNR_GAMMA, SELECTION_SCORES
 
     train = subparsers.add_parser("train", help="train the latent diffusion prior on CT slices")
     stages = train.add_subparsers(dest="stage", required=True)
@@ -147,7 +147,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     dm.add_argument(
         "--min-snr-gamma",
         type=float,
-        help="gamma of the loss weighting min(SNR, gamma) / (SNR + 1) (Hang et al. 2023; presets: 5); larger weighs the low-noise steps, which draw fine structure, more. The held-out loss keeps gamma 5",
+        help=f"gamma of the loss weighting min(SNR, gamma) / (SNR + 1) (Hang et al. 2023; presets: {HELD_OUT_MIN_SNR_GAMMA:g}); larger weighs the low-noise steps, which draw fine structure, more. The held-out loss keeps gamma {HELD_OUT_MIN_SNR_GAMMA:g}",
     )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
