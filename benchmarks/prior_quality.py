@@ -206,7 +206,10 @@ def bootstrap_spread(
 
 
 def side_by_side_png(samples_hu: torch.Tensor, real_hu: torch.Tensor, path: Path, ncols: int = 4) -> Path:
-    """Up to 16 samples (left) beside as many real slices (right), window [-1000, 1000], 8 px gap."""
+    """Up to 16 samples (left) beside as many real slices (right), window [-1000, 1000], 8 px gap.
+
+    Rows of ``ncols`` images (one shorter row of all of them when there are fewer than ``ncols``).
+    """
     from PIL import Image  # lazy: only for figures
 
     def grid(hu: torch.Tensor) -> np.ndarray:
@@ -215,7 +218,9 @@ def side_by_side_png(samples_hu: torch.Tensor, real_hu: torch.Tensor, path: Path
         rows = [np.concatenate(list(t[r * ncols : (r + 1) * ncols]), axis=1) for r in range(n // ncols)]
         return np.concatenate(rows, axis=0)
 
-    n = min(16, len(samples_hu), len(real_hu)) // ncols * ncols
+    n = min(16, len(samples_hu), len(real_hu))
+    ncols = min(ncols, n)
+    n = n // ncols * ncols
     left, right = grid(samples_hu[:n]), grid(real_hu[:n])
     gap = np.ones((left.shape[0], 8))
     canvas = np.concatenate([left, gap, right], axis=1)

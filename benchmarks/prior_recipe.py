@@ -36,7 +36,12 @@ from resample_med.models import load_default_model
 from resample_med.models.config import UNetArchitecture
 from resample_med.models.networks import apply_unet
 from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder, trainable_parameters
-from resample_med.training.diffusion import DIFFUSION_PRESETS, diffusion_loss, train_diffusion
+from resample_med.training.diffusion import (
+    DIFFUSION_PRESETS,
+    HELD_OUT_MIN_SNR_GAMMA,
+    diffusion_loss,
+    train_diffusion,
+)
 from resample_med.training.runtime import autocast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +83,7 @@ def _unet_train_step(bf16: bool, channels_last: bool = False, compile_: bool = F
     patch = bundle.config.architecture.unet.patch_size
 
     def step() -> None:
-        loss = diffusion_loss(model, bundle.scheduler, z0, generator, 5.0, patch, cpu_bf16=bf16)
+        loss = diffusion_loss(model, bundle.scheduler, z0, generator, HELD_OUT_MIN_SNR_GAMMA, patch, cpu_bf16=bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

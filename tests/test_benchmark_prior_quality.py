@@ -103,3 +103,14 @@ def test_renoised_slices_are_keyed_by_the_sampling_timestep_and_barely_move_at_t
     assert renoised[1]["soft tissue"] == pytest.approx(prior_quality.tissue_fractions(recon_hu)["soft tissue"], abs=1.0)
     with pytest.raises(ValueError, match="--renoise-levels: 0 is below the first sampling timestep 1"):
         prior_quality.renoised_tissue_fractions(bundle, images, [0], steps=10, seed=0)
+
+
+@pytest.mark.parametrize(("n", "size"), [(1, (32, 72)), (3, (32, 200)), (6, (32, 264)), (20, (128, 264))])
+def test_samples_png_has_rows_of_four_or_one_short_row(
+    prior_quality, tmp_path: Path, n: int, size: tuple[int, int]
+) -> None:
+    """Width: ncols 32-px images per side plus the 8-px gap; fewer than four samples make one row."""
+    from PIL import Image
+
+    path = prior_quality.side_by_side_png(discs(n, seed=5), discs(n, seed=6), tmp_path / "grid.png")
+    assert Image.open(path).size[::-1] == size
