@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_bundles import noise_predictions, randomised_tiny_bundle
 
 import resample_med.training.diffusion as diffusion_module
 from resample_med.models import LatentDiffusionBundle
@@ -306,6 +307,34 @@ def test_diffusion_init_from_keeps_weights_and_scale(trained_ae: Path, phantom_n
     a, b = source.unet.state_dict(), continued.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "continued_from" in continued.config.training
+
+
+def test_training_deepens_the_init_from_model(tmp_path: Path, phantom_npz: Path) -> None:
+    source = randomised_tiny_bundle(1)
+    source.save(tmp_path / "source")
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"],
+        data=(str(phantom_npz),),
+        out_dir=str(tmp_path / "run"),
+        init_from=str(tmp_path / "source"),
+        deepen=True,
+        max_steps=0,
+    )
+    train_diffusion(cfg)
+    trained = LatentDiffusionBundle.load(tmp_path / "run" / "model")
+    assert trained.unet.config.layers_per_block == 2
+    torch.testing.assert_close(noise_predictions(trained), noise_predictions(source), atol=1e-5, rtol=1e-5)
+    resumed = dataclasses.replace(cfg, max_steps=2, resume=True)
+    train_diffusion(resumed)  # the checkpoint's shapes are the deepened UNet's
+    assert LatentDiffusionBundle.load(tmp_path / "run" / "model").unet.config.layers_per_block == 2
+
+
+def test_deepen_needs_a_model_to_grow(tmp_path: Path, phantom_npz: Path) -> None:
+    cfg = dataclasses.replace(
+        DIFFUSION_PRESETS["tiny"], data=(str(phantom_npz),), out_dir=str(tmp_path / "run"), deepen=True
+    )
+    with pytest.raises(ValueError, match="--init-from"):
+        train_diffusion(cfg)
 
 
 def test_cli_registers_both_stages_and_runs(trained_ae: Path, phantom_npz: Path, tmp_path: Path) -> None:

@@ -149,6 +149,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help=f"gamma of the loss weighting min(SNR, gamma) / (SNR + 1) (Hang et al. 2023; presets: {HELD_OUT_MIN_SNR_GAMMA:g}); larger weighs the low-noise steps, which draw fine structure, more. The held-out loss keeps gamma {HELD_OUT_MIN_SNR_GAMMA:g}",
     )
+    dm.add_argument(
+        "--deepen",
+        action="store_true",
+        default=None,
+        help="with --init-from: add one layer to every UNet block, initialised so that the grown UNet computes what the old one did, then train (more capacity without starting from noise; about 1.4x the sampling cost)",
+    )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
 
@@ -201,6 +207,7 @@ def _train_stage(stage: str, opts: dict[str, Any]) -> dict[str, Any]:
             "zoom_levels",
             "rotation_levels_deg",
             "min_snr_gamma",
+            "deepen",
         ):
             if opts.get(name) is not None:
                 value = opts[name]

@@ -60,6 +60,7 @@ from resample_med.training.checkpoint import (
 )
 from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
 from resample_med.training.ema import EMA
+from resample_med.training.grow import deepen_bundle
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, resolve_cpu_bf16, write_json
 from resample_med.training.schedule import Budget, LRSchedule
@@ -91,7 +92,9 @@ class DiffusionTrainConfig:
     weights whose held-out loss exceeds the run's lowest so far by more than this fraction are not
     eligible (None: no such limit); ``dropout``: probability of the UNet's dropout layers in
     training steps (the shipped EMA weights run without dropout); ``min_snr_gamma``: gamma of the
-    training loss's weighting (module docstring; larger: more weight on low-noise steps).
+    training loss's weighting (module docstring; larger: more weight on low-noise steps);
+    ``deepen``: with ``init_from``, first add one identity-initialised layer to every UNet block
+    (``training/grow.py``), so training continues the old prior with more capacity.
     """
 
     data: tuple[str, ...] = ()
@@ -131,6 +134,7 @@ class DiffusionTrainConfig:
     select_sample_steps: int = 25
     select_max_loss_rise: float | None = None
     dropout: float = 0.0
+    deepen: bool = False
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -326,8 +330,12 @@ def validation_loss(
 
 def _prepare_models(cfg: DiffusionTrainConfig, device: torch.device) -> tuple[LatentDiffusionBundle, bool]:
     """The bundle to train (UNet random or from ``init_from``) and whether its scale must be measured."""
+    if cfg.deepen and cfg.init_from is None:
+        raise ValueError("--deepen grows a trained UNet: give the model to grow with --init-from")
     if cfg.init_from is not None:
         bundle = LatentDiffusionBundle.load(cfg.init_from)
+        if cfg.deepen:
+            bundle = deepen_bundle(bundle)
         if cfg.autoencoder is None:
             return bundle, False
         new_ae = load_pretrained_strict(AutoencoderKL, _autoencoder_folder(cfg.autoencoder))
