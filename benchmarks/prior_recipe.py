@@ -2,9 +2,10 @@
 
 Part 1, speed (all variants interleaved in one run, median of repeats, so the ratios hold even on
 a shared machine): one training step of the shipped latent UNet (batch 32) in fp32, under bf16
-autocast, bf16 + channels_last, and torch.compile; one whole-slice autoencoder step (batch 2) in
-fp32, bf16 and bf16 decoder-only; one UNet evaluation at batch 1 (the sampling cost) for the
-shipped UNet and a 1.5x wider one.
+autocast, bf16 + channels_last, and torch.compile, and of the shipped UNet deepened by one layer per
+block (``train diffusion --deepen``); one whole-slice autoencoder step (batch 2) in fp32, bf16 and
+bf16 decoder-only; one UNet evaluation at batch 1 (the sampling cost) for the shipped UNet, a 1.5x
+wider one and the deepened one. ``--speed-matching fp32`` times the fp32 rows only.
 
 Part 2, quality per CPU-second: short training runs of a fixed number of steps from the shipped
 weights through the project's own training functions, on the data the long run uses (the open train
@@ -42,6 +43,7 @@ from resample_med.training.diffusion import (
     diffusion_loss,
     train_diffusion,
 )
+from resample_med.training.grow import deepen_bundle
 from resample_med.training.runtime import autocast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +72,13 @@ def _median_seconds(step: Callable[[], None], warmup: int = 1) -> Callable[[], f
     return timed
 
 
-def _unet_train_step(bf16: bool, channels_last: bool = False, compile_: bool = False) -> Callable[[], None]:
+def _unet_train_step(
+    bf16: bool, channels_last: bool = False, compile_: bool = False, deepen: bool = False
+) -> Callable[[], None]:
     """One optimizer step of the shipped UNet on random scaled latents (batch UNET_BATCH)."""
     bundle = load_default_model()
+    if deepen:
+        bundle = deepen_bundle(bundle)
     unet = bundle.unet.train().requires_grad_(True)
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
@@ -111,11 +117,14 @@ def _ae_train_step(bf16: bool, decoder_only: bool) -> Callable[[], None]:
     return step
 
 
-def _unet_eval(bf16: bool, widen: float = 1.0) -> Callable[[], None]:
-    """One UNet evaluation at batch 1 (a sampling step) of the shipped or a ``widen``-times wider UNet."""
+def _unet_eval(bf16: bool, widen: float = 1.0, deepen: bool = False) -> Callable[[], None]:
+    """One UNet evaluation at batch 1 (a sampling step) of the shipped UNet, a ``widen``-times wider
+    one, or the shipped one deepened by one layer per block (``train diffusion --deepen``)."""
     from resample_med.models.networks import build_unet
 
     bundle = load_default_model()
+    if deepen:
+        bundle = deepen_bundle(bundle)
     arch = bundle.config.architecture
     unet = bundle.unet.eval()
     if widen != 1.0:
@@ -138,20 +147,24 @@ def _unet_eval(bf16: bool, widen: float = 1.0) -> Callable[[], None]:
     return step
 
 
-def measure_speed() -> list[dict]:
-    """Median seconds per call of every variant, interleaved over REPEATS rounds."""
+def measure_speed(matching: str = "") -> list[dict]:
+    """Median seconds per call of every variant whose name contains ``matching``, interleaved over
+    REPEATS rounds."""
     variants: dict[str, Callable[[], Callable[[], None]]] = {
         "UNet train step, batch 32, fp32": lambda: _unet_train_step(False),
         "UNet train step, batch 32, bf16 autocast": lambda: _unet_train_step(True),
         "UNet train step, batch 32, bf16 + channels_last": lambda: _unet_train_step(True, channels_last=True),
         "UNet train step, batch 32, bf16 + torch.compile": lambda: _unet_train_step(True, compile_=True),
+        "UNet train step, batch 32, fp32, deepened (+1 layer per block)": lambda: _unet_train_step(False, deepen=True),
         "AE train step, batch 2 x 256^2, fp32, all weights": lambda: _ae_train_step(False, False),
         "AE train step, batch 2 x 256^2, bf16, all weights": lambda: _ae_train_step(True, False),
         "AE train step, batch 2 x 256^2, bf16, decoder only": lambda: _ae_train_step(True, True),
         "UNet eval, batch 1, fp32 (shipped width)": lambda: _unet_eval(False),
         "UNet eval, batch 1, bf16 (shipped width)": lambda: _unet_eval(True),
         "UNet eval, batch 1, fp32, 1.5x wider": lambda: _unet_eval(False, 1.5),
+        "UNet eval, batch 1, fp32, deepened (+1 layer per block)": lambda: _unet_eval(False, deepen=True),
     }
+    variants = {name: make for name, make in variants.items() if matching in name}
     timers, setup = {}, {}
     for name, make in variants.items():
         t0 = time.perf_counter()
@@ -313,9 +326,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "prior_recipe.md"))
     parser.add_argument("--skip-quality", action="store_true", help="part 1 only")
     parser.add_argument("--skip-speed", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--speed-matching",
+        default="",
+        metavar="TEXT",
+        help="time only the speed variants whose name contains TEXT (e.g. fp32; the ratios need the table's fp32 rows)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    speed = [] if args.skip_speed else measure_speed()
+    speed = [] if args.skip_speed else measure_speed(args.speed_matching)
     quality = [] if args.skip_quality else quality_runs(args.unet_steps, args.ae_steps, Path(args.work), args.threads)
     write_markdown(Path(args.out), speed, quality, shlex.join(sys.argv[1:]))
     print(f"wrote {args.out}")
