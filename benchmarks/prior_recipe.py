@@ -147,9 +147,9 @@ def _unet_eval(bf16: bool, widen: float = 1.0, deepen: bool = False) -> Callable
     return step
 
 
-def measure_speed(matching: str = "") -> list[dict]:
-    """Median seconds per call of every variant whose name contains ``matching``, interleaved over
-    REPEATS rounds."""
+def measure_speed(matching: tuple[str, ...] = ("",)) -> list[dict]:
+    """Median seconds per call of every variant whose name contains one of ``matching``,
+    interleaved over REPEATS rounds."""
     variants: dict[str, Callable[[], Callable[[], None]]] = {
         "UNet train step, batch 32, fp32": lambda: _unet_train_step(False),
         "UNet train step, batch 32, bf16 autocast": lambda: _unet_train_step(True),
@@ -164,7 +164,7 @@ def measure_speed(matching: str = "") -> list[dict]:
         "UNet eval, batch 1, fp32, 1.5x wider": lambda: _unet_eval(False, 1.5),
         "UNet eval, batch 1, fp32, deepened (+1 layer per block)": lambda: _unet_eval(False, deepen=True),
     }
-    variants = {name: make for name, make in variants.items() if matching in name}
+    variants = {name: make for name, make in variants.items() if any(text in name for text in matching)}
     timers, setup = {}, {}
     for name, make in variants.items():
         t0 = time.perf_counter()
@@ -328,13 +328,14 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="part 2 only")
     parser.add_argument(
         "--speed-matching",
-        default="",
+        nargs="+",
+        default=[""],
         metavar="TEXT",
-        help="time only the speed variants whose name contains TEXT (e.g. fp32; the ratios need the table's fp32 rows)",
+        help="time only the speed variants whose name contains one of the TEXTs (e.g. fp32; the ratios need the fp32 rows of the shipped UNet)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    speed = [] if args.skip_speed else measure_speed(args.speed_matching)
+    speed = [] if args.skip_speed else measure_speed(tuple(args.speed_matching))
     quality = [] if args.skip_quality else quality_runs(args.unet_steps, args.ae_steps, Path(args.work), args.threads)
     write_markdown(Path(args.out), speed, quality, shlex.join(sys.argv[1:]))
     print(f"wrote {args.out}")

@@ -153,7 +153,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--deepen",
         action="store_true",
         default=None,
-        help="with --init-from: add one layer to every UNet block, initialised so that the grown UNet computes what the old one did, then train (more capacity without starting from noise; about 1.4x the sampling cost)",
+        help="with --init-from: add one layer to every UNet block, initialised so that the grown UNet computes what the old one did, then train (more capacity without starting from noise; the shipped UNet's evaluations cost about 1.5x, ReSample fast about 1.06x: benchmarks/results/prior_recipe_speed_deepened.md)",
     )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 

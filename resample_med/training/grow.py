@@ -19,8 +19,8 @@ downsampler output:
   (a residual block, so also the identity).
 
 The mid block, time embedding, conv_in/conv_out, downsamplers and upsamplers are copied as they are.
-The evaluation cost grows by about (2L + 3) / (2L + 1) (5/3 for L = 1); measure it with
-``benchmarks/prior_recipe.py``.
+The resnet count per level grows from 2L + 1 to 2L + 3: for the shipped UNet (L = 1) an evaluation
+costs 1.47x and a training step 1.53x (``benchmarks/results/prior_recipe_speed_deepened.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import dataclasses
 
 import torch
 from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
 
 from resample_med.models.bundle import LatentDiffusionBundle
 from resample_med.models.config import PriorConfig
@@ -39,7 +41,7 @@ def _zero_(module: torch.nn.Module) -> None:
         torch.nn.init.zeros_(p)
 
 
-def _make_identity_resnet(resnet: torch.nn.Module) -> None:
+def _make_identity_resnet(resnet: ResnetBlock2D) -> None:
     """Make a freshly built ResnetBlock2D return its first ``out_channels`` input channels."""
     _zero_(resnet.conv2)
     shortcut = resnet.conv_shortcut
@@ -53,7 +55,7 @@ def _make_identity_resnet(resnet: torch.nn.Module) -> None:
         torch.nn.init.zeros_(shortcut.bias)
 
 
-def _make_identity_attention(attention: torch.nn.Module) -> None:
+def _make_identity_attention(attention: Attention) -> None:
     """A residual self-attention block whose output projection is zero returns its input."""
     _zero_(attention.to_out[0])
 
