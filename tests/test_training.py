@@ -323,6 +323,7 @@ def test_training_deepens_the_init_from_model(tmp_path: Path, phantom_npz: Path)
     train_diffusion(cfg)
     trained = LatentDiffusionBundle.load(tmp_path / "run" / "model")
     assert trained.unet.config.layers_per_block == 2
+    assert trained.config.training["diffusion"]["deepened"] is True
     torch.testing.assert_close(noise_predictions(trained), noise_predictions(source), atol=1e-5, rtol=1e-5)
     resumed = dataclasses.replace(cfg, max_steps=2, resume=True)
     train_diffusion(resumed)  # the checkpoint's shapes are the deepened UNet's

@@ -513,6 +513,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict[str, Any]:
         "train_seconds": total_seconds(),
         "batch_size": cfg.batch_size,
         "unet_parameters": count_parameters(ema.model),
+        "deepened": cfg.deepen,  # the UNet grew by one layer per block at this run's start
         "autoencoder_parameters": count_parameters(bundle.autoencoder),
         "latent_scale_factor": scale,
         "device": str(device),
