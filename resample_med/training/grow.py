@@ -4,8 +4,9 @@ A UNet trained on 2 CPU cores cannot be re-trained wider from scratch in a sessi
 given more layers that start as the identity and are then trained on: the grown network's output
 equals the old one's at step 0, so training continues from the old prior instead of from noise.
 
-``deepen_unet`` turns a diffusers ``UNet2DModel`` with ``layers_per_block = L`` into one with
-``L + 1``. Per resolution level, with h_k the outputs of the old down resnets and d the
+``deepen_bundle`` turns the bundle's diffusers ``UNet2DModel`` with ``layers_per_block = L`` into
+one with ``L + 1`` (built by ``build_unet``, so the caller's random state is untouched). Per
+resolution level, with h_k the outputs of the old down resnets and d the
 downsampler output:
 
 - down block: resnets ``R_0..R_{L-1}`` are copied and a new ``R_L`` is appended whose last
@@ -34,6 +35,7 @@ from diffusers.models.resnet import ResnetBlock2D
 
 from resample_med.models.bundle import LatentDiffusionBundle
 from resample_med.models.config import PriorConfig
+from resample_med.models.networks import build_unet
 
 
 def _zero_(module: torch.nn.Module) -> None:
@@ -64,18 +66,11 @@ def _copy(dst: torch.nn.Module, src: torch.nn.Module) -> None:
     dst.load_state_dict(src.state_dict(), strict=True)
 
 
-def deepen_unet(unet: UNet2DModel) -> UNet2DModel:
-    """A copy of ``unet`` with one more resnet (and attention, where the level has it) per block.
-
-    The returned UNet computes the same function (up to float rounding) for any input
-    (B, C, h, w) and timestep (B,); its ``config.layers_per_block`` is one larger.
-    """
-    config = dict(unet.config)
-    old_layers = int(config["layers_per_block"])
-    config["layers_per_block"] = old_layers + 1
-    kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
-    grown = UNet2DModel(**kwargs).to(unet.device)  # fp32, as bundles are in memory
-
+def _copy_into_deeper(unet: UNet2DModel, grown: UNet2DModel) -> None:
+    """Fill ``grown`` (``unet``'s architecture with one more layer per block) so that it computes
+    what ``unet`` does for any input (B, C, h, w) and timestep (B,): the old weights, and the new
+    layers made the identity."""
+    old_layers = int(unet.config.layers_per_block)
     for name in ("conv_in", "time_proj", "time_embedding", "mid_block", "conv_norm_out", "conv_out"):
         old, new = getattr(unet, name), getattr(grown, name)
         if old is not None:
@@ -105,12 +100,14 @@ def deepen_unet(unet: UNet2DModel) -> UNet2DModel:
                 _copy(new_block.attentions[k + 1], old_block.attentions[k])
         if old_block.upsamplers is not None:
             _copy(new_block.upsamplers, old_block.upsamplers)
-    return grown
 
 
 def deepen_bundle(bundle: LatentDiffusionBundle) -> LatentDiffusionBundle:
-    """The bundle with its UNet deepened by :func:`deepen_unet` and ``prior_config`` updated to match."""
+    """The bundle with one more UNet layer per block (module docstring), computing what it did, and
+    ``prior_config`` updated to match (``layers_per_block`` + 1)."""
     arch = bundle.config.architecture
     unet_arch = dataclasses.replace(arch.unet, layers_per_block=arch.unet.layers_per_block + 1)
     config: PriorConfig = dataclasses.replace(bundle.config, architecture=dataclasses.replace(arch, unet=unet_arch))
-    return LatentDiffusionBundle(bundle.autoencoder, deepen_unet(bundle.unet), bundle.scheduler, config)
+    grown = build_unet(config.architecture).to(bundle.device)
+    _copy_into_deeper(bundle.unet, grown)
+    return LatentDiffusionBundle(bundle.autoencoder, grown, bundle.scheduler, config)
