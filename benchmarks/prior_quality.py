@@ -418,19 +418,22 @@ def main(argv: list[str] | None = None) -> dict:
         load_default_model(args.device) if args.model is None else LatentDiffusionBundle.load(args.model, args.device)
     )
     val = load_npz_slices(args.data, SliceSelection(splits=("val",), license_classes=None))
-    real_val = model_to_hu(val.model_units())
+    val_images = val.model_units()
+    real_val = model_to_hu(val_images)
     reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(args.seed))[: len(val)]
-    real_train = model_to_hu(reference.model_units(pick))
-    val_images = val.model_units().to(args.device)
-    val_latents, train_latents = encode(bundle, val_images), encode(bundle, reference.model_units(pick).to(args.device))
+    train_images = reference.model_units(pick)
+    real_train = model_to_hu(train_images)
+    val_latents = encode(bundle, val_images.to(args.device))
+    train_latents = encode(bundle, train_images.to(args.device))
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return bundle.decode(bundle.encode(x.to(args.device))).cpu()
 
-    ae = autoencoder_metrics(reconstruct, val.model_units())
-    recon = torch.cat([model_to_hu(reconstruct(x)) for x in val.model_units().split(8)])
+    ae = autoencoder_metrics(reconstruct, val_images)
+    with torch.no_grad():
+        recon = torch.cat([model_to_hu(bundle.decode(z).cpu()) for z in val_latents.split(8)])
     g = torch.Generator().manual_seed(args.seed)
     samples = model_to_hu(sample_images(bundle, args.n_samples, args.sample_steps, g, eta=args.eta).cpu())
     noise_z = torch.randn((args.n_samples, *bundle.latent_shape), generator=g)
@@ -475,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.renoise_levels:
         report["renoised"] = renoised_tissue_fractions(
-            bundle, val_images, args.renoise_levels, args.sample_steps, args.seed
+            bundle, val_images.to(args.device), args.renoise_levels, args.sample_steps, args.seed
         )
     if args.strength:
         report["strength"] = prior_strength(bundle, Path(args.data), args.seed)
