@@ -61,7 +61,7 @@ import torch
 from resample_med.models import LatentDiffusionBundle, load_default_model
 from resample_med.models.config import DISPLAY_WINDOW_HU
 from resample_med.models.sample import ddim_scheduler, denoise_latents, sample_images
-from resample_med.training.data import SliceSelection, load_npz_slices
+from resample_med.training.data import VALIDATION_SELECTION, SliceSelection, load_npz_slices
 from resample_med.training.validation import autoencoder_metrics, hu_histogram, wasserstein1_hu, window01
 from resample_med.units import model_to_hu
 
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
     bundle = (
         load_default_model(args.device) if args.model is None else LatentDiffusionBundle.load(args.model, args.device)
     )
-    val = load_npz_slices(args.data, SliceSelection(splits=("val",), license_classes=None))
+    val = load_npz_slices(args.data, VALIDATION_SELECTION)
     val_images = val.model_units()
     real_val = model_to_hu(val_images)
     reference = load_npz_slices(args.data, SliceSelection(splits=("train",), license_classes=("open",)))

@@ -38,7 +38,13 @@ from resample_med.models.networks import build_autoencoder, count_parameters
 from resample_med.training.augment import AugmentConfig
 from resample_med.training.augment import augment as augment_batch
 from resample_med.training.checkpoint import BestWeights, TrainState, resume_from_checkpoint, save_checkpoint
-from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
+from resample_med.training.data import (
+    VALIDATION_SELECTION,
+    SliceSelection,
+    SliceSet,
+    load_slices,
+    load_validation_slices,
+)
 from resample_med.training.ema import EMA
 from resample_med.training.loss_log import LossLog
 from resample_med.training.runtime import autocast, resolve_cpu_bf16, write_json
@@ -65,7 +71,7 @@ class AutoencoderTrainConfig:
     out_dir: str = "runs/autoencoder"
     architecture: str = "cpu"
     selection: SliceSelection = SliceSelection()
-    val_selection: SliceSelection = SliceSelection(splits=("val",), license_classes=None)
+    val_selection: SliceSelection = VALIDATION_SELECTION
     augment: AugmentConfig = AugmentConfig(crop_size=64)
     batch_size: int = 16
     lr: float = 1e-3

@@ -37,6 +37,10 @@ class SliceSelection:
     license_classes: tuple[str, ...] | None = ("open",)
 
 
+#: The held-out split every training run validates on, whatever its licence (measurement only).
+VALIDATION_SELECTION = SliceSelection(splits=("val",), license_classes=None)
+
+
 @dataclass
 class SliceSet:
     """HU slices kept as int16 to halve memory, with a summary of where they come from.
@@ -85,6 +89,18 @@ def _summarise(meta: dict[str, np.ndarray], n: int, origin: str) -> dict[str, An
     return summary
 
 
+def selection_mask(path: Path, npz: Any, selection: SliceSelection) -> np.ndarray:
+    """(N,) bool: the slices of the open npz ``npz`` (read from ``path``) that ``selection`` keeps."""
+    keep = np.ones(npz["images_hu"].shape[0], dtype=bool)
+    for key, allowed in (("split", selection.splits), ("license_class", selection.license_classes)):
+        if allowed is None:
+            continue
+        if key not in npz.files:
+            raise ValueError(f"{path}: selection by {key} asked for, but the npz has no '{key}' array")
+        keep &= np.isin(npz[key].astype(str), allowed)
+    return keep
+
+
 def load_npz_slices(path: str | Path, selection: SliceSelection = SliceSelection()) -> SliceSet:
     """Slices of an npz selected by split and licence class."""
     path = Path(path)
@@ -93,13 +109,7 @@ def load_npz_slices(path: str | Path, selection: SliceSelection = SliceSelection
     with np.load(path) as npz:
         if "images_hu" not in npz.files:
             raise ValueError(f"{path}: npz has no 'images_hu' array (keys: {npz.files})")
-        keep = np.ones(npz["images_hu"].shape[0], dtype=bool)
-        for key, allowed in (("split", selection.splits), ("license_class", selection.license_classes)):
-            if allowed is None:
-                continue
-            if key not in npz.files:
-                raise ValueError(f"{path}: selection by {key} asked for, but the npz has no '{key}' array")
-            keep &= np.isin(npz[key].astype(str), allowed)
+        keep = selection_mask(path, npz, selection)
         if not keep.any():
             raise ValueError(f"{path}: no slice matches {selection}")
         hu = np.clip(npz["images_hu"][keep], *HU_CLIP).astype(np.int16)

@@ -58,7 +58,13 @@ from resample_med.training.checkpoint import (
     save_atomically,
     save_checkpoint,
 )
-from resample_med.training.data import SliceSelection, SliceSet, load_slices, load_validation_slices
+from resample_med.training.data import (
+    VALIDATION_SELECTION,
+    SliceSelection,
+    SliceSet,
+    load_slices,
+    load_validation_slices,
+)
 from resample_med.training.ema import EMA
 from resample_med.training.grow import deepen_bundle
 from resample_med.training.loss_log import LossLog
@@ -103,7 +109,7 @@ class DiffusionTrainConfig:
     init_from: str | None = None
     architecture: str = "cpu"
     selection: SliceSelection = SliceSelection()
-    val_selection: SliceSelection = SliceSelection(splits=("val",), license_classes=None)
+    val_selection: SliceSelection = VALIDATION_SELECTION
     batch_size: int = 32
     lr: float = 5e-4
     warmup_steps: int = 200
