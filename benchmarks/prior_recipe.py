@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from resample_med.models import load_default_model
-from resample_med.models.config import UNetArchitecture
+from resample_med.models.config import get_architecture
 from resample_med.models.networks import apply_unet
 from resample_med.training.autoencoder import AUTOENCODER_PRESETS, train_autoencoder, trainable_parameters
 from resample_med.training.diffusion import (
@@ -117,9 +117,10 @@ def _ae_train_step(bf16: bool, decoder_only: bool) -> Callable[[], None]:
     return step
 
 
-def _unet_eval(bf16: bool, widen: float = 1.0, deepen: bool = False) -> Callable[[], None]:
-    """One UNet evaluation at batch 1 (a sampling step) of the shipped UNet, a ``widen``-times wider
-    one, or the shipped one deepened by one layer per block (``train diffusion --deepen``)."""
+def _unet_eval(bf16: bool, architecture: str | None = None, deepen: bool = False) -> Callable[[], None]:
+    """One UNet evaluation at batch 1 (a sampling step) of the shipped UNet, the UNet of another
+    ``architecture`` preset (random weights: the cost is the same), or the shipped one deepened by
+    one layer per block (``train diffusion --deepen``)."""
     from resample_med.models.networks import build_unet
 
     bundle = load_default_model()
@@ -127,14 +128,9 @@ def _unet_eval(bf16: bool, widen: float = 1.0, deepen: bool = False) -> Callable
         bundle = deepen_bundle(bundle)
     arch = bundle.config.architecture
     unet = bundle.unet.eval()
-    if widen != 1.0:
-        wide = UNetArchitecture(
-            block_out_channels=tuple(int(c * widen) for c in arch.unet.block_out_channels),
-            layers_per_block=arch.unet.layers_per_block,
-            attention_levels=arch.unet.attention_levels,
-            patch_size=arch.unet.patch_size,
-        )
-        unet = build_unet(dataclasses.replace(arch, unet=wide)).eval()
+    if architecture is not None:
+        arch = dataclasses.replace(arch, unet=get_architecture(architecture).unet)
+        unet = build_unet(arch).eval()
     z = torch.randn(1, *bundle.latent_shape)
     t = torch.tensor([500])
     device = torch.device("cpu")
@@ -161,7 +157,7 @@ def measure_speed(matching: tuple[str, ...] = ("",)) -> list[dict]:
         "AE train step, batch 2 x 256^2, bf16, decoder only": lambda: _ae_train_step(True, True),
         "UNet eval, batch 1, fp32 (shipped width)": lambda: _unet_eval(False),
         "UNet eval, batch 1, bf16 (shipped width)": lambda: _unet_eval(True),
-        "UNet eval, batch 1, fp32, 1.5x wider": lambda: _unet_eval(False, 1.5),
+        "UNet eval, batch 1, fp32, 1.5x wider": lambda: _unet_eval(False, "wide"),
         "UNet eval, batch 1, fp32, deepened (+1 layer per block)": lambda: _unet_eval(False, deepen=True),
     }
     variants = {name: make for name, make in variants.items() if any(text in name for text in matching)}

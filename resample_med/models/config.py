@@ -191,6 +191,15 @@ ARCHITECTURES: dict[str, ArchitectureConfig] = {
         autoencoder=AutoencoderArchitecture(block_out_channels=(32, 64, 64)),
         unet=UNetArchitecture(block_out_channels=(64, 128, 128), attention_levels=(False, False, True), patch_size=2),
     ),
+    # The shipped autoencoder (so its latent space) under a 1.5x wider UNet: 1.68x the "cpu" UNet's
+    # time per evaluation on a CPU (benchmarks/results/prior_recipe_speed_deepened.md), inside the 3x
+    # that keeps ReSample's `fast` interactive. From scratch it needs a GPU (CONTRIBUTING.md).
+    "wide": ArchitectureConfig(
+        name="wide",
+        image_size=256,
+        autoencoder=AutoencoderArchitecture(block_out_channels=(32, 64, 64)),
+        unet=UNetArchitecture(block_out_channels=(96, 192, 192), attention_levels=(False, False, True), patch_size=2),
+    ),
     # The design card's GPU size (f4 autoencoder 64-128-256, wider UNet); waits for a device.
     "full": ArchitectureConfig(
         name="full",
@@ -202,7 +211,7 @@ ARCHITECTURES: dict[str, ArchitectureConfig] = {
 
 
 def get_architecture(architecture: str | ArchitectureConfig) -> ArchitectureConfig:
-    """A preset by name (``"tiny"``, ``"cpu"``, ``"full"``) or the config itself."""
+    """A preset of :data:`ARCHITECTURES` by name or the config itself."""
     if isinstance(architecture, ArchitectureConfig):
         return architecture
     if architecture not in ARCHITECTURES:
