@@ -1,4 +1,5 @@
-"""``resample-med train autoencoder|diffusion``: argparse front end of the two training stages.
+"""``resample-med train autoencoder|diffusion|pack``: argparse front end of the two training stages
+and of ``pack``, which copies training slices into parts small enough to carry to a device machine.
 
 ``add_train_parser(subparsers)`` registers the ``train`` command on the main CLI's subparsers; each
 stage sets ``func`` to a callable taking the parsed namespace. Options left unset keep the chosen
@@ -14,6 +15,7 @@ Examples::
         --init-from resample_med/default_model --preset gpu --out runs/ldm_gpu --max-minutes 8
     resample-med train autoencoder --data data/ct_hu256.npz data/ct_extra_hu256.npz \
         --init-from resample_med/default_model --preset cpu_continue --out runs/ae2 --max-minutes 60
+    resample-med train pack --data data/ct_hu256.npz data/ct_extra_hu256.npz --out .pack --hu-step 4
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _COMMON_OVERRIDES = {
 
 def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     """Options every stage takes."""
+    from resample_med.models.config import ARCHITECTURES
+
     p.add_argument(
         "--data",
         nargs="+",
@@ -57,7 +61,7 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
     )
     p.add_argument("--preset", choices=presets, default="cpu", help="named training configuration")
     p.add_argument("--out", required=True, help="run folder (checkpoint, loss log, weights)")
-    p.add_argument("--architecture", choices=["tiny", "cpu", "full"], help="network size preset")
+    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), help="network size preset")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (total)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly (and save) after this wall time")
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoint.pt")
@@ -93,7 +97,7 @@ def _add_common(p: argparse.ArgumentParser, presets: list[str]) -> None:
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train`` with the sub-stages ``autoencoder`` and ``diffusion``."""
+    """Register ``train`` with the sub-stages ``autoencoder``, ``diffusion`` and ``pack``."""
     from resample_med.training.autoencoder import AUTOENCODER_PRESETS
     from resample_med.training.diffusion import DIFFUSION_PRESETS, HELD_OUT_MIN_SNR_GAMMA, SELECTION_SCORES
 
@@ -157,6 +161,26 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     dm.set_defaults(func=lambda args: run_training("diffusion", args))
 
+    pack = stages.add_parser(
+        "pack",
+        help="copy the training and val slices of npz files into npz parts small enough to carry to a GPU machine",
+    )
+    pack.add_argument(
+        "--data", nargs="+", required=True, help="npz files (keys images_hu, patient, split, license_class)"
+    )
+    pack.add_argument("--out", required=True, help="a new or empty folder for part-K-of-N.npz and PACK.json")
+    pack.add_argument("--max-mib", type=float, default=30.0, help="the largest part in MiB (default 30)")
+    pack.add_argument(
+        "--hu-step",
+        type=int,
+        default=1,
+        help="round HU to multiples of this (1: exact; 4: parts about 30%% smaller, error at most 2 HU)",
+    )
+    pack.add_argument(
+        "--all-licences", action="store_true", help="pack the train slices of every licence class, not only 'open'"
+    )
+    pack.set_defaults(func=run_pack)
+
 
 def _overrides(args: dict[str, Any]) -> dict[str, Any]:
     """Config field -> value for every option the user set."""
@@ -214,6 +238,21 @@ def _train_stage(stage: str, opts: dict[str, Any]) -> dict[str, Any]:
                 changes[name] = tuple(value) if isinstance(value, list) else value
         return train_diffusion(dataclasses.replace(diffusion_cfg, **changes))
     raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
+
+
+def run_pack(args: argparse.Namespace) -> list[Any]:
+    """``train pack``: write the parts, print one line per part and the folder's total."""
+    from resample_med.training.data import VALIDATION_SELECTION, SliceSelection
+    from resample_med.training.pack import pack_slices
+
+    train = SliceSelection(license_classes=None) if args.all_licences else SliceSelection()
+    parts = pack_slices(args.data, args.out, args.max_mib, args.hu_step, (train, VALIDATION_SELECTION))
+    for part in parts:
+        print(f"{part.path}: {part.slices} slices, {part.patients} patients, {part.bytes / 2**20:.1f} MiB")
+    print(
+        f"{sum(p.slices for p in parts)} slices in {len(parts)} part(s), {sum(p.bytes for p in parts) / 2**20:.1f} MiB"
+    )
+    return parts
 
 
 def _print_selection_warnings_on_one_line() -> None:
