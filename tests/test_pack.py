@@ -109,3 +109,14 @@ def test_train_pack_command(sources: list[Path], tmp_path: Path, capsys: pytest.
     assert capsys.readouterr().out.splitlines()[-1].startswith("18 slices in 1 part(s), ")  # 14 train, 4 val
     assert main(args) == 2
     assert "already holds part-1-of-1.npz" in capsys.readouterr().err
+
+
+def test_a_part_over_the_limit_is_removed_with_the_parts_before_it(
+    sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resample_med.training.pack as pack
+
+    monkeypatch.setattr(pack, "_estimated_bytes", lambda hu: 1.0)  # an estimate far too low
+    with pytest.raises(RuntimeError, match="more than --max-mib 0.005 .* smaller --max-mib"):
+        pack_slices(sources, tmp_path / "pack", max_mib=0.005)
+    assert not list((tmp_path / "pack").iterdir())

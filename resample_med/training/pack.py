@@ -101,9 +101,11 @@ def pack_slices(
         _write_lzma_npz(path, {"images_hu": hu[index], **{key: values[index] for key, values in meta.items()}})
         size = path.stat().st_size
         if size > limit:
+            for written in [*(p.path for p in parts), path]:
+                written.unlink()  # this call's own parts: a retry may use the same folder
             raise RuntimeError(
                 f"{path}: {size / 2**20:.1f} MiB, more than --max-mib {max_mib:g} (the size estimate was off); "
-                "pack again into a new folder with a smaller --max-mib"
+                "pack again with a smaller --max-mib"
             )
         parts.append(PackedPart(path, len(index), len(patients), size, _file_sha256(path)))
     write_json(
