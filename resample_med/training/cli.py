@@ -100,6 +100,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` with the sub-stages ``autoencoder``, ``diffusion`` and ``pack``."""
     from resample_med.training.autoencoder import AUTOENCODER_PRESETS
     from resample_med.training.diffusion import DIFFUSION_PRESETS, HELD_OUT_MIN_SNR_GAMMA, SELECTION_SCORES
+    from resample_med.training.pack import DEFAULT_MAX_MIB
 
     train = subparsers.add_parser("train", help="train the latent diffusion prior on CT slices")
     stages = train.add_subparsers(dest="stage", required=True)
@@ -169,12 +170,17 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--data", nargs="+", required=True, help="npz files (keys images_hu, patient, split, license_class)"
     )
     pack.add_argument("--out", required=True, help="a new or empty folder for part-K-of-N.npz and PACK.json")
-    pack.add_argument("--max-mib", type=float, default=30.0, help="the largest part in MiB (default 30)")
+    pack.add_argument(
+        "--max-mib",
+        type=float,
+        default=DEFAULT_MAX_MIB,
+        help=f"the largest part in MiB (default {DEFAULT_MAX_MIB:g}: one part, the tree and diffusers' wheels fit a device call)",
+    )
     pack.add_argument(
         "--hu-step",
         type=int,
         default=1,
-        help="round HU to multiples of this (1: exact; 4: parts about 30%% smaller, error at most 2 HU)",
+        help="round HU to multiples of this (1: exact; 4: parts about a third smaller, error at most 2 HU)",
     )
     pack.add_argument(
         "--all-licences", action="store_true", help="pack the train slices of every licence class, not only 'open'"
@@ -240,7 +246,7 @@ def _train_stage(stage: str, opts: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown training stage {stage!r} (autoencoder|diffusion)")
 
 
-def run_pack(args: argparse.Namespace) -> list[Any]:
+def run_pack(args: argparse.Namespace) -> None:
     """``train pack``: write the parts, print one line per part and the folder's total."""
     from resample_med.training.data import VALIDATION_SELECTION, SliceSelection
     from resample_med.training.pack import pack_slices
@@ -252,7 +258,6 @@ def run_pack(args: argparse.Namespace) -> list[Any]:
     print(
         f"{sum(p.slices for p in parts)} slices in {len(parts)} part(s), {sum(p.bytes for p in parts) / 2**20:.1f} MiB"
     )
-    return parts
 
 
 def _print_selection_warnings_on_one_line() -> None:

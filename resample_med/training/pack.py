@@ -43,6 +43,9 @@ from resample_med.training.runtime import write_json
 #: which names the licence for the model card).
 META_KEYS = ("split", "license_class", "license", "source", "anatomy", "patient")
 MANIFEST = "PACK.json"
+#: A device call carries 64 MiB: the project's tree (25 MiB) and diffusers' wheels (6.1 MiB) leave
+#: room for one part of 32 MiB (CONTRIBUTING.md).
+DEFAULT_MAX_MIB = 32.0
 #: Room left in a part for the zip's headers, the per-slice arrays and the estimate's error.
 _MARGIN = 0.95
 #: The share of a patient's slices compressed to estimate the patient's bytes.
@@ -63,7 +66,7 @@ class PackedPart:
 def pack_slices(
     paths: Sequence[str | Path],
     out_dir: str | Path,
-    max_mib: float = 30.0,
+    max_mib: float = DEFAULT_MAX_MIB,
     hu_step: int = 1,
     selections: Sequence[SliceSelection] = (SliceSelection(), VALIDATION_SELECTION),
 ) -> list[PackedPart]:
@@ -94,7 +97,7 @@ def pack_slices(
             )
     bins = _first_fit_decreasing(estimates, limit * _MARGIN)
     out.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts: list[PackedPart] = []
     for k, patients in enumerate(bins, start=1):
         index = np.sort(np.concatenate([groups[p] for p in patients]))
         path = out / f"part-{k}-of-{len(bins)}.npz"
