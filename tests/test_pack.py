@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,23 @@ def test_a_part_over_the_limit_is_removed_with_the_parts_before_it(
     with pytest.raises(RuntimeError, match="more than --max-mib 0.005 .* smaller --max-mib"):
         pack_slices(sources, tmp_path / "pack", max_mib=0.005)
     assert not list((tmp_path / "pack").iterdir())
+
+
+def test_training_imports_without_the_packages_a_gpu_machine_lacks() -> None:
+    """The device image has torch but not pydicom, SimpleITK, MONAI or napari (CONTRIBUTING.md):
+    ``train pack|autoencoder|diffusion`` must import without them."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class Absent(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {"pydicom", "SimpleITK", "monai", "napari", "magicgui"}:
+                    raise ImportError(f"{name} is not on the GPU machine")
+        sys.meta_path.insert(0, Absent())
+        from resample_med.cli import build_parser
+        import resample_med.training.autoencoder, resample_med.training.diffusion, resample_med.training.pack
+        build_parser(with_train=True).parse_args(["train", "diffusion", "--data", "x.npz", "--out", "y"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
